@@ -1,0 +1,7 @@
+"""``python -m auditcam`` runs the command line."""
+
+import sys
+
+from auditcam.cli import main
+
+sys.exit(main())

@@ -1,0 +1,300 @@
+"""The audit runner: iterate a labelled dataset, explain, score, and record one row per
+(sample, method); then aggregate and decide the checks.
+
+A sample that cannot be read, or whose mask/heatmap makes the metrics meaningless, still gets
+its rows, with ``status`` (``error`` / ``invalid``) and ``reason``: nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torchvision
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from auditcam.analysis import PASS, CheckResult, aggregates, evaluate_checks
+from auditcam.cam import UPSAMPLING, Explainer
+from auditcam.config import Checks
+from auditcam.data import LabelledDataset, collate
+from auditcam.errors import InputError
+from auditcam.gallery import Exemplar, Gallery
+from auditcam.models import ModelInfo
+from auditcam.scoring import METRICS, reasons, score
+
+SCHEMA_VERSION = 1
+TARGETS = ("pred", "label")
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    """Everything an audit found: the tidy per-sample frame, aggregates per method, check
+    outcomes (decided on the first method), the gallery exemplars and the run's metadata."""
+
+    samples: pd.DataFrame
+    checks: tuple[CheckResult, ...]
+    aggregates: dict[str, Any]
+    gallery: Gallery
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        """True when every check passed (a check without enough data does not pass)."""
+        return all(check.outcome == PASS for check in self.checks)
+
+    @property
+    def failed_checks(self) -> list[CheckResult]:
+        return [check for check in self.checks if check.outcome != PASS]
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON-ready summary written to ``summary.json``."""
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "passed": self.passed,
+            "n_samples": int(self.samples["id"].nunique()),
+            "checks": [check.to_dict() for check in self.checks],
+            "aggregates": self.aggregates,
+            "meta": self.meta,
+        }
+
+    def write(self, out: str | Path) -> dict[str, Path]:
+        """Write report.html, summary.json and samples.parquet into ``out``; return their paths."""
+        from auditcam.report import write_bundle  # the report is a view over this result
+
+        return write_bundle(self, out)
+
+
+def _version() -> str:
+    from auditcam import __version__
+
+    return __version__
+
+
+def _sample_rows(batch: dict[str, Any], classes: Sequence[str] | None) -> list[dict[str, Any]]:
+    """The method-independent part of each sample's record."""
+    rows = []
+    for i, sample_id in enumerate(batch["id"]):
+        label = int(batch["label"][i])
+        row = {
+            "id": sample_id,
+            "image": batch["image_path"][i],
+            "label": label,
+            "label_name": classes[label] if classes is not None else str(label),
+            "pred": None,
+            "pred_name": None,
+            "correct": None,
+            "confidence": float("nan"),
+            "target": None,
+            "status": batch["status"][i],
+            "reason": batch["reason"][i],
+        }
+        row.update(batch["attributes"][i])
+        rows.append(row)
+    return rows
+
+
+def _add_predictions(
+    rows: list[dict[str, Any]],
+    ok: torch.Tensor,
+    explanation: Any,
+    labels: torch.Tensor,
+    classes: Sequence[str] | None,
+) -> None:
+    """Fill pred, confidence, correctness and the explained class into the readable rows."""
+    confidence, pred = explanation.logits.float().softmax(dim=1).max(dim=1)
+    for j, pos in enumerate(ok.nonzero().flatten().tolist()):
+        p = int(pred[j])
+        rows[pos].update(
+            pred=p,
+            pred_name=classes[p] if classes is not None else str(p),
+            correct=p == int(labels[j]),
+            confidence=float(confidence[j]),
+            target=int(explanation.targets[j]),
+        )
+
+
+def _check_outputs(logits: torch.Tensor, labels: torch.Tensor, classes: Sequence[str] | None) -> None:
+    n_outputs = logits.shape[1]
+    if classes is not None and len(classes) != n_outputs:
+        raise InputError(
+            f"the model has {n_outputs} outputs but the class list has {len(classes)} names; "
+            "check --num-classes and --classes"
+        )
+    if labels.numel() and int(labels.max()) >= n_outputs:
+        raise InputError(
+            f"a label is {int(labels.max())} but the model has only {n_outputs} outputs; "
+            "check --num-classes and the manifest's labels"
+        )
+
+
+def audit(
+    model: nn.Module,
+    dataset: LabelledDataset,
+    *,
+    methods: Sequence[str] = ("gradcam",),
+    layer: str | None = None,
+    checks: Checks | None = None,
+    target: str = "pred",
+    batch_size: int = 32,
+    num_workers: int = 0,
+    reliance_threshold: float = 1.0,
+    gallery_size: int = 8,
+    model_info: ModelInfo | None = None,
+    name: str | None = None,
+    progress: bool = True,
+) -> AuditResult:
+    """Explain and score every sample of ``dataset`` with ``model``; aggregate; decide checks.
+
+    ``target`` picks the class each heatmap explains: ``"pred"`` (the model's prediction) or
+    ``"label"`` (the true class). The first method decides the checks and the gallery.
+    ``name`` titles the report (default: the weights file's stem, else the model spec).
+    """
+    if target not in TARGETS:
+        raise InputError(f"target {target!r}: choose from {', '.join(TARGETS)}")
+    if batch_size < 1:
+        raise InputError(f"batch size must be at least 1, got {batch_size}")
+    checks = Checks() if checks is None else checks
+    if model_info is not None and dataset.preprocessing != model_info.preprocessing:
+        dataset = dataset.with_preprocessing(model_info.preprocessing)
+    classes = dataset.classes or (model_info.classes if model_info else None)
+    preprocessing = dataset.preprocessing
+    explainer = Explainer(model, layer=layer, methods=methods)
+    primary = explainer.methods[0]
+    gallery = Gallery(size=gallery_size)
+    records: list[dict[str, Any]] = []
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate)
+    checked_outputs = False
+
+    with explainer, tqdm(total=len(dataset), unit="img", desc="auditing", disable=not progress, file=sys.stderr) as bar:
+        for batch in loader:
+            rows = _sample_rows(batch, classes)
+            ok = batch["ok"]
+            scored: dict[str, dict[str, list]] = {}
+            if ok.any():
+                labels = batch["label"][ok]
+                explanation = explainer(batch["image"], labels if target == "label" else None)
+                if not checked_outputs:
+                    _check_outputs(explanation.logits, batch["label"], classes)
+                    checked_outputs = True
+                _add_predictions(rows, ok, explanation, labels, classes)
+                for method in methods:
+                    scores = score(explanation.maps[method], batch["mask"], reliance_threshold=reliance_threshold)
+                    scored[method] = {name: scores[name].tolist() for name in METRICS}
+                    scored[method]["reason"] = reasons(scores["invalid"])
+            readable = iter(range(int(ok.sum())))
+            for pos, row in enumerate(rows):
+                j = next(readable) if ok[pos] else None
+                for method in methods:
+                    if j is None:
+                        records.append(dict(row, method=method, **dict.fromkeys(METRICS, float("nan"))))
+                        continue
+                    values = scored[method]
+                    record = dict(row, method=method, **{name: values[name][j] for name in METRICS})
+                    if values["reason"][j]:
+                        record.update(status="invalid", reason=values["reason"][j])
+                    elif method == primary:
+                        gallery.offer(
+                            values["subject_share"][j],
+                            _exemplar_maker(record, batch, explanation, method, j, preprocessing),
+                        )
+                    records.append(record)
+            bar.update(len(rows))
+
+    samples = _frame(records, dataset.attributes)
+    by_method = {m: aggregates(samples[samples["method"] == m], dataset.attributes) for m in methods}
+    check_results = evaluate_checks(samples[samples["method"] == primary], checks)
+    meta = {
+        "name": name or _default_name(model_info),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": {
+            "auditcam": _version(),
+            "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
+            "python": platform.python_version(),
+        },
+        "model": None
+        if model_info is None
+        else {
+            "spec": model_info.spec,
+            "weights": model_info.weights,
+            "weights_sha256": model_info.weights_sha256,
+        },
+        "dataset": {"source": dataset.source, "n_samples": len(dataset), "attributes": list(dataset.attributes)},
+        "classes": None if classes is None else list(classes),
+        "methods": list(methods),
+        "layer": explainer.layer,
+        "target": target,
+        "upsampling": UPSAMPLING,
+        "reliance_threshold": reliance_threshold,
+        "preprocessing": preprocessing.describe(),
+        "checks": {
+            "max_background_reliant_rate": checks.max_background_reliant_rate,
+            "min_subject_share": checks.min_subject_share,
+        },
+    }
+    return AuditResult(samples=samples, checks=tuple(check_results), aggregates=by_method, gallery=gallery, meta=meta)
+
+
+def _default_name(info: ModelInfo | None) -> str:
+    if info is None:
+        return "model"
+    return Path(info.weights).stem if info.weights else info.spec
+
+
+def _exemplar_maker(row, batch, explanation, method, j, preprocessing):
+    """Deferred construction of an Exemplar: copies pixels only if the gallery keeps it."""
+
+    def make() -> Exemplar:
+        image = preprocessing.denormalise(batch["image"][j].float())
+        return Exemplar(
+            record=dict(row),
+            image=(image.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8),
+            heatmap=explanation.normalised(method)[j].numpy().astype(np.float32),
+            mask=batch["mask"][j].numpy().copy(),
+        )
+
+    return make
+
+
+def _frame(records: list[dict[str, Any]], attributes: Sequence[str]) -> pd.DataFrame:
+    """Records -> the documented samples table, with stable column order and dtypes."""
+    columns = [
+        "id",
+        "image",
+        "method",
+        "label",
+        "label_name",
+        "pred",
+        "pred_name",
+        "correct",
+        "confidence",
+        "target",
+        "status",
+        "reason",
+        *METRICS,
+        *attributes,
+    ]
+    frame = pd.DataFrame.from_records(records, columns=columns)
+    frame = frame.astype(
+        {
+            "label": "int64",
+            "pred": "Int64",
+            "target": "Int64",
+            "correct": "boolean",
+            "confidence": "float64",
+            **{m: "float64" for m in METRICS},
+        }
+    )
+    return frame.astype(
+        {c: "string" for c in ("id", "image", "method", "label_name", "pred_name", "status", "reason", *attributes)}
+    )

@@ -1,0 +1,135 @@
+"""Render an AuditResult as one self-contained HTML page (Jinja2, everything inlined)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import TYPE_CHECKING, Any
+
+from markupsafe import Markup
+
+from auditcam.gallery import Exemplar
+from auditcam.report import figures
+from auditcam.report.templates import environment, template_dir
+
+if TYPE_CHECKING:
+    from auditcam.audit import AuditResult
+
+MAX_PROBLEMS_LISTED = 200
+
+METRIC_HELP = {
+    "subject_share": "Share of the heatmap's energy that falls on the labelled subject (0 to 1).",
+    "subject_area": "Share of the image the subject covers: what subject_share would be for a uniform heatmap.",
+    "focus_lift": "subject_share divided by subject_area: 1 means no better than a uniform heatmap, "
+    "above 1 focused on the subject, below 1 drawn to the background.",
+    "rank_accuracy": "Share of the K hottest pixels that lie on the subject, K = subject size in pixels.",
+    "pointing_hit": "Whether the single hottest pixel lies on the subject (pointing game).",
+    "iou": "Overlap (intersection over union) of the pixels at or above half the peak heat with the subject.",
+    "background_reliant": "A sample counts as background-reliant when its focus_lift is below the reliance threshold.",
+}
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """Numbers for tables: fixed digits; missing values as an em dash."""
+    if value is None or (isinstance(value, float) and value != value):
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.{digits}f}"
+
+
+def pct(value: Any) -> str:
+    """A rate as a percentage with one decimal."""
+    if value is None or (isinstance(value, float) and value != value):
+        return "—"
+    return f"{100 * value:.1f}%"
+
+
+def _card(exemplar: Exemplar) -> dict[str, Any]:
+    record = exemplar.record
+    return {
+        "record": record,
+        "image": figures.png_data_uri(figures.resized(exemplar.image)),
+        "overlay": figures.png_data_uri(figures.overlay(exemplar.image, exemplar.heatmap)),
+        "outline": figures.png_data_uri(figures.outline(exemplar.image, exemplar.mask)),
+    }
+
+
+def _sha256_source(text: str) -> str:
+    return "sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii")
+
+
+def _page_style() -> dict[str, Any]:
+    """The shared stylesheet and a CSP that allows exactly it, no script and data: images only."""
+    css = (template_dir() / "report.css").read_text(encoding="utf-8")
+    return {
+        "css": Markup(css),
+        "csp": f"default-src 'none'; img-src data:; style-src '{_sha256_source(css)}'; "
+        "script-src 'none'; base-uri 'none'; form-action 'none'",
+    }
+
+
+def _environment():
+    env = environment()
+    env.filters["fmt"] = fmt
+    env.filters["pct"] = pct
+    return env
+
+
+def context(result: AuditResult) -> dict[str, Any]:
+    """Everything the template shows, computed from the result (the template does no maths)."""
+    meta = result.meta
+    primary = meta["methods"][0]
+    agg = result.aggregates[primary]
+    frame = result.samples[result.samples["method"] == primary]
+    problems = frame[frame["status"] != "ok"]
+    attributes = meta["dataset"]["attributes"]
+    worst_groups = {
+        attribute: min(
+            (k for k, v in groups.items() if v["subject_share_mean"] is not None),
+            key=lambda k: groups[k]["subject_share_mean"],
+            default=None,
+        )
+        for attribute, groups in agg["by_group"].items()
+    }
+    return {
+        **_page_style(),
+        "meta": meta,
+        "model_name": meta["name"],
+        "passed": result.passed,
+        "checks": result.checks,
+        "primary": primary,
+        "overall": agg["overall"],
+        "by_class": agg["by_class"],
+        "by_group": agg["by_group"],
+        "worst_groups": worst_groups,
+        "attributes": attributes,
+        "reliant": [_card(e) for e in result.gallery.background_reliant],
+        "focused": [_card(e) for e in result.gallery.subject_focused],
+        "problems": problems.head(MAX_PROBLEMS_LISTED).to_dict("records"),
+        "n_problems": len(problems),
+        "metric_help": METRIC_HELP,
+    }
+
+
+def render_html(result: AuditResult) -> str:
+    """The report page as a string."""
+    return _environment().get_template("report.html.j2").render(**context(result))
+
+
+def render_index(title: str, intro: str, reports: dict[str, tuple[AuditResult, str]]) -> str:
+    """A page listing several audits side by side, each linking to its report (relative href)."""
+    entries = [
+        {
+            "name": name,
+            "passed": result.passed,
+            "overall": result.aggregates[result.meta["methods"][0]]["overall"],
+            "href": href,
+        }
+        for name, (result, href) in reports.items()
+    ]
+    return (
+        _environment().get_template("index.html.j2").render(title=title, intro=intro, entries=entries, **_page_style())
+    )

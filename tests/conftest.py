@@ -1,0 +1,64 @@
+"""Shared fixtures: seeded generators, tiny models and the demo run (built once per session)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+
+@pytest.fixture
+def gen() -> torch.Generator:
+    """A local, seeded generator: tests never depend on or disturb the global RNG."""
+    return torch.Generator().manual_seed(1234)
+
+
+class TinyNet(nn.Module):
+    """conv -> relu -> conv (target) -> relu -> global pool -> linear; 8x8 feature maps at 16 px."""
+
+    def __init__(self, num_classes: int = 3, inplace: bool = False) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+        self.features = nn.Conv2d(4, 6, 3, padding=1)
+        self.act = nn.ReLU(inplace=inplace)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(6, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.act(self.features(self.stem(x)))).flatten(1))
+
+
+@pytest.fixture
+def tiny_net() -> TinyNet:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return TinyNet()
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory):
+    """The full demo (data, both models, both audits), run once for the whole suite."""
+    from auditcam.demo import run_demo
+
+    return run_demo(tmp_path_factory.mktemp("demo"), progress=False, log=lambda _text: None)
+
+
+@pytest.fixture
+def small_dataset(tmp_path):
+    """12 demo-style samples on disk (64x64, masks, a ``site`` attribute) and their classes."""
+    from auditcam.demo import write_split
+    from auditcam.demo.synthetic import CLASSES, make_split
+
+    manifest = write_split(make_split(12, agreement={"A": 0.0, "B": 0.0}, seed=5), tmp_path / "data")
+    return manifest, CLASSES
+
+
+@pytest.fixture
+def demo_model():
+    """An untrained demo TinyCNN with its ModelInfo (seeded)."""
+    from auditcam.demo import MODEL_SPEC
+    from auditcam.models import load_model_info
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return load_model_info(MODEL_SPEC)

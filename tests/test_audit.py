@@ -1,0 +1,120 @@
+"""The audit runner: one record per (sample, method), faults kept, checks decided."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+import torch
+
+from auditcam import Checks, LabelledDataset, audit
+from auditcam.errors import InputError
+from auditcam.scoring import METRICS
+
+
+def _append_rows(manifest, rows):
+    with manifest.open("a", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerows(rows)
+
+
+@pytest.fixture
+def faulty_manifest(small_dataset):
+    """The small dataset plus an unreadable image and an empty mask."""
+    manifest, classes = small_dataset
+    folder = manifest.parent
+    (folder / "images" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    from PIL import Image
+
+    Image.new("L", (64, 64), 0).save(folder / "masks" / "empty.png")
+    _append_rows(
+        manifest,
+        [
+            ["broken", "images/broken.png", "masks/00000.png", "square", "A"],
+            ["empty", "images/00001.png", "masks/empty.png", "cross", "B"],
+        ],
+    )
+    return manifest, classes
+
+
+def test_every_sample_gets_a_row_per_method(faulty_manifest, demo_model):
+    model, info = demo_model
+    manifest, classes = faulty_manifest
+    dataset = LabelledDataset.from_manifest(manifest, classes=classes)
+    result = audit(model, dataset, methods=("gradcam",), model_info=info, batch_size=5, progress=False)
+    samples = result.samples
+    assert len(samples) == 14
+    assert list(samples["id"]) == [f"demo-{i:05d}" for i in range(12)] + ["broken", "empty"]
+    broken = samples[samples["id"] == "broken"].iloc[0]
+    assert broken["status"] == "error" and "corrupt or truncated" in broken["reason"]
+    assert all(math.isnan(broken[m]) for m in METRICS)
+    assert broken["pred"] is None or str(broken["pred"]) == "<NA>"
+    empty = samples[samples["id"] == "empty"].iloc[0]
+    assert empty["status"] == "invalid" and empty["reason"] == "empty subject mask"
+    assert empty["label_name"] == "cross" and empty["pred_name"] in classes  # predicted, just not scored
+    ok = samples[samples["status"] == "ok"]
+    assert len(ok) == 12 and ok["subject_share"].between(0, 1).all()
+    assert set(samples["site"]) == {"A", "B"}
+    overall = result.aggregates["gradcam"]["overall"]
+    assert (overall["n"], overall["n_valid"], overall["n_invalid"], overall["n_error"]) == (14, 12, 1, 1)
+    assert overall["subject_share_mean"] == pytest.approx(ok["subject_share"].mean())
+
+
+def test_checks_decide_pass_and_fail(small_dataset, demo_model):
+    model, info = demo_model
+    manifest, classes = small_dataset
+    dataset = LabelledDataset.from_manifest(manifest, classes=classes)
+    loose = audit(model, dataset, checks=Checks(max_background_reliant_rate=1.0), model_info=info, progress=False)
+    assert loose.passed
+    rate = loose.checks[0].value
+    strict = audit(
+        model,
+        dataset,
+        checks=Checks(max_background_reliant_rate=None, min_subject_share=1.0),
+        model_info=info,
+        progress=False,
+    )
+    assert not strict.passed and [c.name for c in strict.failed_checks] == ["mean_subject_share"]
+    expected = loose.samples["background_reliant"].mean()
+    assert rate == pytest.approx(expected)
+
+
+def test_explaining_the_true_label(small_dataset, demo_model):
+    model, info = demo_model
+    manifest, classes = small_dataset
+    dataset = LabelledDataset.from_manifest(manifest, classes=classes)
+    result = audit(model, dataset, target="label", model_info=info, progress=False)
+    assert (result.samples["target"] == result.samples["label"]).all()
+
+
+def test_class_list_that_does_not_match_the_model(small_dataset, demo_model):
+    model, info = demo_model
+    manifest, _ = small_dataset
+    dataset = LabelledDataset.from_manifest(manifest, classes=("circle", "square", "cross", "star"))
+    with pytest.raises(InputError, match="the model has 3 outputs but the class list has 4 names"):
+        audit(model, dataset, model_info=info, progress=False)
+
+
+def test_gallery_is_bounded_and_ordered(small_dataset, demo_model):
+    model, info = demo_model
+    manifest, classes = small_dataset
+    dataset = LabelledDataset.from_manifest(manifest, classes=classes)
+    result = audit(model, dataset, gallery_size=3, model_info=info, progress=False, batch_size=4)
+    worst = [e.record["subject_share"] for e in result.gallery.background_reliant]
+    best = [e.record["subject_share"] for e in result.gallery.subject_focused]
+    shares = sorted(result.samples["subject_share"])
+    assert worst == shares[:3] and best == shares[::-1][:3]
+    exemplar = result.gallery.background_reliant[0]
+    assert exemplar.image.shape == (64, 64, 3) and exemplar.mask.shape == (64, 64)
+    assert exemplar.heatmap.min() >= 0 and exemplar.heatmap.max() <= 1
+
+
+def test_audit_leaves_the_model_as_it_was(small_dataset, demo_model):
+    model, info = demo_model
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    manifest, classes = small_dataset
+    audit(model, LabelledDataset.from_manifest(manifest, classes=classes), model_info=info, progress=False)
+    assert model.training
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

@@ -1,0 +1,127 @@
+"""The command line end to end: exit codes, one-line errors, reports on disk."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from auditcam import cli
+from auditcam.demo import MODEL_SPEC
+from tests.htmlcheck import parse_page
+
+CONSOLE_SCRIPT = Path(sys.executable).parent / "auditcam"
+
+
+def _audit_args(demo_run, name: str, out: Path) -> list[str]:
+    return [
+        "audit",
+        "--model",
+        MODEL_SPEC,
+        "--weights",
+        str(demo_run.weights[name]),
+        "--data",
+        str(demo_run.manifest),
+        "--out",
+        str(out),
+        "--name",
+        f"{name} model",
+        "--no-progress",
+    ]
+
+
+def test_shortcut_model_fails_and_clean_model_passes(demo_run, tmp_path, capsys):
+    assert cli.main(_audit_args(demo_run, "shortcut", tmp_path / "shortcut")) == cli.EXIT_FAIL
+    assert "FAILED" in capsys.readouterr().out
+    assert cli.main(_audit_args(demo_run, "clean", tmp_path / "clean")) == cli.EXIT_PASS
+    summaries = {name: json.loads((tmp_path / name / "summary.json").read_text()) for name in ("shortcut", "clean")}
+    share = {name: s["aggregates"]["gradcam"]["overall"]["subject_share_mean"] for name, s in summaries.items()}
+    assert share["clean"] - share["shortcut"] > 0.25, share
+    for name, summary in summaries.items():
+        html = (tmp_path / name / "report.html").read_text(encoding="utf-8")
+        parse_page(html)
+        assert f"{name} model" in html
+        assert summary["meta"]["command"].startswith("auditcam audit --model auditcam.demo.models:tiny_cnn")
+        assert (tmp_path / name / "samples.parquet").stat().st_size > 0
+    assert summaries["shortcut"]["checks"][0]["outcome"] == "fail"
+    assert summaries["clean"]["checks"][0]["outcome"] == "pass"
+
+
+def test_demo_reports_name_both_models(demo_run):
+    index = demo_run.reports["index"].read_text(encoding="utf-8")
+    parse_page(index)
+    assert "shortcut model" in index and "clean model" in index
+    for name in ("shortcut", "clean"):
+        parse_page(demo_run.reports[name].read_text(encoding="utf-8"))
+    # the planted group gap: site A shows the shortcut texture in high contrast
+    groups = demo_run.results["shortcut"].aggregates["gradcam"]["by_group"]["site"]
+    assert groups["A"]["subject_share_mean"] < groups["B"]["subject_share_mean"] - 0.03
+    assert not demo_run.results["shortcut"].passed and demo_run.results["clean"].passed
+
+
+def test_missing_file_in_manifest_exits_2_naming_row_and_path(demo_run, tmp_path):
+    manifest = tmp_path / "manifest.csv"
+    lines = demo_run.manifest.read_text(encoding="utf-8").splitlines()
+    lines[3] = lines[3].replace("images/00002.png", "images/missing.png")
+    manifest.write_text("\n".join(lines[:6]) + "\n", encoding="utf-8")
+    for name in ("images", "masks"):
+        (tmp_path / name).symlink_to(demo_run.manifest.parent / name)
+    proc = subprocess.run(
+        [
+            str(CONSOLE_SCRIPT),
+            "audit",
+            "--model",
+            MODEL_SPEC,
+            "--weights",
+            str(demo_run.weights["clean"]),
+            "--data",
+            str(manifest),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "manifest.csv row 3 (line 4), column 'image': file not found: images/missing.png" in lines[0]
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["audit", "--data", "x.csv", "--out", "o"], "the following arguments are required: --model"),
+        (
+            ["audit", "--model", "m:f", "--data", "x.csv", "--out", "o", "--batch-size", "0"],
+            "expected a positive integer, got '0'",
+        ),
+        (["audit", "--model", "torchvision:resnet18", "--data", "nope.csv", "--out", "o"], "manifest not found"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ],
+)
+def test_usage_errors_are_one_line_and_exit_2(argv, message, capsys):
+    assert cli.main(argv) == cli.EXIT_INPUT
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and message in err
+
+
+def test_a_bug_exits_3_with_a_traceback(monkeypatch, capsys):
+    def broken(*_args, **_kwargs):
+        raise ZeroDivisionError("oops")
+
+    monkeypatch.setattr("auditcam.models.load_model_info", broken)
+    assert cli.main(["audit", "--model", "x:y", "--data", "d.csv", "--out", "o"]) == cli.EXIT_BUG
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "ZeroDivisionError" in err and "this is a bug" in err
+
+
+def test_python_dash_m_runs_the_cli():
+    proc = subprocess.run([sys.executable, "-m", "auditcam", "--version"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.startswith("auditcam ")
