@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 from auditcam.audit import AuditResult, audit
 from auditcam.cam import Explainer, Explanation, find_target_layer
 from auditcam.config import Checks
-from auditcam.data import LabelledDataset
+from auditcam.data import LabelledDataset, open_dataset
 from auditcam.errors import InputError
 from auditcam.models import Preprocessing, load_model
 from auditcam.scoring import score
@@ -27,5 +27,6 @@ __all__ = [
     "audit",
     "find_target_layer",
     "load_model",
+    "open_dataset",
     "score",
 ]

@@ -20,13 +20,13 @@ import pandas as pd
 import torch
 import torchvision
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from auditcam.analysis import PASS, CheckResult, aggregates, evaluate_checks
 from auditcam.cam import UPSAMPLING, Explainer
 from auditcam.config import Checks
-from auditcam.data import LabelledDataset, collate
+from auditcam.data import LabelledDataset, as_audit_dataset, loader
 from auditcam.errors import InputError
 from auditcam.gallery import Exemplar, Gallery
 from auditcam.models import ModelInfo
@@ -97,6 +97,7 @@ def _sample_rows(batch: dict[str, Any], classes: Sequence[str] | None) -> list[d
             "target": None,
             "status": batch["status"][i],
             "reason": batch["reason"][i],
+            "note": batch["note"][i],
         }
         row.update(batch["attributes"][i])
         rows.append(row)
@@ -139,14 +140,14 @@ def _check_outputs(logits: torch.Tensor, labels: torch.Tensor, classes: Sequence
 
 def audit(
     model: nn.Module,
-    dataset: LabelledDataset,
+    dataset: LabelledDataset | Dataset,
     *,
     methods: Sequence[str] = ("gradcam",),
     layer: str | None = None,
     checks: Checks | None = None,
     target: str = "pred",
     batch_size: int = 32,
-    num_workers: int = 0,
+    num_workers: int | None = 0,
     reliance_threshold: float = 1.0,
     gallery_size: int = 8,
     model_info: ModelInfo | None = None,
@@ -158,12 +159,15 @@ def audit(
     ``target`` picks the class each heatmap explains: ``"pred"`` (the model's prediction) or
     ``"label"`` (the true class). The first method decides the checks and the gallery.
     ``name`` titles the report (default: the weights file's stem, else the model spec).
+    ``dataset`` may be any torch Dataset yielding the item dict of :mod:`auditcam.data.custom`;
+    ``num_workers`` decodes in worker processes (None: :func:`auditcam.data.default_workers`).
     """
     if target not in TARGETS:
         raise InputError(f"target {target!r}: choose from {', '.join(TARGETS)}")
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, got {batch_size}")
     checks = Checks() if checks is None else checks
+    dataset = as_audit_dataset(dataset)
     if model_info is not None and dataset.preprocessing != model_info.preprocessing:
         dataset = dataset.with_preprocessing(model_info.preprocessing)
     classes = dataset.classes or (model_info.classes if model_info else None)
@@ -172,11 +176,10 @@ def audit(
     primary = explainer.methods[0]
     gallery = Gallery(size=gallery_size)
     records: list[dict[str, Any]] = []
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate)
     checked_outputs = False
 
     with explainer, tqdm(total=len(dataset), unit="img", desc="auditing", disable=not progress, file=sys.stderr) as bar:
-        for batch in loader:
+        for batch in loader(dataset, batch_size, num_workers):
             rows = _sample_rows(batch, classes)
             ok = batch["ok"]
             scored: dict[str, dict[str, list]] = {}
@@ -281,6 +284,7 @@ def _frame(records: list[dict[str, Any]], attributes: Sequence[str]) -> pd.DataF
         "target",
         "status",
         "reason",
+        "note",
         *METRICS,
         *attributes,
     ]
@@ -295,6 +299,5 @@ def _frame(records: list[dict[str, Any]], attributes: Sequence[str]) -> pd.DataF
             **{m: "float64" for m in METRICS},
         }
     )
-    return frame.astype(
-        {c: "string" for c in ("id", "image", "method", "label_name", "pred_name", "status", "reason", *attributes)}
-    )
+    text = ("id", "image", "method", "label_name", "pred_name", "status", "reason", "note", *attributes)
+    return frame.astype({c: "string" for c in text})

@@ -1,4 +1,4 @@
-"""Command line: ``auditcam demo`` and ``auditcam audit``.
+"""Command line: ``auditcam demo``, ``auditcam audit`` and ``auditcam validate``.
 
 Exit codes: 0 every check passed, 1 a check failed, 2 bad input or usage (one line on stderr,
 no traceback), 3 internal error (a bug: traceback and a request to report it).
@@ -79,14 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--mean", help="normalisation mean, three comma-separated numbers")
     model.add_argument("--std", help="normalisation std, three comma-separated numbers")
     data = run.add_argument_group("data")
-    data.add_argument(
-        "--data",
-        required=True,
-        type=Path,
-        metavar="MANIFEST",
-        help="CSV with columns image, label, mask; other columns are group attributes",
-    )
-    data.add_argument("--classes", type=Path, help="class names, one per line, in the model's output order")
+    _add_data_arguments(data)
     data.add_argument(
         "--allow-missing",
         action="store_true",
@@ -129,11 +122,120 @@ def build_parser() -> argparse.ArgumentParser:
     runtime.add_argument("--out", required=True, type=Path, help="output folder for the report and results")
     runtime.add_argument("--name", help="model name shown in the report (default: the weights file's stem)")
     runtime.add_argument("--batch-size", type=_positive_int, default=32, help="images per batch (default: 32)")
-    runtime.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default: 0)")
+    _add_workers_argument(runtime)
     runtime.add_argument("--gallery-size", type=int, default=8, help="samples shown at each end of the gallery")
     runtime.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.set_defaults(handler=_run_audit)
+    _add_validate(sub)
     return parser
+
+
+def _workers(text: str) -> int | None:
+    if text == "auto":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number of processes >= 0, got {text!r}")
+    return value
+
+
+def _add_workers_argument(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--workers",
+        type=_workers,
+        default=None,
+        metavar="N|auto",
+        help="processes that decode images beside the model (default: auto = none for up to two batches, "
+        "else half the CPU cores, at most 4)",
+    )
+
+
+def _add_data_arguments(group: argparse._ArgumentGroup) -> None:
+    """The dataset flags shared by ``audit`` and ``validate``."""
+    from auditcam.data import FORMATS
+
+    group.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        metavar="PATH",
+        help="manifest (.csv/.parquet: image, label, mask or box columns; other columns are group attributes), "
+        "COCO instances .json, or a folder root/<class>/<image>",
+    )
+    group.add_argument("--format", choices=FORMATS, help="format of --data (default: from the path)")
+    group.add_argument("--classes", type=Path, help="class names, one per line, in the model's output order")
+    group.add_argument("--images", type=Path, help="COCO: folder of the images (default: the JSON's folder)")
+    group.add_argument(
+        "--coco-labels",
+        type=Path,
+        metavar="CSV",
+        help="COCO: columns image (file_name), label; these rows are the samples "
+        "(default: every image, labelled by its largest category)",
+    )
+    group.add_argument(
+        "--masks", type=Path, help="folder layout: the tree masks/<class>/<stem>.png (default: root/masks)"
+    )
+    group.add_argument(
+        "--mask-value",
+        type=int,
+        metavar="N",
+        help="masks are instance-id maps: pixels equal to N are the subject (default: every pixel > 0)",
+    )
+    group.add_argument(
+        "--resize-masks",
+        action="store_true",
+        help="resize (nearest) a mask whose size differs from its image's but whose aspect ratio matches",
+    )
+
+
+def _data_options(args: argparse.Namespace) -> dict:
+    """The dataset keyword arguments of :meth:`LabelledDataset.open` taken from the flags."""
+    return {
+        "format": args.format,
+        "images": args.images,
+        "labels": args.coco_labels,
+        "masks": args.masks,
+        "mask_value": args.mask_value,
+        "resize_masks": args.resize_masks,
+    }
+
+
+def _add_validate(sub: argparse._SubParsersAction) -> None:
+    check = sub.add_parser("validate", help="check a dataset before a long audit and list its problems")
+    _add_data_arguments(check)
+    _add_workers_argument(check)
+    check.add_argument("--no-progress", action="store_true", help="no progress bar")
+    check.set_defaults(handler=_run_validate)
+
+
+def _run_validate(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from auditcam.data import DataOptions, MaskOptions, format_table, read_classes, validate
+
+    options = _data_options(args)
+    result = validate(
+        args.data,
+        format=options["format"],
+        classes=read_classes(args.classes) if args.classes else None,
+        options=DataOptions(images=args.images, labels=args.coco_labels, masks=args.masks),
+        masks=MaskOptions(subject_value=args.mask_value, resize=args.resize_masks),
+        workers=args.workers,
+        progress=not args.no_progress,
+    )
+    source = result.source
+    classes = "class indices" if source.classes is None else f"{len(source.classes)} classes"
+    print(f"{source.path} ({source.format}): {len(source.rows)} samples checked, {classes}")
+    if result.ok:
+        print("OK: no problems found")
+        return EXIT_PASS
+    print(format_table(result.problems))
+    print(
+        f"{len(result.problems)} problem(s). An audit stops at missing files (unless --allow-missing), unknown "
+        "labels and duplicate ids; it records the other problems per sample with their reason"
+    )
+    return EXIT_FAIL
 
 
 def _run_demo(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -166,8 +268,12 @@ def _run_audit(args: argparse.Namespace, argv: Sequence[str]) -> int:
         std=None if args.std is None else parse_triple(args.std, "--std"),
     )
     classes = read_classes(args.classes) if args.classes else info.classes
-    dataset = LabelledDataset.from_manifest(
-        args.data, classes=classes, preprocessing=info.preprocessing, allow_missing=args.allow_missing
+    dataset = LabelledDataset.open(
+        args.data,
+        classes=classes,
+        preprocessing=info.preprocessing,
+        allow_missing=args.allow_missing,
+        **_data_options(args),
     )
     checks = Checks(
         max_background_reliant_rate=args.max_background_reliant_rate, min_subject_share=args.min_subject_share

@@ -1,7 +1,43 @@
-"""Labelled datasets: manifests, image and mask reading, joint preprocessing, collate."""
+"""Labelled datasets: manifests (CSV/Parquet), COCO and folder layouts, masks and boxes, joint
+preprocessing, a collate that carries failed samples, and ``validate`` to check a dataset first."""
 
-from auditcam.data.dataset import LabelledDataset, collate
+from auditcam.data.custom import WrappedDataset, as_audit_dataset
+from auditcam.data.dataset import LabelledDataset, collate, default_workers, load_sample, loader
+from auditcam.data.formats import FORMATS, DataOptions, detect_format, read_source
 from auditcam.data.io import SampleFault, read_image, read_mask
-from auditcam.data.manifest import read_classes, read_manifest
+from auditcam.data.manifest import read_manifest
+from auditcam.data.problems import Problem
+from auditcam.data.rows import UNKNOWN_GROUP, Row, read_classes
+from auditcam.data.subjects import Box, MaskFile, MaskOptions
+from auditcam.data.validate import Validation, format_table, validate
 
-__all__ = ["LabelledDataset", "SampleFault", "collate", "read_classes", "read_image", "read_manifest", "read_mask"]
+open_dataset = LabelledDataset.open
+
+__all__ = [
+    "FORMATS",
+    "UNKNOWN_GROUP",
+    "Box",
+    "DataOptions",
+    "LabelledDataset",
+    "MaskFile",
+    "MaskOptions",
+    "Problem",
+    "Row",
+    "SampleFault",
+    "Validation",
+    "WrappedDataset",
+    "as_audit_dataset",
+    "collate",
+    "default_workers",
+    "detect_format",
+    "format_table",
+    "load_sample",
+    "loader",
+    "open_dataset",
+    "read_classes",
+    "read_image",
+    "read_manifest",
+    "read_mask",
+    "read_source",
+    "validate",
+]

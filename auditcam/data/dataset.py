@@ -1,27 +1,40 @@
-"""The labelled dataset the audit iterates: decoded, jointly transformed image/mask pairs, and
-a collate that carries failed samples through the batch instead of dropping them."""
+"""The labelled dataset the audit iterates: decoded, jointly transformed image/subject pairs, a
+collate that carries failed samples through the batch instead of dropping them, and the
+DataLoader that runs decoding in worker processes."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 
-from auditcam.data.io import SampleFault, read_image, read_mask
-from auditcam.data.manifest import Row, read_manifest
+from auditcam.data.formats import DataOptions, read_source
+from auditcam.data.io import SampleFault, decode, image_tensor
+from auditcam.data.rows import Row
+from auditcam.data.subjects import DEFAULT_MASKS, Geometry, MaskOptions, rasterise
 from auditcam.models import IMAGENET, Preprocessing
+
+
+def load_sample(row: Row, options: MaskOptions) -> tuple[torch.Tensor, Geometry, list[str]]:
+    """Decode a row's image (uint8, 3 x H x W, upright) and place its subject on it, in the
+    image's frame; the notes say what was done (a resized mask, PIL's warnings)."""
+    decoded = decode(row.image_path, "image")
+    image = image_tensor(decoded)
+    subject, notes = row.subject.place(tuple(image.shape[-2:]), decoded.orientation, options)
+    return image, subject, [*decoded.warnings, *notes]
 
 
 class LabelledDataset(Dataset):
     """Images with class labels, subject masks and group attributes.
 
-    Each item is a dict: ``index``, ``id``, ``image_path`` (as written in the manifest),
-    ``label``, ``attributes``, and either ``image`` (3, H, W) normalised + ``mask`` (H, W) bool,
-    or ``status``/``reason`` describing why the sample could not be read.
+    Each item is a dict: ``index``, ``id``, ``image_path`` (as written in the source), ``label``,
+    ``attributes``, ``note`` ('' or what was done to read it), and either ``image`` (3, H, W)
+    normalised + ``mask`` (H, W) bool, or ``status``/``reason`` saying why it could not be read.
     """
 
     def __init__(
@@ -32,13 +45,54 @@ class LabelledDataset(Dataset):
         attributes: Sequence[str] = (),
         preprocessing: Preprocessing = IMAGENET,
         source: str | None = None,
+        masks: MaskOptions = DEFAULT_MASKS,
     ) -> None:
         self.rows = list(rows)
         self.classes = None if classes is None else tuple(classes)
         self.attributes = tuple(attributes)
         self.preprocessing = preprocessing
         self.source = source
+        self.masks = masks
         self._geometry = preprocessing.geometry()
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        format: str | None = None,
+        classes: Sequence[str] | None = None,
+        preprocessing: Preprocessing = IMAGENET,
+        images: str | Path | None = None,
+        labels: str | Path | None = None,
+        masks: str | Path | None = None,
+        allow_missing: bool = False,
+        mask_value: int | None = None,
+        resize_masks: bool = False,
+    ) -> LabelledDataset:
+        """Open a manifest (CSV/Parquet), a COCO instances JSON or a class-per-folder tree.
+
+        ``format`` overrides the guess from the path (``csv``, ``parquet``, ``coco``, ``folder``);
+        ``images``/``labels`` are COCO's images folder and labels CSV, ``masks`` the folder
+        layout's mask tree; ``mask_value`` picks the subject id in instance-id masks;
+        ``resize_masks`` resizes masks of the image's aspect ratio but another size.
+        A missing file stops with an ``InputError`` naming the row unless ``allow_missing``.
+        """
+        options = DataOptions(
+            images=None if images is None else Path(images),
+            labels=None if labels is None else Path(labels),
+            masks=None if masks is None else Path(masks),
+            allow_missing=allow_missing,
+        )
+        found = read_source(path, format=format, classes=classes, options=options)
+        return cls(
+            found.rows,
+            classes=found.classes,
+            attributes=found.attributes,
+            preprocessing=preprocessing,
+            source=str(path),
+            masks=MaskOptions(subject_value=mask_value, resize=resize_masks),
+        )
 
     @classmethod
     def from_manifest(
@@ -48,11 +102,20 @@ class LabelledDataset(Dataset):
         classes: Sequence[str] | None = None,
         preprocessing: Preprocessing = IMAGENET,
         allow_missing: bool = False,
+        mask_value: int | None = None,
+        resize_masks: bool = False,
     ) -> LabelledDataset:
-        """Read a CSV manifest (see :func:`auditcam.data.manifest.read_manifest`)."""
-        rows = read_manifest(path, classes, allow_missing=allow_missing)
-        attributes = tuple(rows[0].attributes) if rows else ()
-        return cls(rows, classes=classes, attributes=attributes, preprocessing=preprocessing, source=str(path))
+        """Read a CSV or Parquet manifest (see :mod:`auditcam.data.manifest`)."""
+        fmt = "parquet" if Path(path).suffix.lower() in (".parquet", ".pq") else "csv"
+        return cls.open(
+            path,
+            format=fmt,
+            classes=classes,
+            preprocessing=preprocessing,
+            allow_missing=allow_missing,
+            mask_value=mask_value,
+            resize_masks=resize_masks,
+        )
 
     def with_preprocessing(self, preprocessing: Preprocessing) -> LabelledDataset:
         """The same samples, transformed for a model with other preprocessing."""
@@ -62,6 +125,7 @@ class LabelledDataset(Dataset):
             attributes=self.attributes,
             preprocessing=preprocessing,
             source=self.source,
+            masks=self.masks,
         )
 
     def __len__(self) -> int:
@@ -75,24 +139,18 @@ class LabelledDataset(Dataset):
             "image_path": row.image,
             "label": row.label,
             "attributes": dict(row.attributes),
+            "note": "",
         }
         try:
-            item["image"], item["mask"] = self._load(row)
+            image, subject, notes = load_sample(row, self.masks)
         except SampleFault as fault:
             item["status"], item["reason"] = fault.status, fault.reason
+            return item
+        image_tv, subject_tv = self._geometry(tv_tensors.Image(image), subject)
+        item["image"] = self.preprocessing.normalise(image_tv.as_subclass(torch.Tensor).float() / 255.0)
+        item["mask"] = rasterise(subject_tv)
+        item["note"] = "; ".join(notes)
         return item
-
-    def _load(self, row: Row) -> tuple[torch.Tensor, torch.Tensor]:
-        image = read_image(row.image_path)
-        mask = read_mask(row.mask_path)
-        if tuple(mask.shape) != tuple(image.shape[-2:]):
-            raise SampleFault(
-                "invalid",
-                f"mask is {mask.shape[1]}x{mask.shape[0]} but image is {image.shape[2]}x{image.shape[1]} (WxH)",
-            )
-        image_tv, mask_tv = self._geometry(tv_tensors.Image(image), tv_tensors.Mask(mask.to(torch.uint8)))
-        inputs = self.preprocessing.normalise(image_tv.as_subclass(torch.Tensor).float() / 255.0)
-        return inputs, mask_tv.as_subclass(torch.Tensor).bool()
 
 
 def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -110,9 +168,28 @@ def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "attributes": [item["attributes"] for item in items],
         "status": [item.get("status", "ok") for item in items],
         "reason": [item.get("reason", "") for item in items],
+        "note": [item.get("note", "") for item in items],
         "ok": torch.tensor(ok, dtype=torch.bool),
     }
     if readable:
         batch["image"] = torch.stack([item["image"] for item in readable])
         batch["mask"] = torch.stack([item["mask"] for item in readable])
     return batch
+
+
+def default_workers(n_samples: int, batch_size: int) -> int:
+    """Worker processes for decoding: none for a run of at most two batches (starting processes
+    would cost more than it saves), else half the usable CPU cores, at most 4 — the other half
+    runs the model."""
+    if n_samples <= 2 * batch_size:
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(4, cores // 2))
+
+
+def loader(dataset: Dataset, batch_size: int, num_workers: int | None = 0) -> DataLoader:
+    """Batches in dataset order with the fault-carrying collate; ``num_workers=None`` picks
+    :func:`default_workers`."""
+    if num_workers is None:
+        num_workers = default_workers(len(dataset), batch_size)  # type: ignore[arg-type]
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate)

@@ -1,157 +1,165 @@
-"""Read a CSV manifest into validated rows: ``image``, ``label``, ``mask`` (paths relative to the
-manifest's folder), optional ``id``; every other column is a group attribute.
+"""Read a manifest (CSV or Parquet) into checked rows.
 
-Whole-input faults (missing manifest or column, unknown label, missing file) raise
-:class:`~auditcam.errors.InputError` with one line naming the file, row and column.
+Columns: ``image`` (required), ``label`` (class index or class name), the subject as ``mask`` (a
+path) or as box columns ``x_min, y_min, x_max, y_max`` (pixels), optional ``id``; every other
+column is a group attribute. Paths resolve relative to the manifest's folder.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
+from auditcam.data.problems import BAD_VALUE, Problems
+from auditcam.data.rows import (
+    RESERVED_COLUMNS,
+    Row,
+    attribute_value,
+    cell_text,
+    check_file,
+    check_label,
+    check_unique,
+)
+from auditcam.data.subjects import BOX_COLUMNS, MaskFile, Subject, parse_box
 from auditcam.errors import InputError
 
-REQUIRED_COLUMNS = ("image", "label", "mask")
-# Columns of samples.parquet: an attribute with one of these names would be overwritten.
-RESERVED_COLUMNS = frozenset(
-    {
-        "index",
-        "id",
-        "image",
-        "mask",
-        "method",
-        "label",
-        "label_name",
-        "pred",
-        "pred_name",
-        "correct",
-        "confidence",
-        "status",
-        "reason",
-        "target",
-        "subject_share",
-        "subject_area",
-        "focus_lift",
-        "rank_accuracy",
-        "pointing_hit",
-        "iou",
-        "background_reliant",
-    }
-)
-UNKNOWN_GROUP = "unknown"
+SUBJECT_COLUMNS = ("mask", *BOX_COLUMNS)
+PARQUET_SUFFIXES = (".parquet", ".pq")
+_PANDAS_INDEX = re.compile(r"__index_level_\d+__")
 
 
-@dataclass(frozen=True)
-class Row:
-    """One sample of the manifest, resolved and checked."""
-
-    index: int
-    id: str
-    image: str
-    image_path: Path
-    mask_path: Path
-    label: int
-    attributes: dict[str, str] = field(default_factory=dict)
+def _row_place(index: int, *, lines: bool) -> str:
+    return f"row {index + 1} (line {index + 2})" if lines else f"row {index + 1}"
 
 
-def where(manifest: Path, index: int, column: str | None = None) -> str:
-    """'manifest.csv row 3 (line 4), column 'image'' — how every row error starts."""
-    text = f"{manifest} row {index + 1} (line {index + 2})"
-    return f"{text}, column {column!r}" if column else text
-
-
-def read_classes(path: str | Path) -> tuple[str, ...]:
-    """A classes file: one class name per line, in the model's output order."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"--classes {path}: file not found")
-    names = tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
-    if not names:
-        raise InputError(f"--classes {path}: no class names (expected one per line)")
-    return names
-
-
-def _parse_label(raw: str, classes: Sequence[str] | None, manifest: Path, index: int) -> int:
-    text = raw.strip()
-    if classes is not None and text in classes:
-        return list(classes).index(text)
-    try:
-        label = int(text)
-    except ValueError:
-        if classes is None:
-            raise InputError(
-                f"{where(manifest, index, 'label')}: {text!r} is a class name but no class list was "
-                "given; pass --classes FILE (one name per line, in the model's output order)"
-            ) from None
-        raise InputError(
-            f"{where(manifest, index, 'label')}: unknown class {text!r}; known: {', '.join(classes[:10])}"
-            + (" ..." if len(classes) > 10 else "")
-        ) from None
-    if label < 0 or (classes is not None and label >= len(classes)):
-        raise InputError(f"{where(manifest, index, 'label')}: class index {label} is out of range")
-    return label
-
-
-def read_manifest(path: str | Path, classes: Sequence[str] | None = None, *, allow_missing: bool = False) -> list[Row]:
-    """Parse and check a CSV manifest. ``allow_missing`` keeps rows whose files are missing
-    (they become per-sample error records) instead of refusing the whole input."""
-    manifest = Path(path)
-    if not manifest.is_file():
-        raise InputError(f"--data {manifest}: manifest not found")
+def _read_csv(manifest: Path) -> tuple[list[str], list[dict[str, Any]]]:
     try:
         frame = pd.read_csv(manifest, dtype=str, keep_default_na=False, encoding="utf-8")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise InputError(f"--data {manifest}: not a readable CSV ({str(exc).splitlines()[0]})") from None
-    frame.columns = [str(c).strip() for c in frame.columns]
-    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    columns = [str(c).strip() for c in frame.columns]
+    frame.columns = columns
+    return columns, frame.to_dict("records")
+
+
+def _read_parquet(manifest: Path) -> tuple[list[str], list[dict[str, Any]]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(manifest)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"--data {manifest}: not a readable Parquet file ({str(exc).splitlines()[0]})") from None
+    table = table.drop_columns([c for c in table.column_names if _PANDAS_INDEX.fullmatch(c)])
+    table = table.rename_columns([str(c).strip() for c in table.column_names])
+    return table.column_names, table.to_pylist()
+
+
+def _columns(manifest: Path, columns: list[str]) -> list[str]:
+    """Check the header; return the attribute columns."""
+    has_boxes = any(c in columns for c in BOX_COLUMNS)
+    required = ["image", "label"]
+    if has_boxes:
+        required += [c for c in BOX_COLUMNS if c not in columns]
+    elif "mask" not in columns:
+        required.append("mask")
+    missing = [c for c in required if c not in columns]
     if missing:
         raise InputError(
-            f"{manifest}: missing column {', '.join(map(repr, missing))}; a manifest needs "
-            f"columns {', '.join(REQUIRED_COLUMNS)} (found: {', '.join(frame.columns)})"
+            f"{manifest}: missing column {', '.join(map(repr, missing))}; a manifest needs columns image, label "
+            f"and mask or box columns {', '.join(BOX_COLUMNS)} (found: {', '.join(columns)})"
         )
-    attributes = [c for c in frame.columns if c not in (*REQUIRED_COLUMNS, "id")]
+    attributes = [c for c in columns if c not in ("image", "label", "id", *SUBJECT_COLUMNS)]
     clashes = [c for c in attributes if c in RESERVED_COLUMNS]
     if clashes:
         raise InputError(f"{manifest}: column {clashes[0]!r} clashes with an output column; rename it")
-    if frame.empty:
+    return attributes
+
+
+def _subject(problems: Problems, place: str, record: dict[str, str], root: Path, allow_missing: bool) -> Subject | None:
+    """The row's mask file or box, or None after reporting what is wrong."""
+    mask = record.get("mask", "")
+    box_cells = [record.get(c, "") for c in BOX_COLUMNS]
+    if mask and any(box_cells):
+        problems.report(place, "mask", BAD_VALUE, "both a mask and a box are given; keep one")
+        return None
+    if mask:
+        path = root / mask
+        return MaskFile(path) if check_file(problems, place, "mask", path, mask, allow_missing=allow_missing) else None
+    if all(box_cells):
+        try:
+            return parse_box({c: record[c] for c in BOX_COLUMNS})
+        except ValueError as exc:
+            column, _, detail = str(exc).partition(": ")
+            problems.report(place, column.removeprefix("column ").strip("'"), BAD_VALUE, detail)
+            return None
+    column = "mask" if not any(box_cells) else BOX_COLUMNS[[bool(c) for c in box_cells].index(False)]
+    detail = "no subject: give a mask path or all four box columns" if column == "mask" else "empty box coordinate"
+    problems.report(place, column, BAD_VALUE, detail)
+    return None
+
+
+def read_manifest(path: str | Path, classes: Sequence[str] | None = None, *, allow_missing: bool = False) -> list[Row]:
+    """Parse and check a CSV or Parquet manifest (see :func:`manifest_rows`)."""
+    return manifest_rows(path, classes, allow_missing=allow_missing)[0]
+
+
+def manifest_rows(
+    path: str | Path,
+    classes: Sequence[str] | None = None,
+    *,
+    allow_missing: bool = False,
+    problems: Problems | None = None,
+    parquet: bool | None = None,
+) -> tuple[list[Row], list[str]]:
+    """Parse and check a CSV or Parquet manifest; return its rows and attribute columns.
+
+    ``allow_missing`` keeps rows whose files are missing (they become per-sample error records)
+    instead of refusing the whole input. ``problems`` collects row problems instead of raising.
+    ``parquet`` picks the reader (default: by the file's suffix).
+    """
+    manifest = Path(path)
+    problems = problems or Problems(str(manifest))
+    if not manifest.is_file():
+        raise InputError(f"--data {manifest}: manifest not found")
+    if parquet is None:
+        parquet = manifest.suffix.lower() in PARQUET_SUFFIXES
+    columns, records = _read_parquet(manifest) if parquet else _read_csv(manifest)
+    attributes = _columns(manifest, columns)
+    if not records:
         raise InputError(f"{manifest}: the manifest has no rows")
 
     root = manifest.parent
     rows: list[Row] = []
-    seen: dict[str, int] = {}
-    for index, record in enumerate(frame.to_dict("records")):
-        paths = {}
-        for column in ("image", "mask"):
-            value = record[column].strip()
-            if not value:
-                raise InputError(f"{where(manifest, index, column)}: empty path")
-            resolved = root / value
-            if not allow_missing and not resolved.is_file():
-                raise InputError(
-                    f"{where(manifest, index, column)}: file not found: {value} (looked in {root}); "
-                    "fix the path or pass --allow-missing to record the sample as an error and go on"
-                )
-            paths[column] = resolved
-        sample_id = record.get("id", "").strip() or record["image"].strip()
-        if sample_id in seen:
-            raise InputError(
-                f"{where(manifest, index, 'id')}: duplicate id {sample_id!r} (also row {seen[sample_id] + 1}); "
-                "ids must be unique — add an id column"
-            )
-        seen[sample_id] = index
+    seen: dict[str, str] = {}
+    for index, raw in enumerate(records):
+        record = {c: cell_text(raw[c]) for c in ("image", "label", "id", *SUBJECT_COLUMNS) if c in raw}
+        place = _row_place(index, lines=not parquet)
+        image = record["image"]
+        if not image:
+            problems.report(place, "image", BAD_VALUE, "empty path")
+            continue
+        image_ok = check_file(problems, place, "image", root / image, image, allow_missing=allow_missing)
+        subject = _subject(problems, place, record, root, allow_missing)
+        sample_id = record.get("id") or image
+        unique = check_unique(problems, seen, sample_id, place, "id", f"row {index + 1}")
+        label = check_label(problems, place, "label", record["label"], classes)
+        if not (image_ok and subject and unique) or label is None:
+            continue
         rows.append(
             Row(
-                index=index,
+                index=len(rows),
                 id=sample_id,
-                image=record["image"].strip(),
-                image_path=paths["image"],
-                mask_path=paths["mask"],
-                label=_parse_label(record["label"], classes, manifest, index),
-                attributes={a: (record[a].strip() or UNKNOWN_GROUP) for a in attributes},
+                image=image,
+                image_path=root / image,
+                label=label,
+                subject=subject,
+                attributes={a: attribute_value(raw[a]) for a in attributes},
+                where=place,
             )
         )
-    return rows
+    return rows, attributes

@@ -85,6 +85,7 @@ def context(result: AuditResult) -> dict[str, Any]:
     agg = result.aggregates[primary]
     frame = result.samples[result.samples["method"] == primary]
     problems = frame[frame["status"] != "ok"]
+    noted = frame[frame["note"].fillna("") != ""]  # e.g. masks resized with --resize-masks
     attributes = meta["dataset"]["attributes"]
     worst_groups = {
         attribute: min(
@@ -110,6 +111,8 @@ def context(result: AuditResult) -> dict[str, Any]:
         "focused": [_card(e) for e in result.gallery.subject_focused],
         "problems": problems.head(MAX_PROBLEMS_LISTED).to_dict("records"),
         "n_problems": len(problems),
+        "noted": noted.head(MAX_PROBLEMS_LISTED).to_dict("records"),
+        "n_noted": len(noted),
         "metric_help": METRIC_HELP,
     }
 

@@ -42,3 +42,19 @@ def dataset_dir(tmp_path: Path) -> Path:
         rows.append({"image": image, "mask": mask, "label": label, "site": site})
     write_manifest(tmp_path / "manifest.csv", rows)
     return tmp_path
+
+
+def save_exif_rotated_jpeg(path: Path, raw: np.ndarray, orientation: int = 6) -> None:
+    """A JPEG whose stored pixels are ``raw`` and whose EXIF says to rotate them for display."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(raw).save(path, "JPEG", quality=95, exif=exif)
+
+
+def write_parquet(path: Path, columns: dict[str, list]) -> Path:
+    """A Parquet manifest written with pyarrow (nulls stay nulls, ints stay ints)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table(columns), path)
+    return path

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import pytest
 
-from auditcam.data import read_classes, read_manifest
+from auditcam.data import Box, read_classes, read_manifest
 from auditcam.errors import InputError
-from tests.data.conftest import write_manifest, write_pair
+from tests.data.conftest import write_manifest, write_pair, write_parquet
 
 
 def test_rows_resolve_paths_labels_and_attributes(dataset_dir):
@@ -48,6 +50,7 @@ def test_a_missing_file_names_the_row_and_path(dataset_dir):
     ("content", "message"),
     [
         ("image,label\na.png,0\n", "missing column 'mask'"),
+        ("image,label,x_min,y_min\na.png,0,1,2\n", "missing column 'x_max', 'y_max'"),
         ("image,mask,label,status\na.png,b.png,0,x\n", "column 'status' clashes with an output column"),
         ("image,mask,label\n", "the manifest has no rows"),
     ],
@@ -89,3 +92,88 @@ def test_classes_file(tmp_path):
     (tmp_path / "empty.txt").write_text("\n", encoding="utf-8")
     with pytest.raises(InputError, match="no class names"):
         read_classes(tmp_path / "empty.txt")
+
+
+def test_parquet_manifest_with_nulls_typed_labels_and_boxes(tmp_path):
+    image, _ = write_pair(tmp_path, "a")
+    manifest = write_parquet(
+        tmp_path / "m.parquet",
+        {
+            "image": [image, image, image],
+            "id": ["p", "q", "r"],
+            "label": [0, 1, 1],
+            "x_min": [4, 0.5, 2],
+            "y_min": [8, 0, 2],
+            "x_max": [12, 3.5, 4],
+            "y_max": [20, 3, 6],
+            "skin_tone": ["III", None, "V"],
+            "age": [31.0, float("nan"), 40.0],
+            "site": [1, 2, None],
+        },
+    )
+    rows = read_manifest(manifest)
+    assert [r.label for r in rows] == [0, 1, 1]
+    assert rows[0].subject == Box(4, 8, 12, 20) and rows[1].subject == Box(0.5, 0, 3.5, 3)
+    assert [r.attributes for r in rows] == [
+        {"skin_tone": "III", "age": "31", "site": "1"},
+        {"skin_tone": "unknown", "age": "unknown", "site": "2"},
+        {"skin_tone": "V", "age": "40", "site": "unknown"},
+    ]
+
+
+def test_parquet_written_by_pandas_has_no_index_attribute(tmp_path):
+    image, mask = write_pair(tmp_path, "a")
+    frame = pd.DataFrame({"image": [image], "mask": [mask], "label": [0], "site": [np.nan]}, index=[7])
+    frame.to_parquet(tmp_path / "m.parquet")
+    [row] = read_manifest(tmp_path / "m.parquet")
+    assert row.attributes == {"site": "unknown"}
+
+
+def test_paths_with_spaces_and_non_ascii_characters(tmp_path):
+    folder = tmp_path / "données brutes"
+    folder.mkdir()
+    image, mask = write_pair(folder, "çà et là 1")
+    manifest = write_manifest(folder / "m.csv", [{"image": image, "mask": mask, "label": "0", "site": "Zürich"}])
+    [row] = read_manifest(manifest)
+    assert row.image == "images/çà et là 1.png" and row.id == row.image
+    assert row.image_path == folder / "images" / "çà et là 1.png" and row.image_path.is_file()
+    assert row.attributes == {"site": "Zürich"}
+
+
+@pytest.mark.parametrize(
+    ("cells", "line"),
+    [
+        ({"x_min": "a"}, "column 'x_min': 'a' is not a number"),
+        ({"x_max": "3"}, "column 'x_max': 3 is not greater than x_min 4"),
+        ({"y_max": ""}, "column 'y_max': empty box coordinate"),
+        ({"mask": "masks/a.png"}, "column 'mask': both a mask and a box are given; keep one"),
+    ],
+)
+def test_bad_boxes_name_the_row_and_column(tmp_path, cells, line):
+    image, _ = write_pair(tmp_path, "a")
+    row = {"image": image, "label": "0", "mask": "", "x_min": "4", "y_min": "8", "x_max": "12", "y_max": "20"}
+    manifest = write_manifest(tmp_path / "m.csv", [row, {**row, **cells}])
+    with pytest.raises(InputError) as info:
+        read_manifest(manifest)
+    assert str(info.value) == f"{manifest} row 2 (line 3), {line}"
+
+
+def test_unknown_label_and_missing_file_lines_are_exact(tmp_path):
+    image, mask = write_pair(tmp_path, "a")
+    manifest = write_manifest(
+        tmp_path / "m.csv",
+        [
+            {"id": "1", "image": image, "mask": mask, "label": "cat"},
+            {"id": "2", "image": image, "mask": mask, "label": "dog"},
+        ],
+    )
+    with pytest.raises(InputError) as info:
+        read_manifest(manifest, ("cat", "cow"))
+    assert str(info.value) == f"{manifest} row 2 (line 3), column 'label': unknown class 'dog'; known: cat, cow"
+    write_manifest(manifest, [{"image": image, "mask": "masks/gone.png", "label": "0"}])
+    with pytest.raises(InputError) as info:
+        read_manifest(manifest)
+    assert str(info.value) == (
+        f"{manifest} row 1 (line 2), column 'mask': file not found: masks/gone.png (looked in {tmp_path / 'masks'}); "
+        "fix the path or pass --allow-missing to record the sample as an error and go on"
+    )

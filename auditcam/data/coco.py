@@ -1,0 +1,279 @@
+"""COCO instances JSON (+ images folder) as labelled samples.
+
+Each image is one sample. Its label is a category: from an explicit labels file (CSV ``image``
+= the COCO ``file_name``, ``label`` = class name or index; other columns are group attributes;
+the samples are exactly that file's rows), or else the category whose instances cover the
+largest total area (the annotations' ``area``; ties go to the lower category id). The subject is
+the union of the instance masks of that category (polygons, RLE, or the bbox when an annotation
+has no segmentation), rasterised by pycocotools at the image size the JSON declares.
+
+Class names: the given class list, else the categories ordered by id. Extra scalar keys of an
+image entry (beyond the standard COCO ones) are group attributes.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torchvision import tv_tensors
+
+from auditcam.data.io import SampleFault, fit_mask
+from auditcam.data.problems import BAD_VALUE, EMPTY_MASK, SIZE_MISMATCH, UNKNOWN_LABEL, Problems
+from auditcam.data.rows import (
+    RESERVED_COLUMNS,
+    Row,
+    attribute_value,
+    cell_text,
+    check_file,
+    check_label,
+    check_unique,
+)
+from auditcam.data.subjects import Geometry, MaskOptions
+from auditcam.errors import InputError
+
+STANDARD_IMAGE_KEYS = frozenset(
+    {"id", "file_name", "width", "height", "license", "flickr_url", "coco_url", "date_captured"}
+)
+
+
+@dataclass(frozen=True)
+class CocoShapes:
+    """The instances of the labelled category in one image, as COCO segmentations."""
+
+    category: str
+    segmentations: tuple[Any, ...]
+    height: int
+    width: int
+
+    def place(self, image_hw: tuple[int, int], orientation: int, options: MaskOptions) -> tuple[Geometry, list[str]]:
+        if not self.segmentations:
+            raise SampleFault("invalid", f"no {self.category!r} annotation for this image", EMPTY_MASK)
+        mask = torch.from_numpy(coco_mask(self.segmentations, self.height, self.width))
+        mask, note = fit_mask(mask, image_hw, resize=options.resize, what="annotation", orientation=orientation)
+        return tv_tensors.Mask(mask.to(torch.uint8)), [note] if note else []
+
+
+def coco_mask(segmentations: Sequence[Any], height: int, width: int) -> np.ndarray:
+    """bool (height, width): union of COCO segmentations (polygon lists, RLE dicts with list or
+    compressed counts)."""
+    from pycocotools import mask as mask_utils
+
+    union = np.zeros((height, width), dtype=bool)
+    for segmentation in segmentations:
+        try:
+            with warnings.catch_warnings():  # pycocotools' Cython trips numpy 2's __array__ deprecation
+                warnings.simplefilter("ignore", DeprecationWarning)
+                if isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), str | bytes):
+                    rle = segmentation
+                else:
+                    rles = mask_utils.frPyObjects(segmentation, height, width)
+                    rle = mask_utils.merge(rles) if isinstance(rles, list) else rles
+                decoded = mask_utils.decode(rle)
+        except (TypeError, ValueError, KeyError, IndexError) as exc:
+            raise SampleFault("invalid", f"unreadable COCO segmentation ({exc})", BAD_VALUE) from None
+        if decoded.shape[:2] != (height, width):
+            raise SampleFault(
+                "invalid",
+                f"an RLE is {decoded.shape[1]}x{decoded.shape[0]} but the image entry says {width}x{height} (WxH)",
+                SIZE_MISMATCH,
+            )
+        union |= decoded.astype(bool).reshape(height, width)
+    return union
+
+
+def _segmentation(annotation: dict[str, Any]) -> Any:
+    """An annotation's segmentation, or its bbox as a polygon when it has none."""
+    segmentation = annotation.get("segmentation")
+    if segmentation:
+        return segmentation
+    x, y, w, h = annotation["bbox"]
+    return [[x, y, x + w, y, x + w, y + h, x, y + h]]
+
+
+def _load_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise InputError(f"--data {path}: COCO file not found")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"--data {path}: not readable JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"--data {path}: not a COCO instances file (expected a JSON object)")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise InputError(f"--data {path}: not a COCO instances file: no {key!r} list")
+    if not data["images"]:
+        raise InputError(f"--data {path}: the COCO file has no images")
+    return data
+
+
+def _categories(path: Path, data: dict[str, Any]) -> dict[int, str]:
+    try:
+        categories = {int(c["id"]): str(c["name"]) for c in data["categories"]}
+    except (KeyError, TypeError, ValueError):
+        raise InputError(f"--data {path}: every category needs an integer 'id' and a 'name'") from None
+    if not categories:
+        raise InputError(f"--data {path}: the COCO file has no categories")
+    return categories
+
+
+def _image_entries(problems: Problems, data: dict[str, Any]) -> dict[Any, dict[str, Any]]:
+    """Image id -> entry, for the entries that have what a sample needs."""
+    entries = {}
+    for i, entry in enumerate(data["images"]):
+        if not isinstance(entry, dict) or any(k not in entry for k in ("id", "file_name", "width", "height")):
+            problems.report(f"images[{i}]", "", BAD_VALUE, "an image needs 'id', 'file_name', 'width' and 'height'")
+            continue
+        entries[entry["id"]] = entry
+    return entries
+
+
+def _shapes_by_image(problems: Problems, data: dict[str, Any], images: dict, categories: dict) -> dict:
+    """(image id, category id) -> segmentations, and the total area per (image, category)."""
+    shapes: dict[Any, dict[int, list[Any]]] = defaultdict(lambda: defaultdict(list))
+    areas: dict[Any, dict[int, float]] = defaultdict(lambda: defaultdict(float))
+    for i, ann in enumerate(data["annotations"]):
+        place = f"annotations[{i}]"
+        try:
+            image_id, category = ann["image_id"], int(ann["category_id"])
+            segmentation = _segmentation(ann)
+        except (KeyError, TypeError, ValueError):
+            problems.report(place, "", BAD_VALUE, "an annotation needs 'image_id', 'category_id' and a segmentation")
+            continue
+        if image_id not in images or category not in categories:
+            missing = f"image_id {image_id!r}" if image_id not in images else f"category_id {category}"
+            problems.report(place, "", BAD_VALUE, f"{missing} is not in the file")
+            continue
+        shapes[image_id][category].append(segmentation)
+        bbox = ann.get("bbox") or (0, 0, 0, 0)
+        areas[image_id][category] += float(ann.get("area", bbox[2] * bbox[3]))
+    return {"shapes": shapes, "areas": areas}
+
+
+def _attributes(entry: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: v
+        for k, v in entry.items()
+        if k not in STANDARD_IMAGE_KEYS and (v is None or isinstance(v, str | int | float | bool))
+    }
+
+
+def _read_labels_file(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise InputError(f"--coco-labels {path}: file not found")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InputError(f"--coco-labels {path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    missing = [c for c in ("image", "label") if c not in frame.columns]
+    if missing:
+        raise InputError(f"--coco-labels {path}: missing column {missing[0]!r}; it needs columns image, label")
+    return frame
+
+
+def coco_rows(
+    path: str | Path,
+    classes: Sequence[str] | None = None,
+    *,
+    images: str | Path | None = None,
+    labels: str | Path | None = None,
+    allow_missing: bool = False,
+    problems: Problems | None = None,
+) -> tuple[list[Row], list[str], tuple[str, ...]]:
+    """Read a COCO instances file; return its rows, attribute names and class names."""
+    path = Path(path)
+    problems = problems or Problems(str(path))
+    data = _load_json(path)
+    categories = _categories(path, data)
+    class_names = tuple(classes) if classes is not None else tuple(categories[c] for c in sorted(categories))
+    category_of_name = {name: cid for cid, name in sorted(categories.items(), reverse=True)}
+    root = Path(images) if images is not None else path.parent
+    entries = _image_entries(problems, data)
+    found = _shapes_by_image(problems, data, entries, categories)
+    by_file = {str(e["file_name"]): e for e in entries.values()}
+
+    if labels is not None:
+        table = _read_labels_file(Path(labels))
+        wanted = [
+            (f"labels file row {i + 1} (line {i + 2})", {c: cell_text(v) for c, v in record.items()})
+            for i, record in enumerate(table.to_dict("records"))
+        ]
+        extra = [c for c in table.columns if c not in ("image", "label")]
+    else:
+        wanted = [(None, {"image": str(e["file_name"])}) for e in entries.values()]
+        extra = []
+    attributes = list(dict.fromkeys([*(k for e in entries.values() for k in _attributes(e)), *extra]))
+    clashes = [a for a in attributes if a in RESERVED_COLUMNS]
+    if clashes:
+        raise InputError(f"{path}: image field {clashes[0]!r} clashes with an output column; rename it")
+
+    rows: list[Row] = []
+    seen: dict[str, str] = {}
+    for place, record in wanted:
+        entry = by_file.get(record["image"])
+        if entry is None:
+            problems.report(place or "", "image", BAD_VALUE, f"{record['image']!r} is not an image of {path.name}")
+            continue
+        place = place or f"image {entry['file_name']!r} (id {entry['id']})"
+        label = _label(problems, place, record, found["areas"].get(entry["id"], {}), categories, class_names)
+        if label is None:
+            continue
+        category = category_of_name.get(class_names[label])
+        shapes = found["shapes"].get(entry["id"], {}).get(category, []) if category is not None else []
+        file_name = str(entry["file_name"])
+        if not check_file(problems, place, "file_name", root / file_name, file_name, allow_missing=allow_missing):
+            continue
+        if not check_unique(problems, seen, str(entry["id"]), place, "id", place):
+            continue
+        values = {**_attributes(entry), **{c: record.get(c) for c in extra}}
+        rows.append(
+            Row(
+                index=len(rows),
+                id=str(entry["id"]),
+                image=file_name,
+                image_path=root / file_name,
+                label=label,
+                subject=CocoShapes(class_names[label], tuple(shapes), int(entry["height"]), int(entry["width"])),
+                attributes={a: attribute_value(values.get(a)) for a in attributes},
+                where=place,
+            )
+        )
+    return rows, attributes, class_names
+
+
+def _label(
+    problems: Problems,
+    place: str,
+    record: dict[str, str],
+    areas: dict[int, float],
+    categories: dict[int, str],
+    class_names: Sequence[str],
+) -> int | None:
+    """The image's class index: from the labels file, else the category of largest area."""
+    if "label" in record:
+        label = check_label(problems, place, "label", record["label"], class_names)
+        if label is not None and class_names[label] not in categories.values():
+            problems.report(place, "label", UNKNOWN_LABEL, f"class {class_names[label]!r} is not a COCO category")
+            return None
+        return label
+    if not areas:
+        problems.report(
+            place, "", UNKNOWN_LABEL, "no annotations, so no label; give it one with --coco-labels or remove it"
+        )
+        return None
+    category = min(areas, key=lambda c: (-areas[c], c))
+    name = categories[category]
+    if name not in class_names:
+        problems.report(place, "category_id", UNKNOWN_LABEL, f"category {name!r} is not in the class list")
+        return None
+    return list(class_names).index(name)

@@ -1,0 +1,121 @@
+"""Plug any ``torch.utils.data.Dataset`` into the audit: its items are checked and completed to
+the dict :class:`~auditcam.data.LabelledDataset` yields, and an item that breaks the contract
+becomes an ``error`` record with its reason instead of stopping the run.
+
+An item is a dict with ``image`` (float, 3 x H x W, already model input), ``mask`` (H x W, any
+dtype, nonzero = subject; or a ``tv_tensors.BoundingBoxes`` on the H x W canvas) and ``label``
+(class index, or class name when ``classes`` is given); optionally ``id`` (default: the index),
+``image_path`` and ``attributes`` (dict). Instead of ``image``/``mask`` an item may carry
+``status`` and ``reason`` for a sample the user's loader could not read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+
+from auditcam.data.dataset import LabelledDataset
+from auditcam.data.rows import RESERVED_COLUMNS, attribute_value, parse_label
+from auditcam.data.subjects import rasterise
+from auditcam.errors import InputError
+from auditcam.models import IMAGENET, Preprocessing
+
+
+class WrappedDataset(Dataset):
+    """A user's dataset seen through the audit's item contract.
+
+    ``preprocessing`` only tells the report how to turn model input back into a picture: the
+    items are model input already. ``attributes`` defaults to the keys of the first item's.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        *,
+        classes: Sequence[str] | None = None,
+        attributes: Sequence[str] | None = None,
+        preprocessing: Preprocessing = IMAGENET,
+        source: str | None = None,
+    ) -> None:
+        self.dataset = dataset
+        self.classes = None if classes is None else tuple(classes)
+        if attributes is None:
+            first = dataset[0] if len(dataset) else {}  # type: ignore[arg-type]
+            attributes = tuple((first.get("attributes") or {}) if isinstance(first, dict) else ())
+        clashes = [a for a in attributes if a in RESERVED_COLUMNS]
+        if clashes:
+            raise InputError(f"attribute {clashes[0]!r} clashes with an output column; rename it")
+        self.attributes = tuple(attributes)
+        self.preprocessing = preprocessing
+        self.source = source or type(dataset).__name__
+
+    def with_preprocessing(self, preprocessing: Preprocessing) -> WrappedDataset:
+        """The same items, shown with another normalisation (they are not transformed again)."""
+        return WrappedDataset(
+            self.dataset,
+            classes=self.classes,
+            attributes=self.attributes,
+            preprocessing=preprocessing,
+            source=self.source,
+        )
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        raw = self.dataset[index]
+        if not isinstance(raw, dict):
+            raise InputError(f"{self.source} item {index}: expected a dict, got {type(raw).__name__}")
+        if "label" not in raw:
+            raise InputError(f"{self.source} item {index}: no 'label'")
+        try:
+            label = int(raw["label"]) if not isinstance(raw["label"], str) else parse_label(raw["label"], self.classes)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{self.source} item {index}, 'label': {exc}") from None
+        sample_id = str(raw.get("id", index))
+        given = dict(raw.get("attributes") or {})
+        item: dict[str, Any] = {
+            "index": index,
+            "id": sample_id,
+            "image_path": str(raw.get("image_path", sample_id)),
+            "label": label,
+            "attributes": {a: attribute_value(given.get(a)) for a in self.attributes},
+            "note": str(raw.get("note", "")),
+        }
+        if "status" in raw:
+            item["status"], item["reason"] = str(raw["status"]), str(raw.get("reason", ""))
+            return item
+        try:
+            item["image"], item["mask"] = _checked(raw, given, self.attributes)
+        except ValueError as exc:
+            item["status"], item["reason"] = "error", f"dataset item {index}: {exc}"
+        return item
+
+
+def _checked(raw: dict[str, Any], given: dict[str, Any], attributes: Sequence[str]) -> tuple[torch.Tensor, ...]:
+    """The item's image and bool mask, or ValueError saying which part of the contract broke."""
+    undeclared = [a for a in given if a not in attributes]
+    if undeclared:
+        raise ValueError(f"attribute {undeclared[0]!r} is not one of the dataset's attributes {list(attributes)}")
+    image, mask = raw.get("image"), raw.get("mask")
+    if not isinstance(image, torch.Tensor) or image.ndim != 3 or image.shape[0] != 3:
+        raise ValueError("'image' must be a tensor of shape (3, H, W)")
+    if isinstance(mask, tv_tensors.BoundingBoxes):
+        mask = rasterise(mask)
+    if not isinstance(mask, torch.Tensor):
+        raise ValueError("'mask' must be a tensor of shape (H, W)")
+    mask = mask.squeeze(0) if mask.ndim == 3 and mask.shape[0] == 1 else mask
+    if tuple(mask.shape) != tuple(image.shape[-2:]):
+        raise ValueError(f"'mask' has shape {tuple(mask.shape)} but the image is {tuple(image.shape[-2:])} (H, W)")
+    return image.as_subclass(torch.Tensor).float(), mask.as_subclass(torch.Tensor) != 0
+
+
+def as_audit_dataset(dataset: Dataset) -> LabelledDataset | WrappedDataset:
+    """The dataset itself when it already speaks the audit's item contract, else wrapped."""
+    if isinstance(dataset, LabelledDataset | WrappedDataset):
+        return dataset
+    return WrappedDataset(dataset)

@@ -1,0 +1,73 @@
+"""Folder layout: ``root/<class>/<file>`` with masks in a parallel tree ``masks/<class>/<stem>.png``
+(default ``root/masks``, which is then not a class). Class names: the given class list, else the
+class folders in sorted order (torchvision's ``ImageFolder`` convention). Files in subfolders of a
+class folder belong to that class; their masks keep the same relative path."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from auditcam.data.problems import UNKNOWN_LABEL, Problems
+from auditcam.data.rows import Row, check_file
+from auditcam.data.subjects import MaskFile
+from auditcam.errors import InputError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+MASKS_FOLDER = "masks"
+
+
+def _hidden(relative: Path) -> bool:
+    return any(part.startswith(".") for part in relative.parts)
+
+
+def folder_rows(
+    root: str | Path,
+    classes: Sequence[str] | None = None,
+    *,
+    masks: str | Path | None = None,
+    allow_missing: bool = False,
+    problems: Problems | None = None,
+) -> tuple[list[Row], list[str], tuple[str, ...]]:
+    """Read a class-per-folder tree; return its rows, (no) attribute names and class names."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"--data {root}: folder not found")
+    problems = problems or Problems(str(root))
+    mask_root = Path(masks) if masks is not None else root / MASKS_FOLDER
+    if not mask_root.is_dir():
+        raise InputError(
+            f"{mask_root}: masks folder not found; a folder dataset keeps masks in masks/<class>/<stem>.png "
+            "(or pass --masks DIR)"
+        )
+    folders = sorted(
+        p
+        for p in root.iterdir()
+        if p.is_dir() and not _hidden(p.relative_to(root)) and p.resolve() != mask_root.resolve()
+    )
+    if not folders:
+        raise InputError(f"--data {root}: no class folders (expected {root}/<class>/<image>)")
+    class_names = tuple(classes) if classes is not None else tuple(p.name for p in folders)
+    rows: list[Row] = []
+    for folder in folders:
+        files = sorted(
+            p
+            for p in folder.rglob("*")
+            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not _hidden(p.relative_to(root))
+        )
+        if folder.name not in class_names:
+            known = ", ".join(class_names[:10]) + (" ..." if len(class_names) > 10 else "")
+            problems.report(
+                f"folder {folder.name!r}", "", UNKNOWN_LABEL, f"{len(files)} images of unknown class; known: {known}"
+            )
+            continue
+        label = class_names.index(folder.name)
+        for path in files:
+            relative = path.relative_to(root).as_posix()
+            place = f"file {relative!r}"
+            mask_path = mask_root / path.relative_to(root).with_suffix(".png")
+            shown = mask_path.relative_to(mask_root.parent).as_posix()
+            if not check_file(problems, place, "", mask_path, shown, allow_missing=allow_missing):
+                continue
+            rows.append(Row(len(rows), relative, relative, path, label, MaskFile(mask_path), {}, place))
+    return rows, [], class_names

@@ -1,0 +1,109 @@
+"""What marks the subject of a sample: a mask file or a box in pixels (COCO shapes live in
+``coco.py``). Each becomes a ``tv_tensors.Mask`` or ``tv_tensors.BoundingBoxes`` in the image's
+frame, so the joint transform moves it with its image; boxes are rasterised afterwards."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torchvision import tv_tensors
+
+from auditcam.data.io import SampleFault, decode, fit_mask, mask_tensor
+from auditcam.data.problems import EMPTY_MASK
+
+
+@dataclass(frozen=True)
+class MaskOptions:
+    """How masks are read: ``subject_value`` picks one id of an instance map (None: any pixel
+    > 0 is subject); ``resize`` resizes a mask of the image's aspect ratio but another size."""
+
+    subject_value: int | None = None
+    resize: bool = False
+
+
+DEFAULT_MASKS = MaskOptions()
+Geometry = tv_tensors.Mask | tv_tensors.BoundingBoxes
+BOX_COLUMNS = ("x_min", "y_min", "x_max", "y_max")
+
+
+class Subject(Protocol):
+    """The subject of one sample, placed on its image."""
+
+    def place(self, image_hw: tuple[int, int], orientation: int, options: MaskOptions) -> tuple[Geometry, list[str]]:
+        """A Mask (H, W) or BoundingBoxes in the image's frame, and notes on what was done."""
+        ...
+
+
+@dataclass(frozen=True)
+class MaskFile:
+    """A mask image: binary (0/1, 0/255), palette, or an instance-id map."""
+
+    path: Path
+
+    def place(self, image_hw: tuple[int, int], orientation: int, options: MaskOptions) -> tuple[Geometry, list[str]]:
+        decoded = decode(self.path, "mask")
+        mask = mask_tensor(decoded, options.subject_value)
+        mask, note = fit_mask(mask, image_hw, resize=options.resize, orientation=orientation)
+        notes = [*decoded.warnings, note] if note else list(decoded.warnings)
+        return tv_tensors.Mask(mask.to(torch.uint8)), notes
+
+
+@dataclass(frozen=True)
+class Box:
+    """A box in pixel coordinates of the upright image: pixels whose centre lies inside are the
+    subject, so integer corners cover exactly ``[y_min:y_max, x_min:x_max]``."""
+
+    x_min: float
+    y_min: float
+    x_max: float
+    y_max: float
+
+    def place(self, image_hw: tuple[int, int], orientation: int, options: MaskOptions) -> tuple[Geometry, list[str]]:
+        h, w = image_hw
+        if self.x_max <= 0 or self.y_max <= 0 or self.x_min >= w or self.y_min >= h:
+            raise SampleFault("invalid", f"box {self.text()} lies outside the {w}x{h} image (WxH)", EMPTY_MASK)
+        boxes = tv_tensors.BoundingBoxes(
+            [[self.x_min, self.y_min, self.x_max, self.y_max]], format="XYXY", canvas_size=(h, w), dtype=torch.float32
+        )
+        return boxes, []
+
+    def text(self) -> str:
+        return "(" + ", ".join(f"{v:g}" for v in (self.x_min, self.y_min, self.x_max, self.y_max)) + ")"
+
+
+def parse_box(values: dict[str, str]) -> Box:
+    """Box columns (strings) -> Box; ValueError with the column and what is wrong."""
+    numbers = {}
+    for column in BOX_COLUMNS:
+        text = values[column].strip()
+        try:
+            numbers[column] = float(text)
+        except ValueError:
+            raise ValueError(f"column {column!r}: {text!r} is not a number") from None
+        if not math.isfinite(numbers[column]):
+            raise ValueError(f"column {column!r}: {text!r} is not a finite number")
+    if numbers["x_min"] >= numbers["x_max"]:
+        raise ValueError(f"column 'x_max': {numbers['x_max']:g} is not greater than x_min {numbers['x_min']:g}")
+    if numbers["y_min"] >= numbers["y_max"]:
+        raise ValueError(f"column 'y_max': {numbers['y_max']:g} is not greater than y_min {numbers['y_min']:g}")
+    return Box(**numbers)
+
+
+def rasterise(geometry: Geometry) -> torch.Tensor:
+    """bool (H, W) subject mask from a transformed Mask or BoundingBoxes (union of the boxes)."""
+    if isinstance(geometry, tv_tensors.BoundingBoxes):
+        h, w = geometry.canvas_size
+        boxes = geometry.as_subclass(torch.Tensor).float()
+        cols = torch.arange(w, dtype=torch.float32) + 0.5
+        rows = torch.arange(h, dtype=torch.float32) + 0.5
+        mask = torch.zeros(h, w, dtype=torch.bool)
+        for x0, y0, x1, y1 in boxes.tolist():
+            inside_x = (cols >= x0) & (cols < x1)
+            inside_y = (rows >= y0) & (rows < y1)
+            mask |= inside_y[:, None] & inside_x[None, :]
+        return mask
+    return geometry.as_subclass(torch.Tensor).bool()

@@ -1,0 +1,114 @@
+"""Check a dataset before a long audit: every row's index entry (files, labels, ids) and every
+sample's files (decodable, mask the image's size, subject neither empty nor the whole image),
+plus classes without samples; all problems are collected into one table."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from auditcam.data.dataset import default_workers, load_sample
+from auditcam.data.formats import DEFAULT_OPTIONS, DataOptions, Source, read_source
+from auditcam.data.io import SampleFault
+from auditcam.data.problems import EMPTY_MASK, FULL_MASK, NO_SAMPLES, Problem, Problems
+from auditcam.data.rows import Row
+from auditcam.data.subjects import DEFAULT_MASKS, MaskOptions, rasterise
+
+EMPTY_REASON = "empty subject mask"
+CHECK_BATCH = 16
+FULL_REASON = "subject mask covers the whole image, so there is no background to compare"
+
+
+@dataclass(frozen=True)
+class Validation:
+    """What ``validate`` found: the rows it could read and every problem, in source order."""
+
+    source: Source
+    problems: tuple[Problem, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def check_row(row: Row, masks: MaskOptions) -> list[Problem]:
+    """The problems of one sample's files (none when it decodes and its subject is usable)."""
+    try:
+        _image, subject, _notes = load_sample(row, masks)
+    except SampleFault as fault:
+        return [Problem(row.where, "", fault.kind, fault.reason)]
+    mask = rasterise(subject)
+    if not mask.any():
+        return [Problem(row.where, "", EMPTY_MASK, EMPTY_REASON)]
+    if mask.all():
+        return [Problem(row.where, "", FULL_MASK, FULL_REASON)]
+    return []
+
+
+class _RowChecks(Dataset):
+    """The per-row checks as a dataset, so a DataLoader can run them in worker processes."""
+
+    def __init__(self, rows: Sequence[Row], masks: MaskOptions) -> None:
+        self.rows, self.masks = list(rows), masks
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> list[Problem]:
+        return check_row(self.rows[index], self.masks)
+
+
+def _concat(batches: Sequence[list[Problem]]) -> list[Problem]:
+    return [problem for batch in batches for problem in batch]
+
+
+def validate(
+    path: str | Path,
+    *,
+    format: str | None = None,
+    classes: Sequence[str] | None = None,
+    options: DataOptions = DEFAULT_OPTIONS,
+    masks: MaskOptions = DEFAULT_MASKS,
+    workers: int | None = 0,
+    progress: bool = False,
+) -> Validation:
+    """Check a dataset; whole-input faults (no manifest, a required column absent) still raise
+    ``InputError``, everything row-level is collected. ``workers=None`` picks
+    :func:`~auditcam.data.default_workers`."""
+    problems = Problems(str(path), collect=True)
+    source = read_source(path, format=format, classes=classes, options=options, problems=problems)
+    found = list(problems.found)
+    if workers is None:
+        workers = default_workers(len(source.rows), CHECK_BATCH)
+    checks = DataLoader(
+        _RowChecks(source.rows, masks), batch_size=CHECK_BATCH, num_workers=workers, collate_fn=_concat, shuffle=False
+    )
+    with tqdm(total=len(source.rows), unit="img", desc="checking", disable=not progress, file=sys.stderr) as bar:
+        for batch in checks:
+            found.extend(batch)
+            bar.update(min(CHECK_BATCH, bar.total - bar.n))
+    if source.classes is not None:
+        counts = Counter(row.label for row in source.rows)
+        found += [
+            Problem(f"class {name!r}", "", NO_SAMPLES, "no samples of this class")
+            for label, name in enumerate(source.classes)
+            if not counts[label]
+        ]
+    return Validation(source, tuple(found))
+
+
+def format_table(found: Sequence[Problem]) -> str:
+    """The problems as an aligned text table: where, column, problem, detail."""
+    header = ("where", "column", "problem", "detail")
+    cells = [header, *((p.where, p.column, p.kind, p.detail) for p in found)]
+    widths = [max(len(row[i]) for row in cells) for i in range(3)]
+    return "\n".join(
+        "  ".join(text.ljust(width) for text, width in zip(row[:3], widths, strict=True)) + "  " + row[3]
+        for row in cells
+    )

@@ -1,0 +1,145 @@
+"""COCO instances files: polygons and RLE to exact mask pixels, the image-level label rule, the
+labels file, attributes from image entries, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from auditcam.data import LabelledDataset, open_dataset
+from auditcam.data.coco import coco_mask
+from auditcam.errors import InputError
+from auditcam.models import Preprocessing
+
+H, W = 10, 12
+SAME_SIZE = Preprocessing(image_size=(H, W), resize=None, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+
+
+def _box(rows: slice, cols: slice) -> np.ndarray:
+    mask = np.zeros((H, W), bool)
+    mask[rows, cols] = True
+    return mask
+
+
+def _compressed(mask: np.ndarray) -> dict:
+    with warnings.catch_warnings():  # pycocotools vs numpy 2
+        warnings.simplefilter("ignore", DeprecationWarning)
+        rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
+
+
+@pytest.fixture
+def coco(tmp_path):
+    """Three annotated images and one without annotations; 'a' has cats (polygon + uncompressed
+    RLE) covering more area than its dog (compressed RLE)."""
+    for name in ("a.png", "b b.png", "ü.png", "empty.png"):
+        Image.new("RGB", (W, H), (90, 90, 90)).save(tmp_path / name)
+    images = [
+        {"id": 1, "file_name": "a.png", "width": W, "height": H, "site": "A", "license": 1},
+        {"id": 2, "file_name": "b b.png", "width": W, "height": H, "site": None},
+        {"id": 5, "file_name": "ü.png", "width": W, "height": H},
+        {"id": 9, "file_name": "empty.png", "width": W, "height": H},
+    ]
+    annotations = [
+        # polygon: the rectangle x 3..7, y 2..5 covers rows 2:5, cols 3:7 (12 pixels)
+        {"id": 10, "image_id": 1, "category_id": 1, "segmentation": [[3, 2, 7, 2, 7, 5, 3, 5]], "area": 12},
+        # uncompressed RLE, column-major runs: pixels (row 0, col 10) and (row 0, col 11)
+        {
+            "id": 11,
+            "image_id": 1,
+            "category_id": 1,
+            "segmentation": {"size": [H, W], "counts": [100, 1, 9, 1, 9]},
+            "area": 2,
+            "iscrowd": 1,
+        },
+        {
+            "id": 12,
+            "image_id": 1,
+            "category_id": 3,
+            "segmentation": _compressed(_box(slice(6, 9), slice(0, 3))),
+            "area": 9,
+        },
+        {
+            "id": 13,
+            "image_id": 2,
+            "category_id": 3,
+            "segmentation": _compressed(_box(slice(1, 4), slice(1, 11))),
+            "area": 30,
+        },
+        {"id": 14, "image_id": 5, "category_id": 1, "segmentation": [], "bbox": [2, 3, 4, 5], "area": 20},
+    ]
+    categories = [{"id": 3, "name": "dog"}, {"id": 1, "name": "cat"}]
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}), "utf-8")
+    return path
+
+
+def test_polygon_and_rle_round_trip_to_the_expected_pixels():
+    polygon = coco_mask([[[3, 2, 7, 2, 7, 5, 3, 5]]], H, W)
+    assert np.array_equal(polygon, _box(slice(2, 5), slice(3, 7)))
+    uncompressed = coco_mask([{"size": [H, W], "counts": [100, 1, 9, 1, 9]}], H, W)
+    assert np.array_equal(uncompressed, _box(slice(0, 1), slice(10, 12)))
+    rng = np.random.default_rng(0)
+    blob = rng.random((H, W)) > 0.6
+    assert np.array_equal(coco_mask([_compressed(blob)], H, W), blob)
+
+
+def _without_empty(coco):
+    data = json.loads(coco.read_text("utf-8"))
+    data["images"] = [i for i in data["images"] if i["file_name"] != "empty.png"]
+    coco.write_text(json.dumps(data), "utf-8")
+    return coco
+
+
+def test_largest_category_labels_the_image_and_its_instances_are_the_subject(coco):
+    ds = LabelledDataset.open(_without_empty(coco), preprocessing=SAME_SIZE)
+    assert ds.classes == ("cat", "dog")  # categories in id order
+    assert ds.attributes == ("site",)
+    items = [ds[i] for i in range(len(ds))]
+    assert [(i["id"], i["image_path"], i["label"]) for i in items] == [
+        ("1", "a.png", 0),
+        ("2", "b b.png", 1),
+        ("5", "ü.png", 0),
+    ]
+    cats = _box(slice(2, 5), slice(3, 7)) | _box(slice(0, 1), slice(10, 12))  # the dog is not the subject
+    assert torch.equal(items[0]["mask"], torch.from_numpy(cats))
+    assert torch.equal(items[1]["mask"], torch.from_numpy(_box(slice(1, 4), slice(1, 11))))
+    assert torch.equal(items[2]["mask"], torch.from_numpy(_box(slice(3, 8), slice(2, 6))))  # bbox, no segmentation
+    assert [i["attributes"] for i in items] == [{"site": "A"}, {"site": "unknown"}, {"site": "unknown"}]
+
+
+def test_labels_file_picks_samples_labels_and_attributes(coco, tmp_path):
+    labels = tmp_path / "labels.csv"
+    labels.write_text("image,label,skin_tone\na.png,dog,II\nb b.png,cat,\n", encoding="utf-8")
+    ds = open_dataset(coco, labels=labels, classes=("dog", "cat"), preprocessing=SAME_SIZE)
+    assert len(ds) == 2 and ds.attributes == ("site", "skin_tone")
+    first, second = ds[0], ds[1]
+    assert first["label"] == 0 and torch.equal(first["mask"], torch.from_numpy(_box(slice(6, 9), slice(0, 3))))
+    assert first["attributes"] == {"site": "A", "skin_tone": "II"}
+    assert second["status"] == "invalid" and second["reason"] == "no 'cat' annotation for this image"
+    assert second["attributes"] == {"site": "unknown", "skin_tone": "unknown"}
+
+
+def test_coco_input_errors_are_one_line(coco, tmp_path):
+    with pytest.raises(InputError) as info:
+        open_dataset(coco)
+    assert str(info.value) == (
+        f"{coco} image 'empty.png' (id 9): no annotations, so no label; give it one with --coco-labels or remove it"
+    )
+    with pytest.raises(InputError) as info:
+        open_dataset(_without_empty(coco), classes=("dog", "bird"))
+    assert (
+        str(info.value) == f"{coco} image 'a.png' (id 1), column 'category_id': category 'cat' is not in the class list"
+    )
+    (tmp_path / "a.png").unlink()
+    with pytest.raises(InputError, match=r"image 'a.png' \(id 1\), column 'file_name': file not found: a.png"):
+        open_dataset(coco)
+    (tmp_path / "bad.json").write_text('{"images": []}', encoding="utf-8")
+    with pytest.raises(InputError, match=r"bad.json: not a COCO instances file: no 'annotations' list$"):
+        open_dataset(tmp_path / "bad.json")

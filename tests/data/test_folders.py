@@ -1,0 +1,65 @@
+"""Folder layout root/<class>/<file> with masks in masks/<class>/<stem>.png."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from auditcam.data import detect_format, open_dataset
+from auditcam.errors import InputError
+from auditcam.models import Preprocessing
+
+SAME_SIZE = Preprocessing(image_size=(8, 8), resize=None)
+
+
+def _sample(root, relative: str, rows: slice) -> np.ndarray:
+    image_path = root / relative
+    mask_path = (root / "masks" / relative).with_suffix(".png")
+    image_path.parent.mkdir(parents=True, exist_ok=True)
+    mask_path.parent.mkdir(parents=True, exist_ok=True)
+    mask = np.zeros((8, 8), np.uint8)
+    mask[rows, 2:6] = 1
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(image_path)
+    Image.fromarray(mask).save(mask_path)
+    return mask.astype(bool)
+
+
+@pytest.fixture
+def tree(tmp_path):
+    masks = {
+        "cat/1.jpg": _sample(tmp_path, "cat/1.jpg", slice(0, 2)),
+        "dog/a b/é.png": _sample(tmp_path, "dog/a b/é.png", slice(3, 7)),
+    }
+    (tmp_path / "cat" / "notes.txt").write_text("not an image", encoding="utf-8")
+    (tmp_path / ".cache").mkdir()
+    return tmp_path, masks
+
+
+def test_classes_come_from_folders_and_masks_from_the_parallel_tree(tree):
+    root, masks = tree
+    assert detect_format(root) == "folder"
+    ds = open_dataset(root, preprocessing=SAME_SIZE)
+    assert ds.classes == ("cat", "dog")
+    items = [ds[i] for i in range(len(ds))]
+    assert [(i["id"], i["label"]) for i in items] == [("cat/1.jpg", 0), ("dog/a b/é.png", 1)]
+    for item in items:
+        assert torch.equal(item["mask"], torch.from_numpy(masks[item["id"]]))
+    assert open_dataset(root, classes=("dog", "cat", "bird"), preprocessing=SAME_SIZE).rows[0].label == 1
+
+
+def test_folder_errors_name_the_file_or_folder(tree):
+    root, _ = tree
+    with pytest.raises(InputError) as info:
+        open_dataset(root, classes=("cat",))
+    assert str(info.value) == f"{root} folder 'dog': 1 images of unknown class; known: cat"
+    (root / "masks" / "cat" / "1.png").unlink()
+    with pytest.raises(InputError) as info:
+        open_dataset(root)
+    assert str(info.value) == (
+        f"{root} file 'cat/1.jpg': file not found: masks/cat/1.png (looked in {root / 'masks' / 'cat'}); "
+        "fix the path or pass --allow-missing to record the sample as an error and go on"
+    )
+    item = open_dataset(root, allow_missing=True, preprocessing=SAME_SIZE)[0]
+    assert (item["status"], item["reason"]) == ("error", f"mask file not found: {root / 'masks' / 'cat' / '1.png'}")
