@@ -67,7 +67,8 @@ def decode(path: str | Path, what: str = "image") -> Decoded:
 
 
 def _rgb_array(img: Image.Image) -> np.ndarray:
-    """Any PIL mode -> uint8 (H, W, 3): 16-bit scaled down, alpha dropped, palette expanded."""
+    """Any PIL mode -> a new, writable uint8 (H, W, 3): 16-bit scaled down, alpha dropped,
+    palette expanded."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         arr = np.asarray(img, dtype=np.float64)
         top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
@@ -78,12 +79,15 @@ def _rgb_array(img: Image.Image) -> np.ndarray:
         return np.repeat(arr[:, :, None], 3, axis=2)
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")  # PIL warns when a palette with transparency goes straight to RGB
-    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    return np.array(img if img.mode == "RGB" else img.convert("RGB"), dtype=np.uint8)
 
 
 def image_tensor(decoded: Decoded) -> torch.Tensor:
-    """uint8 tensor (3, H, W), RGB, from a decoded image of any mode."""
-    return torch.from_numpy(_rgb_array(decoded.image).copy()).permute(2, 0, 1).contiguous()
+    """uint8 tensor (3, H, W), RGB, from a decoded image of any mode.
+
+    A channels-last view, not a contiguous copy: the transpose would cost more than decoding,
+    and torchvision's uint8 antialiased resize is fastest on channels-last input anyway."""
+    return torch.from_numpy(_rgb_array(decoded.image)).permute(2, 0, 1)
 
 
 def mask_tensor(decoded: Decoded, subject_value: int | None = None) -> torch.Tensor:
