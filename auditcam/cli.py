@@ -148,7 +148,7 @@ def _add_workers_argument(group: argparse._ArgumentGroup) -> None:
         type=_workers,
         default=None,
         metavar="N|auto",
-        help="processes that decode images beside the model (default: auto = none for up to two batches, "
+        help="processes that decode images in parallel (default: auto = none for up to two batches, "
         "else half the CPU cores, at most 4)",
     )
 
@@ -214,10 +214,9 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
 def _run_validate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from auditcam.data import DataOptions, MaskOptions, format_table, read_classes, validate
 
-    options = _data_options(args)
     result = validate(
         args.data,
-        format=options["format"],
+        format=args.format,
         classes=read_classes(args.classes) if args.classes else None,
         options=DataOptions(images=args.images, labels=args.coco_labels, masks=args.masks),
         masks=MaskOptions(subject_value=args.mask_value, resize=args.resize_masks),

@@ -24,7 +24,7 @@ from auditcam.data.rows import (
     check_label,
     check_unique,
 )
-from auditcam.data.subjects import BOX_COLUMNS, MaskFile, Subject, parse_box
+from auditcam.data.subjects import BOX_COLUMNS, BoxError, MaskFile, Subject, parse_box
 from auditcam.errors import InputError
 
 SUBJECT_COLUMNS = ("mask", *BOX_COLUMNS)
@@ -93,9 +93,8 @@ def _subject(problems: Problems, place: str, record: dict[str, str], root: Path,
     if all(box_cells):
         try:
             return parse_box({c: record[c] for c in BOX_COLUMNS})
-        except ValueError as exc:
-            column, _, detail = str(exc).partition(": ")
-            problems.report(place, column.removeprefix("column ").strip("'"), BAD_VALUE, detail)
+        except BoxError as exc:
+            problems.report(place, exc.column, BAD_VALUE, exc.detail)
             return None
     column = "mask" if not any(box_cells) else BOX_COLUMNS[[bool(c) for c in box_cells].index(False)]
     detail = "no subject: give a mask path or all four box columns" if column == "mask" else "empty box coordinate"

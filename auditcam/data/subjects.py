@@ -75,21 +75,29 @@ class Box:
         return "(" + ", ".join(f"{v:g}" for v in (self.x_min, self.y_min, self.x_max, self.y_max)) + ")"
 
 
+class BoxError(ValueError):
+    """A box cell that is not usable: which column, and why."""
+
+    def __init__(self, column: str, detail: str) -> None:
+        super().__init__(f"column {column!r}: {detail}")
+        self.column, self.detail = column, detail
+
+
 def parse_box(values: dict[str, str]) -> Box:
-    """Box columns (strings) -> Box; ValueError with the column and what is wrong."""
+    """Box columns (strings) -> Box; :class:`BoxError` names the column and what is wrong."""
     numbers = {}
     for column in BOX_COLUMNS:
         text = values[column].strip()
         try:
             numbers[column] = float(text)
         except ValueError:
-            raise ValueError(f"column {column!r}: {text!r} is not a number") from None
+            raise BoxError(column, f"{text!r} is not a number") from None
         if not math.isfinite(numbers[column]):
-            raise ValueError(f"column {column!r}: {text!r} is not a finite number")
+            raise BoxError(column, f"{text!r} is not a finite number")
     if numbers["x_min"] >= numbers["x_max"]:
-        raise ValueError(f"column 'x_max': {numbers['x_max']:g} is not greater than x_min {numbers['x_min']:g}")
+        raise BoxError("x_max", f"{numbers['x_max']:g} is not greater than x_min {numbers['x_min']:g}")
     if numbers["y_min"] >= numbers["y_max"]:
-        raise ValueError(f"column 'y_max': {numbers['y_max']:g} is not greater than y_min {numbers['y_min']:g}")
+        raise BoxError("y_max", f"{numbers['y_max']:g} is not greater than y_min {numbers['y_min']:g}")
     return Box(**numbers)
 
 
