@@ -72,7 +72,7 @@ def test_bundle_files(hostile_result, tmp_path):
 
     paths = write_bundle(hostile_result, tmp_path / "out")
     summary = json.loads(paths["summary.json"].read_text(encoding="utf-8"))
-    assert summary["schema_version"] == 1
+    assert summary["schema_version"] == 2
     assert summary["passed"] == hostile_result.passed
     assert summary["n_samples"] == 12
     assert summary["checks"][0]["name"] == "background_reliant_rate"
