@@ -1,5 +1,4 @@
-"""Aggregates of the per-sample records with bootstrap confidence intervals, group disparities,
-and the outcomes of the checks.
+"""Aggregates of the per-sample records with bootstrap confidence intervals, and group disparities.
 
 Everything here is a function of the tidy ``samples`` frame (one row per sample for one
 method); nothing touches the model or the files. :class:`Analysis` follows fairlearn's
@@ -12,18 +11,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from auditcam import bootstrap
-from auditcam.config import AnalysisOptions, Checks, GroupGap, Threshold, WorstGroupAccuracy
+from auditcam.config import AnalysisOptions
 from auditcam.errors import InputError
-
-PASS, FAIL, INSUFFICIENT = "pass", "fail", "insufficient data"
-OUTCOMES = (PASS, FAIL, INSUFFICIENT)
 
 OVERALL, ALL = "overall", "all"
 CLASS, CORRECTNESS = "class", "correctness"
@@ -37,6 +33,7 @@ UNKNOWN_ATTRIBUTE = "{what}: {attribute!r} is not a group attribute of the data;
 IMMUTABLE = "an Analysis is immutable; analyse() the samples again to change it"
 BUILT_IN_DIMENSION = "group attribute {attribute!r} has the name of a built-in breakdown; rename the column"
 UNKNOWN_DIMENSION = "no breakdown {dimension!r}; choose from {dimensions}"
+NO_DISPARITY = "no disparity of {statistic!r} across {dimension!r} (only class, attributes and intersections have one)"
 
 
 @dataclass(frozen=True)
@@ -108,11 +105,6 @@ def _group_labels(frame: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
 def intersection_name(attributes: Sequence[str]) -> str:
     """The breakdown name of an intersection of attributes, e.g. ``"skin_tone & site"``."""
     return INTERSECTION_JOIN.join(attributes)
-
-
-def _dimension_of(attribute: str) -> str:
-    """A check's ``attribute`` (``"a"`` or ``"a,b"``) as a breakdown name."""
-    return intersection_name(attribute.split(",")) if "," in attribute else attribute
 
 
 @dataclass(frozen=True)
@@ -283,6 +275,31 @@ class Analysis:
     def ratio(self, dimension: str) -> pd.Series:
         """Per statistic, ``group_min / group_max`` over the groups with enough data."""
         return self._disparity(dimension, "ratio")
+
+    def estimate(self, dimension: str, group: str, statistic: str) -> dict[str, Any]:
+        """One estimate: value, ci (None without an interval), n and sufficient."""
+        self._check_dimension(dimension)
+        row = self._estimates.iloc[
+            self._index[(dimension, group)] * len(STATISTICS) + list(STATISTICS).index(statistic)
+        ]
+        return {
+            "value": json_number(row["value"]),
+            "ci": None if math.isnan(row["ci_low"]) else (float(row["ci_low"]), float(row["ci_high"])),
+            "n": int(row["n"]),
+            "sufficient": bool(row["sufficient"]),
+        }
+
+    def disparity(self, dimension: str, statistic: str) -> dict[str, Any]:
+        """One row of :attr:`disparities` as a dict (group names None where there is no spread)."""
+        self._check_dimension(dimension)
+        rows = self._disparities
+        row = rows[(rows["dimension"] == dimension) & (rows["statistic"] == statistic)]
+        if row.empty:
+            raise KeyError(NO_DISPARITY.format(dimension=dimension, statistic=statistic))
+        out = row.iloc[0].to_dict()
+        for key in ("min_group", "max_group", "worst_group"):
+            out[key] = json_label(out[key])
+        return out
 
     def replicates(self, dimension: str, group: str) -> np.ndarray:
         """Bootstrap replicates ``(bootstrap, len(STATISTICS))`` of one group (read-only)."""
@@ -539,243 +556,3 @@ def _disparities(
         "ratio",
     ]
     return pd.DataFrame.from_records(records, columns=columns)
-
-
-# ---------------------------------------------------------------------------------------------
-# checks
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """One gate: the estimate picked by ``decide_on`` (point, or a CI bound) ``op threshold``
-    decides ``outcome``: pass, fail, or insufficient data (fewer than the minimum samples or
-    groups). ``blocking``: whether this outcome stops the audit from passing."""
-
-    name: str
-    metric: str
-    scope: str
-    value: float | None
-    ci: tuple[float, float] | None
-    confidence: float
-    op: str
-    threshold: float
-    decide_on: str
-    outcome: str
-    n: int
-    description: str
-    detail: str = ""
-    insufficient_data: str = "fail"
-    n_of: str = "samples"  # what n counts: samples, or groups (for a group gap)
-
-    @property
-    def blocking(self) -> bool:
-        return self.outcome == FAIL or (self.outcome == INSUFFICIENT and self.insufficient_data == "fail")
-
-    @property
-    def message(self) -> str:
-        return check_message(self.to_dict())
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["ci"] = None if self.ci is None else list(self.ci)
-        out["blocking"] = self.blocking
-        return out
-
-
-def _num(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
-
-
-def check_message(check: Mapping[str, Any]) -> str:
-    """One line: value, CI, threshold, how it was decided, outcome (from a check's dict form)."""
-    ci = check.get("ci")
-    interval = f" [{100 * check['confidence']:g}% CI {_num(ci[0])} to {_num(ci[1])}]" if ci else ""
-    text = (
-        f"{check['name']} = {_num(check['value'])}{interval} ({check['n']} {check.get('n_of', 'samples')}); "
-        f"rule {check['op']} {check['threshold']:g} decided on {check['decide_on']}: {check['outcome']}"
-    )
-    return f"{text}; {check['detail']}" if check.get("detail") else text
-
-
-def _decided_value(value: float, ci: tuple[float, float] | None, op: str, decide_on: str) -> float:
-    if decide_on == "point":
-        return value
-    if ci is None:
-        return math.nan
-    if decide_on == "strict":
-        decide_on = "upper" if op == "<=" else "lower"
-    return ci[1] if decide_on == "upper" else ci[0]
-
-
-def decide(value: float | None, ci: tuple[float, float] | None, op: str, threshold: float, decide_on: str) -> str:
-    """pass/fail of ``decided value op threshold``; insufficient data when there is no value."""
-    if value is None or math.isnan(value):
-        return INSUFFICIENT
-    picked = _decided_value(value, ci, op, decide_on)
-    if math.isnan(picked):
-        return INSUFFICIENT
-    return PASS if (picked <= threshold if op == "<=" else picked >= threshold) else FAIL
-
-
-def _estimate(analysis: Analysis, dimension: str, group: str, statistic: str) -> tuple[float | None, tuple | None, int]:
-    table = analysis._estimates
-    row = table[(table["dimension"] == dimension) & (table["group"] == group) & (table["statistic"] == statistic)]
-    r = row.iloc[0]
-    ci = None if math.isnan(r["ci_low"]) else (float(r["ci_low"]), float(r["ci_high"]))
-    return json_number(r["value"]), ci, int(r["n"])
-
-
-def _overall_check(
-    analysis: Analysis, checks: Checks, name: str, statistic: str, op: str, threshold: Threshold
-) -> CheckResult:
-    value, ci, n = _estimate(analysis, OVERALL, ALL, statistic)
-    decide_on = threshold.decide_on or checks.decide_on
-    minimum = analysis.options.min_group_size
-    outcome = INSUFFICIENT if n < minimum else decide(value, ci, op, threshold.value, decide_on)
-    return CheckResult(
-        name=name,
-        metric=statistic,
-        scope=OVERALL,
-        value=value,
-        ci=ci,
-        confidence=analysis.options.confidence,
-        op=op,
-        threshold=threshold.value,
-        decide_on=decide_on,
-        outcome=outcome,
-        n=n,
-        description=STATISTICS[statistic].description,
-        detail=f"n = {n} < min_group_size {minimum}" if n < minimum else "",
-        insufficient_data=checks.insufficient_data,
-    )
-
-
-def _worst_group_check(analysis: Analysis, checks: Checks, spec: WorstGroupAccuracy, attribute: str) -> CheckResult:
-    disparity = analysis._disparities
-    row = disparity[(disparity["dimension"] == attribute) & (disparity["statistic"] == "accuracy")].iloc[0]
-    decide_on = spec.decide_on or checks.decide_on
-    value, ci, n, detail = None, None, 0, ""
-    if json_label(row["min_group"]) is not None:
-        value, ci, n = _estimate(analysis, attribute, row["min_group"], "accuracy")
-        detail = f"worst group: {row['min_group']}"
-    else:
-        detail = f"no group with at least {analysis.options.min_group_size} samples"
-    if row["insufficient_groups"]:
-        detail += f"; insufficient data: {', '.join(row['insufficient_groups'])}"
-    return CheckResult(
-        name=f"worst_group_accuracy:{attribute}",
-        metric="accuracy",
-        scope=attribute,
-        value=value,
-        ci=ci,
-        confidence=analysis.options.confidence,
-        op=">=",
-        threshold=spec.value,
-        decide_on=decide_on,
-        outcome=decide(value, ci, ">=", spec.value, decide_on),
-        n=n,
-        description=f"accuracy of the least accurate {attribute} group",
-        detail=detail,
-        insufficient_data=checks.insufficient_data,
-    )
-
-
-def _gap_check(analysis: Analysis, checks: Checks, gap: GroupGap) -> CheckResult:
-    dimension = _dimension_of(gap.attribute)
-    disparity = analysis._disparities
-    row = disparity[(disparity["dimension"] == dimension) & (disparity["statistic"] == gap.metric)].iloc[0]
-    decide_on = gap.decide_on or checks.decide_on
-    enough = row["n_groups"] >= 2
-    value = json_number(row["difference"]) if enough else None
-    ci = (float(row["difference_ci_low"]), float(row["difference_ci_high"])) if enough else None
-    if enough:
-        detail = f"{row['max_group']} {_num(row['group_max'])} vs {row['min_group']} {_num(row['group_min'])}"
-    else:
-        detail = f"fewer than 2 groups with at least {analysis.options.min_group_size} samples"
-    if row["insufficient_groups"]:
-        detail += f"; insufficient data: {', '.join(row['insufficient_groups'])}"
-    return CheckResult(
-        name=f"group_gap:{dimension}:{gap.metric}",
-        metric=gap.metric,
-        scope=dimension,
-        value=value,
-        ci=ci,
-        confidence=analysis.options.confidence,
-        op="<=",
-        threshold=gap.value,
-        decide_on=decide_on,
-        outcome=decide(value, ci, "<=", gap.value, decide_on),
-        n=int(row["n_groups"]),
-        description=f"difference of {gap.metric} between the best and the worst {dimension} group",
-        detail=detail,
-        insufficient_data=checks.insufficient_data,
-        n_of="groups",
-    )
-
-
-def required_intersections(checks: Checks, options: AnalysisOptions) -> AnalysisOptions:
-    """``options`` plus every intersection a gap check refers to."""
-    wanted = dict.fromkeys(options.intersections)
-    for gap in checks.max_group_gap:
-        if "," in gap.attribute:
-            wanted.setdefault(tuple(gap.attribute.split(",")))
-    return AnalysisOptions(**{**asdict(options), "intersections": tuple(wanted)})
-
-
-def validate_checks(checks: Checks, options: AnalysisOptions, attributes: Sequence[str]) -> None:
-    """Every attribute a check or breakdown names must be a group attribute of the data."""
-    named = [("intersections", a) for names in options.intersections for a in names]
-    named += [("max_group_gap", a) for gap in checks.max_group_gap for a in gap.attribute.split(",")]
-    worst = checks.min_worst_group_accuracy
-    if worst is not None and worst.attribute is not None:
-        named.append(("min_worst_group_accuracy", worst.attribute))
-    for what, attribute in named:
-        if attribute not in attributes:
-            raise InputError(
-                UNKNOWN_ATTRIBUTE.format(what=what, attribute=attribute, attributes=", ".join(attributes) or "(none)")
-            )
-
-
-def evaluate_checks(analysis: Analysis, checks: Checks) -> list[CheckResult]:
-    """Apply every enabled check to an analysis (of the primary method's samples)."""
-    validate_checks(checks, analysis.options, analysis.attributes)
-    results = []
-    overall = (
-        ("background_reliant_rate", "background_reliant_rate", "<=", checks.max_background_reliant_rate),
-        ("mean_subject_share", "subject_share_mean", ">=", checks.min_subject_share),
-        ("accuracy", "accuracy", ">=", checks.min_accuracy),
-        ("error_rate", "error_rate", "<=", checks.max_error_rate),
-    )
-    for name, statistic, op, threshold in overall:
-        if threshold is not None:
-            results.append(_overall_check(analysis, checks, name, statistic, op, threshold))
-    worst = checks.min_worst_group_accuracy
-    if worst is not None:
-        for attribute in [worst.attribute] if worst.attribute else analysis.attributes:
-            results.append(_worst_group_check(analysis, checks, worst, attribute))
-        if worst.attribute is None and not analysis.attributes:
-            results.append(
-                CheckResult(
-                    name="worst_group_accuracy",
-                    metric="accuracy",
-                    scope="(no attributes)",
-                    value=None,
-                    ci=None,
-                    confidence=analysis.options.confidence,
-                    op=">=",
-                    threshold=worst.value,
-                    decide_on=worst.decide_on or checks.decide_on,
-                    outcome=INSUFFICIENT,
-                    n=0,
-                    description="accuracy of the least accurate group",
-                    detail="the data has no group attributes",
-                    insufficient_data=checks.insufficient_data,
-                )
-            )
-    results.extend(_gap_check(analysis, checks, gap) for gap in checks.max_group_gap)
-    return results
-
-
-def passed(checks: Sequence[CheckResult]) -> bool:
-    """The verdict: no check blocks (failed, or lacks data under ``insufficient_data = "fail"``)."""
-    return not any(check.blocking for check in checks)

@@ -24,17 +24,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from auditcam.analysis import (
-    OUTCOMES,
-    Analysis,
-    CheckResult,
-    analyse,
-    evaluate_checks,
-    passed,
-    required_intersections,
-    validate_checks,
-)
+from auditcam.analysis import Analysis, analyse
 from auditcam.cam import UPSAMPLING, Explainer
+from auditcam.checks import OUTCOMES, CheckResult, evaluate_checks, passed, required_intersections, validate_checks
 from auditcam.config import AnalysisOptions, Checks
 from auditcam.data import LabelledDataset, collate
 from auditcam.errors import InputError

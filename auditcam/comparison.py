@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 
 from auditcam import bootstrap
-from auditcam.analysis import CORRECTNESS, DISPARITY_STATISTICS, INSUFFICIENT, STATISTICS, Analysis, json_number
+from auditcam.analysis import CORRECTNESS, DISPARITY_STATISTICS, STATISTICS, Analysis, json_number
 from auditcam.audit import AuditResult
+from auditcam.checks import INSUFFICIENT
 
 SCHEMA_VERSION = 1  # of comparison.json
 NOT_PAIRED = (

@@ -419,5 +419,6 @@ def load_config(
     if config_file is not None:
         layers.append(read_config_file(config_file))
         sources.append(str(config_file))
-    layers.append(parse_settings(cli or {}, lambda key: f"--{key.replace('_', '-')}"))
+    flags = {"intersections": "--intersection"}  # the flag is singular, repeated
+    layers.append(parse_settings(cli or {}, lambda key: flags.get(key, f"--{key.replace('_', '-')}")))
     return build_config(*layers, sources=sources)

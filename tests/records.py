@@ -62,8 +62,9 @@ def samples(
 
 def audit_result(frame: pd.DataFrame, checks, options, attributes=("skin_tone", "site"), name: str = "model"):
     """An AuditResult over synthetic records (no model run): for the report views."""
-    from auditcam.analysis import analyse, evaluate_checks
+    from auditcam.analysis import analyse
     from auditcam.audit import AuditResult
+    from auditcam.checks import evaluate_checks
     from auditcam.gallery import Gallery
 
     analysis = analyse(frame, attributes, options)

@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 from fairlearn.metrics import MetricFrame
 
-from auditcam import analysis
-from auditcam.analysis import FAIL, INSUFFICIENT, PASS, analyse, decide, evaluate_checks
+from auditcam import analysis, checks
+from auditcam.analysis import analyse
+from auditcam.checks import FAIL, INSUFFICIENT, PASS, decide, evaluate_checks
 from auditcam.config import AnalysisOptions, Checks, GroupGap, WorstGroupAccuracy
 from auditcam.errors import InputError
 from tests.records import samples
@@ -156,7 +157,7 @@ def test_error_messages():
             analyse(frame, ["skin_tone"], AnalysisOptions(bootstrap=10)),
             Checks(min_worst_group_accuracy=WorstGroupAccuracy(0.5, attribute="sex")),
         )
-    assert str(absent.value) == analysis.UNKNOWN_ATTRIBUTE.format(
+    assert str(absent.value) == checks.UNKNOWN_ATTRIBUTE.format(
         what="min_worst_group_accuracy", attribute="sex", attributes="skin_tone"
     )
 

@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from typing import Any
 
-from auditcam.analysis import FAIL, INSUFFICIENT, check_message
+from auditcam.checks import FAIL, INSUFFICIENT, check_message
 
 CLASSNAME = "auditcam.checks"
 # characters XML 1.0 cannot carry, even escaped
