@@ -7,25 +7,34 @@ as a self-contained HTML report.
 
 __version__ = "0.1.0"
 
+from auditcam.analysis import Analysis, analyse
 from auditcam.audit import AuditResult, audit
 from auditcam.cam import Explainer, Explanation, find_target_layer
-from auditcam.config import Checks
+from auditcam.comparison import Comparison, compare
+from auditcam.config import AnalysisOptions, Checks, GroupGap, load_config
 from auditcam.data import LabelledDataset, open_dataset
 from auditcam.errors import InputError
 from auditcam.models import Preprocessing, load_model
 from auditcam.scoring import score
 
 __all__ = [
+    "Analysis",
+    "AnalysisOptions",
     "AuditResult",
     "Checks",
+    "Comparison",
     "Explainer",
     "Explanation",
+    "GroupGap",
     "InputError",
     "LabelledDataset",
     "Preprocessing",
     "__version__",
+    "analyse",
     "audit",
+    "compare",
     "find_target_layer",
+    "load_config",
     "load_model",
     "open_dataset",
     "score",

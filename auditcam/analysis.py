@@ -1,113 +1,558 @@
-"""Aggregates of per-sample records (overall, per class, per group) and check outcomes.
+"""Aggregates of the per-sample records with bootstrap confidence intervals, and group disparities.
 
-Everything here is a function of the tidy ``samples`` frame (one row per sample and method);
-nothing touches the model or the files.
+Everything here is a function of the tidy ``samples`` frame (one row per sample for one
+method); nothing touches the model or the files. :class:`Analysis` follows fairlearn's
+``MetricFrame``: one immutable object with ``overall``, ``by_group``, ``group_min``,
+``group_max``, ``difference`` and ``ratio``, plus a seeded percentile-bootstrap CI on every
+estimate and on every disparity.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from auditcam.config import Checks
+from auditcam import bootstrap
+from auditcam.config import AnalysisOptions
+from auditcam.errors import InputError
 
-PASS, FAIL, INSUFFICIENT = "pass", "fail", "insufficient data"
+OVERALL, ALL = "overall", "all"
+CLASS, CORRECTNESS = "class", "correctness"
+CORRECT, INCORRECT = "correct", "incorrect"
+INTERSECTION_JOIN = " & "
+MISSING_GROUP = "(missing)"
 
-
-def summarise(frame: pd.DataFrame) -> dict[str, Any]:
-    """Headline numbers of one slice of the samples of a single method.
-
-    Accuracy counts every sample that got a prediction; heatmap metrics use valid samples only.
-    """
-    valid = frame[frame["status"] == "ok"]
-    predicted = frame[frame["pred"].notna()]
-
-    def mean(series: pd.Series) -> float | None:
-        return None if series.empty else float(series.mean())
-
-    return {
-        "n": len(frame),
-        "n_valid": len(valid),
-        "n_invalid": int((frame["status"] == "invalid").sum()),
-        "n_error": int((frame["status"] == "error").sum()),
-        "accuracy": mean(predicted["correct"].astype(float)),
-        "subject_share_mean": mean(valid["subject_share"]),
-        "subject_share_median": None if valid.empty else float(valid["subject_share"].median()),
-        "subject_area_mean": mean(valid["subject_area"]),
-        "focus_lift_mean": mean(valid["focus_lift"]),
-        "background_reliant_rate": mean(valid["background_reliant"]),
-        "pointing_hit_rate": mean(valid["pointing_hit"]),
-    }
-
-
-def aggregates(frame: pd.DataFrame, attributes: Sequence[str]) -> dict[str, Any]:
-    """Summaries overall, per true class (by name where known) and per value of each attribute."""
-    class_column = "label_name" if "label_name" in frame else "label"
-    return {
-        "overall": summarise(frame),
-        "by_class": {str(k): summarise(g) for k, g in frame.groupby(class_column, sort=True)},
-        "by_group": {
-            attribute: {str(k): summarise(g) for k, g in frame.groupby(attribute, sort=True)}
-            for attribute in attributes
-        },
-    }
+MISSING_COLUMNS = "the samples frame lacks the column(s) {columns}"
+SEVERAL_METHODS = "the samples frame holds several methods ({methods}); analyse one method at a time"
+UNKNOWN_ATTRIBUTE = "{what}: {attribute!r} is not a group attribute of the data; attributes: {attributes}"
+IMMUTABLE = "an Analysis is immutable; analyse() the samples again to change it"
+BUILT_IN_DIMENSION = "group attribute {attribute!r} has the name of a built-in breakdown; rename the column"
+UNKNOWN_DIMENSION = "no breakdown {dimension!r}; choose from {dimensions}"
+NO_DISPARITY = "no disparity of {statistic!r} across {dimension!r} (only class, attributes and intersections have one)"
 
 
 @dataclass(frozen=True)
-class CheckResult:
-    """One gate: ``value op threshold`` decides ``outcome`` (pass, fail or insufficient data)."""
+class Statistic:
+    """A slice statistic: ``kind`` (mean or median) of ``column`` over the rows in ``over``
+    (``predicted``, ``valid`` = status ok, or ``all``); ``better`` is the good direction."""
 
-    name: str
-    metric: str
-    value: float | None
-    op: str
-    threshold: float
-    outcome: str
+    column: str
+    over: str
+    kind: str
+    better: str | None
     description: str
 
+
+STATISTICS: dict[str, Statistic] = {
+    "accuracy": Statistic("correct", "predicted", "mean", "higher", "share of predicted samples classified correctly"),
+    "subject_share_mean": Statistic("subject_share", "valid", "mean", "higher", "mean share of heatmap on the subject"),
+    "subject_share_median": Statistic(
+        "subject_share", "valid", "median", "higher", "median share of heatmap on the subject"
+    ),
+    "subject_area_mean": Statistic("subject_area", "valid", "mean", None, "mean share of the image the subject covers"),
+    "focus_lift_mean": Statistic("focus_lift", "valid", "mean", "higher", "mean subject_share / subject_area"),
+    "background_reliant_rate": Statistic(
+        "background_reliant", "valid", "mean", "lower", "share of samples whose heatmap is drawn to the background"
+    ),
+    "pointing_hit_rate": Statistic("pointing_hit", "valid", "mean", "higher", "share of hottest pixels on the subject"),
+    "error_rate": Statistic(
+        "unscored", "all", "mean", "lower", "share of samples not scored (status error or invalid)"
+    ),
+}
+DISPARITY_STATISTICS = tuple(name for name, s in STATISTICS.items() if s.better is not None)
+REQUIRED_COLUMNS = (
+    "id",
+    "label",
+    "label_name",
+    "pred",
+    "correct",
+    "status",
+    "subject_share",
+    "subject_area",
+    "focus_lift",
+    "background_reliant",
+    "pointing_hit",
+)
+
+
+def json_number(value: Any) -> float | None:
+    """JSON-ready number: NaN and None become None."""
+    if value is None:
+        return None
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def json_label(value: Any) -> str | None:
+    """JSON-ready group name: a missing one (None, or NaN in a pandas column) becomes None."""
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+
+
+def _group_labels(frame: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
+    """One string label per row: the value of ``columns`` (joined for an intersection)."""
+    parts = [frame[c].astype("string").fillna(MISSING_GROUP).astype(str) for c in columns]
+    labels = parts[0]
+    for part in parts[1:]:
+        labels = labels + INTERSECTION_JOIN + part
+    return labels
+
+
+def intersection_name(attributes: Sequence[str]) -> str:
+    """The breakdown name of an intersection of attributes, e.g. ``"skin_tone & site"``."""
+    return INTERSECTION_JOIN.join(attributes)
+
+
+@dataclass(frozen=True)
+class _Slices:
+    """The groups of every breakdown, in report order: ``codes[dimension]`` holds each row's
+    group index (-1: in no group, e.g. an unpredicted sample under correctness)."""
+
+    kinds: dict[str, str]  # dimension -> overall / class / attribute / intersection / correctness
+    groups: dict[str, list[str]]
+    codes: dict[str, np.ndarray]
+
+    @property
+    def keys(self) -> tuple[tuple[str, str], ...]:
+        return tuple((d, g) for d, groups in self.groups.items() for g in groups)
+
+
+def _slices(frame: pd.DataFrame, attributes: Sequence[str], intersections: Sequence[Sequence[str]]) -> _Slices:
+    kinds, groups, codes = {}, {}, {}
+
+    def add(dimension: str, kind: str, labels: pd.Series, order: Sequence[str]) -> None:
+        kinds[dimension], groups[dimension] = kind, list(order)
+        codes[dimension] = pd.Categorical(labels, categories=order).codes.astype(np.int64)
+
+    add(OVERALL, OVERALL, pd.Series([ALL] * len(frame), dtype=object), [ALL])
+    classes = frame[["label", "label_name"]].drop_duplicates().sort_values(["label", "label_name"])
+    add(CLASS, CLASS, frame["label_name"].astype(str), [str(c) for c in dict.fromkeys(classes["label_name"])])
+    for attribute in attributes:
+        labels = _group_labels(frame, [attribute])
+        add(attribute, "attribute", labels, sorted(labels.unique()))
+    for names in intersections:
+        labels = _group_labels(frame, names)
+        add(intersection_name(names), "intersection", labels, sorted(labels.unique()))
+    predicted = frame["pred"].notna().to_numpy()
+    correct = frame["correct"].fillna(False).astype(bool).to_numpy()
+    kinds[CORRECTNESS], groups[CORRECTNESS] = CORRECTNESS, [CORRECT, INCORRECT]
+    codes[CORRECTNESS] = np.where(predicted, np.where(correct, 0, 1), -1)
+    return _Slices(kinds, groups, codes)
+
+
+def _group_sums(slices: _Slices, flags: np.ndarray) -> np.ndarray:
+    """How many flagged rows each group of every breakdown has, groups in report order."""
+    return np.concatenate(
+        [
+            np.bincount(code[code >= 0], weights=flags[code >= 0], minlength=len(slices.groups[d])).round()
+            for d, code in slices.codes.items()
+        ]
+    ).astype(np.int64)
+
+
+def _row_values(frame: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per statistic: the row values (0 where not counted) and the rows it counts."""
+    status = frame["status"].astype(str).to_numpy()
+    predicted = frame["pred"].notna().to_numpy()
+    columns = {
+        "correct": frame["correct"].fillna(False).astype(float).to_numpy(),
+        "unscored": (status != "ok").astype(float),
+    }
+    over = {"predicted": predicted, "valid": status == "ok", "all": np.ones(len(frame), dtype=bool)}
+    out = {}
+    for name, stat in STATISTICS.items():
+        values = columns[stat.column] if stat.column in columns else frame[stat.column].to_numpy(dtype=float)
+        counted = over[stat.over] & np.isfinite(values)
+        out[name] = (np.where(counted, values, 0.0), counted)
+    return out
+
+
+class Analysis:
+    """Estimates with bootstrap CIs for every slice of one method's samples, and disparities.
+
+    Slices ("breakdowns" and their groups): ``overall`` (``all``), ``class`` (true class),
+    each group attribute, each intersection (``"a & b"``, groups ``"x & y"``) and
+    ``correctness`` (``correct`` / ``incorrect`` predictions). An estimate from fewer than
+    ``options.min_group_size`` samples is *insufficient*: shown, but left out of disparities
+    and never passed or failed. Build it with :func:`analyse`; it is not modified afterwards.
+    """
+
+    def __init__(
+        self,
+        *,
+        estimates: pd.DataFrame,
+        counts: pd.DataFrame,
+        disparities: pd.DataFrame,
+        replicates: np.ndarray,
+        keys: tuple[tuple[str, str], ...],
+        kinds: Mapping[str, str],
+        ids: np.ndarray,
+        attributes: tuple[str, ...],
+        options: AnalysisOptions,
+    ) -> None:
+        replicates.flags.writeable = False
+        ids.flags.writeable = False
+        fields = {
+            "_estimates": estimates,
+            "_counts": counts,
+            "_disparities": disparities,
+            "_replicates": replicates,
+            "_keys": keys,
+            "_index": {key: i for i, key in enumerate(keys)},
+            "_kinds": dict(kinds),
+            "_ids": ids,
+            "attributes": attributes,
+            "options": options,
+        }
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(IMMUTABLE)
+
+    # -- fairlearn-style accessors --------------------------------------------------------
+
+    @property
+    def dimensions(self) -> tuple[str, ...]:
+        """Breakdown names in report order."""
+        return tuple(self._kinds)
+
+    def kind(self, dimension: str) -> str:
+        self._check_dimension(dimension)
+        return self._kinds[dimension]
+
+    @property
+    def estimates(self) -> pd.DataFrame:
+        """Tidy: one row per (dimension, group, statistic) with value, ci_low, ci_high, n, sufficient."""
+        return self._estimates.copy()
+
+    @property
+    def counts(self) -> pd.DataFrame:
+        """One row per (dimension, group): n, n_valid, n_invalid, n_error, n_predicted."""
+        return self._counts.copy()
+
+    @property
+    def disparities(self) -> pd.DataFrame:
+        """One row per (dimension, statistic) over the groups with enough data: group_min,
+        group_max, their groups, worst_group, difference (max - min) with its CI, ratio (min / max)."""
+        return self._disparities.copy()
+
+    @property
+    def overall(self) -> pd.DataFrame:
+        """Statistics of all samples: index statistic; columns value, ci_low, ci_high, n, sufficient."""
+        rows = self._estimates[self._estimates["dimension"] == OVERALL]
+        return rows.set_index("statistic")[["value", "ci_low", "ci_high", "n", "sufficient"]]
+
+    def by_group(self, dimension: str, column: str = "value") -> pd.DataFrame:
+        """Groups x statistics of ``column`` (value, ci_low, ci_high, n or sufficient)."""
+        self._check_dimension(dimension)
+        rows = self._estimates[self._estimates["dimension"] == dimension]
+        table = rows.pivot(index="group", columns="statistic", values=column)
+        groups = [g for d, g in self._keys if d == dimension]
+        return table.reindex(index=groups, columns=list(STATISTICS))
+
+    def _disparity(self, dimension: str, column: str) -> pd.Series:
+        self._check_dimension(dimension)
+        rows = self._disparities[self._disparities["dimension"] == dimension]
+        return rows.set_index("statistic")[column].reindex(list(DISPARITY_STATISTICS))
+
+    def group_min(self, dimension: str) -> pd.Series:
+        """Per statistic, the smallest value over the groups with enough data."""
+        return self._disparity(dimension, "group_min")
+
+    def group_max(self, dimension: str) -> pd.Series:
+        """Per statistic, the largest value over the groups with enough data."""
+        return self._disparity(dimension, "group_max")
+
+    def difference(self, dimension: str) -> pd.Series:
+        """Per statistic, ``group_max - group_min`` over the groups with enough data."""
+        return self._disparity(dimension, "difference")
+
+    def ratio(self, dimension: str) -> pd.Series:
+        """Per statistic, ``group_min / group_max`` over the groups with enough data."""
+        return self._disparity(dimension, "ratio")
+
+    def estimate(self, dimension: str, group: str, statistic: str) -> dict[str, Any]:
+        """One estimate: value, ci (None without an interval), n and sufficient."""
+        self._check_dimension(dimension)
+        row = self._estimates.iloc[
+            self._index[(dimension, group)] * len(STATISTICS) + list(STATISTICS).index(statistic)
+        ]
+        return {
+            "value": json_number(row["value"]),
+            "ci": None if math.isnan(row["ci_low"]) else (float(row["ci_low"]), float(row["ci_high"])),
+            "n": int(row["n"]),
+            "sufficient": bool(row["sufficient"]),
+        }
+
+    def disparity(self, dimension: str, statistic: str) -> dict[str, Any]:
+        """One row of :attr:`disparities` as a dict (group names None where there is no spread)."""
+        self._check_dimension(dimension)
+        rows = self._disparities
+        row = rows[(rows["dimension"] == dimension) & (rows["statistic"] == statistic)]
+        if row.empty:
+            raise KeyError(NO_DISPARITY.format(dimension=dimension, statistic=statistic))
+        out = row.iloc[0].to_dict()
+        for key in ("min_group", "max_group", "worst_group"):
+            out[key] = json_label(out[key])
+        return out
+
+    def replicates(self, dimension: str, group: str) -> np.ndarray:
+        """Bootstrap replicates ``(bootstrap, len(STATISTICS))`` of one group (read-only)."""
+        self._check_dimension(dimension)
+        return self._replicates[:, self._index[(dimension, group)], :]
+
+    @property
+    def ids(self) -> np.ndarray:
+        """Sample ids in row order: two analyses pair up when these and the options agree."""
+        return self._ids
+
+    def _check_dimension(self, dimension: str) -> None:
+        if dimension not in self._kinds:
+            raise KeyError(UNKNOWN_DIMENSION.format(dimension=dimension, dimensions=", ".join(self._kinds)))
+
+    # -- serialisation --------------------------------------------------------------------
+
+    def _slice_dict(self, dimension: str, group: str, rows: pd.DataFrame, counts: Mapping[str, Any]) -> dict:
+        out: dict[str, Any] = {k: int(counts[k]) for k in ("n", "n_valid", "n_invalid", "n_error", "n_predicted")}
+        out.update({r.statistic: json_number(r.value) for r in rows.itertuples()})
+        out["ci"] = {
+            r.statistic: None if math.isnan(r.ci_low) else [float(r.ci_low), float(r.ci_high)]
+            for r in rows.itertuples()
+        }
+        out["insufficient"] = [r.statistic for r in rows.itertuples() if not r.sufficient]
+        return out
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-ready aggregates (the per-method part of ``summary.json``)."""
+        grouped = {key: rows for key, rows in self._estimates.groupby(["dimension", "group"], sort=False)}
+        counts = self._counts.set_index(["dimension", "group"])
+        slices: dict[str, dict[str, Any]] = {}
+        for dimension, group in self._keys:
+            key = (dimension, group)
+            slices.setdefault(dimension, {})[group] = self._slice_dict(dimension, group, grouped[key], counts.loc[key])
+        by_kind = {"attribute": "by_group", "intersection": "by_intersection"}
+        out: dict[str, Any] = {
+            "overall": slices[OVERALL][ALL],
+            "by_class": slices[CLASS],
+            "by_group": {},
+            "by_intersection": {},
+            "by_correctness": slices[CORRECTNESS],
+        }
+        for dimension, kind in self._kinds.items():
+            if kind in by_kind:
+                out[by_kind[kind]][dimension] = slices[dimension]
+        out["disparities"] = [
+            {
+                "dimension": r.dimension,
+                "statistic": r.statistic,
+                "n_groups": int(r.n_groups),
+                "insufficient_groups": list(r.insufficient_groups),
+                "group_min": json_number(r.group_min),
+                "group_max": json_number(r.group_max),
+                "min_group": json_label(r.min_group),
+                "max_group": json_label(r.max_group),
+                "worst_group": json_label(r.worst_group),
+                "difference": json_number(r.difference),
+                "difference_ci": None
+                if math.isnan(r.difference_ci_low)
+                else [float(r.difference_ci_low), float(r.difference_ci_high)],
+                "ratio": json_number(r.ratio),
+            }
+            for r in self._disparities.itertuples()
+        ]
+        return out
 
 
-def _decide(value: float | None, op: str, threshold: float) -> str:
-    if value is None or math.isnan(value):
-        return INSUFFICIENT
-    holds = value <= threshold if op == "<=" else value >= threshold
-    return PASS if holds else FAIL
-
-
-def evaluate_checks(frame: pd.DataFrame, checks: Checks) -> list[CheckResult]:
-    """Apply every enabled check to the samples of the primary method."""
-    overall = summarise(frame)
-    results = []
-    if checks.max_background_reliant_rate is not None:
-        value = overall["background_reliant_rate"]
-        results.append(
-            CheckResult(
-                name="background_reliant_rate",
-                metric="background_reliant",
-                value=value,
-                op="<=",
-                threshold=checks.max_background_reliant_rate,
-                outcome=_decide(value, "<=", checks.max_background_reliant_rate),
-                description="share of samples whose heatmap is drawn to the background (focus_lift < 1)",
+def _validate_frame(frame: pd.DataFrame, attributes: Sequence[str], intersections: Sequence[Sequence[str]]) -> None:
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame]
+    if missing:
+        raise ValueError(MISSING_COLUMNS.format(columns=", ".join(missing)))
+    if "method" in frame and frame["method"].nunique() > 1:
+        raise ValueError(SEVERAL_METHODS.format(methods=", ".join(map(str, frame["method"].unique()))))
+    clashes = [a for a in attributes if a in (OVERALL, CLASS, CORRECTNESS)]
+    if clashes:
+        raise InputError(BUILT_IN_DIMENSION.format(attribute=clashes[0]))
+    for attribute in [*attributes, *(a for names in intersections for a in names)]:
+        if attribute not in frame:
+            raise InputError(
+                UNKNOWN_ATTRIBUTE.format(
+                    what="breakdown", attribute=attribute, attributes=", ".join(attributes) or "(none)"
+                )
             )
-        )
-    if checks.min_subject_share is not None:
-        value = overall["subject_share_mean"]
-        results.append(
-            CheckResult(
-                name="mean_subject_share",
-                metric="subject_share",
-                value=value,
-                op=">=",
-                threshold=checks.min_subject_share,
-                outcome=_decide(value, ">=", checks.min_subject_share),
-                description="mean share of heatmap energy on the subject",
-            )
-        )
-    return results
+
+
+def analyse(
+    frame: pd.DataFrame,
+    attributes: Sequence[str] = (),
+    options: AnalysisOptions | None = None,
+) -> Analysis:
+    """Estimate every statistic of every slice of ``frame`` (one method's samples) with a
+    seeded percentile-bootstrap CI, and the disparities across the groups of each breakdown."""
+    options = AnalysisOptions() if options is None else options
+    attributes = tuple(attributes)
+    _validate_frame(frame, attributes, options.intersections)
+    frame = frame.reset_index(drop=True)
+    slices = _slices(frame, attributes, options.intersections)
+    keys = slices.keys
+    names = list(STATISTICS)
+    rows = _row_values(frame)
+    mean_names = [s for s in names if STATISTICS[s].kind == "mean"]
+    (median_name,) = [s for s in names if STATISTICS[s].kind == "median"]
+
+    # ratio statistics share a denominator column when they count the same rows
+    counted_sets: list[np.ndarray] = []
+    which = []
+    for s in mean_names:
+        counted = rows[s][1]
+        u = next((i for i, c in enumerate(counted_sets) if np.array_equal(c, counted)), len(counted_sets))
+        if u == len(counted_sets):
+            counted_sets.append(counted)
+        which.append(u)
+    median_values, median_counted = rows[median_name]
+    table = bootstrap.Table(
+        numerators=np.stack([rows[s][0] for s in mean_names], axis=1),
+        denominators=np.stack(counted_sets, axis=1).astype(np.float64),
+        which=np.asarray(which),
+        median_values=np.where(median_counted, median_values, np.inf),  # uncounted rows sort last
+        median_counted=median_counted,
+    )
+    # one partition per breakdown: rows grouped by group, by the median's values within a group
+    partitions = []
+    for dimension, code in slices.codes.items():
+        member = np.flatnonzero(code >= 0)
+        ordered = member[np.lexsort((table.median_values[member], code[member]))]
+        sizes_d = np.bincount(code[member], minlength=len(slices.groups[dimension]))
+        partitions.append(bootstrap.Partition(ordered, np.concatenate([[0], np.cumsum(sizes_d)])))
+
+    def combine(ratios: np.ndarray, medians: np.ndarray) -> np.ndarray:
+        """(..., groups, k) ratios and (..., groups) medians -> (..., groups, statistic)."""
+        out = np.empty((*medians.shape, len(names)))
+        for k, s in enumerate(mean_names):
+            out[..., names.index(s)] = ratios[..., k]
+        out[..., names.index(median_name)] = medians
+        return out
+
+    point = combine(*bootstrap.point(table, partitions))
+    replicates = combine(*bootstrap.replicate(table, partitions, n_boot=options.bootstrap, seed=options.seed))
+    low, high = bootstrap.percentile_interval(replicates.reshape(options.bootstrap, -1), options.confidence)
+    # rows each statistic counts, per group
+    counted_per_group = np.stack([_group_sums(slices, c) for c in [*counted_sets, median_counted]], axis=1)
+    sizes = np.empty((len(keys), len(names)), dtype=np.int64)
+    for k, s in enumerate(mean_names):
+        sizes[:, names.index(s)] = counted_per_group[:, which[k]]
+    sizes[:, names.index(median_name)] = counted_per_group[:, -1]
+    n_slices = len(keys)
+
+    estimates = pd.DataFrame(
+        {
+            "dimension": np.repeat([d for d, _ in keys], len(names)),
+            "group": np.repeat([g for _, g in keys], len(names)),
+            "statistic": np.tile(names, n_slices),
+            "value": point.ravel(),
+            "ci_low": low,
+            "ci_high": high,
+            "n": sizes.ravel(),
+            "sufficient": sizes.ravel() >= options.min_group_size,
+        }
+    )
+    status = frame["status"].astype(str).to_numpy()
+    row_flags = {
+        "n": np.ones(len(frame), dtype=bool),
+        "n_valid": status == "ok",
+        "n_invalid": status == "invalid",
+        "n_error": status == "error",
+        "n_predicted": frame["pred"].notna().to_numpy(),
+    }
+    counts = pd.DataFrame(
+        {
+            "dimension": [d for d, _ in keys],
+            "group": [g for _, g in keys],
+            **{name: _group_sums(slices, flag) for name, flag in row_flags.items()},
+        }
+    )
+    disparities = _disparities(slices, point, sizes, replicates, options)
+    return Analysis(
+        estimates=estimates,
+        counts=counts,
+        disparities=disparities,
+        replicates=replicates,
+        keys=keys,
+        kinds=slices.kinds,
+        ids=frame["id"].astype(str).to_numpy(),
+        attributes=attributes,
+        options=options,
+    )
+
+
+def _disparities(
+    slices: _Slices, point: np.ndarray, sizes: np.ndarray, replicates: np.ndarray, options: AnalysisOptions
+) -> pd.DataFrame:
+    """Per breakdown (class, attributes, intersections) and statistic: the spread across groups.
+
+    The CI of the difference comes from the bootstrap distribution of the difference between
+    the two groups at the extremes (paired: both from the same resamples); it does not allow
+    for those two having been picked as the extremes, so with many groups it is optimistic.
+    """
+    names = list(STATISTICS)
+    records = []
+    for dimension, kind in slices.kinds.items():
+        if kind not in (CLASS, "attribute", "intersection"):
+            continue
+        positions = [i for i, (d, _) in enumerate(slices.keys) if d == dimension]
+        for statistic in DISPARITY_STATISTICS:
+            k = names.index(statistic)
+            enough = [i for i in positions if sizes[i, k] >= options.min_group_size and not math.isnan(point[i, k])]
+            record: dict[str, Any] = {
+                "dimension": dimension,
+                "statistic": statistic,
+                "n_groups": len(enough),
+                "insufficient_groups": tuple(slices.keys[i][1] for i in positions if i not in enough),
+                "group_min": math.nan,
+                "group_max": math.nan,
+                "min_group": None,
+                "max_group": None,
+                "worst_group": None,
+                "difference": math.nan,
+                "difference_ci_low": math.nan,
+                "difference_ci_high": math.nan,
+                "ratio": math.nan,
+            }
+            if len(enough) >= 2:
+                values = point[enough, k]
+                lo, hi = enough[int(np.argmin(values))], enough[int(np.argmax(values))]
+                diff = (replicates[:, hi, k] - replicates[:, lo, k])[:, None]
+                ci_low, ci_high = bootstrap.percentile_interval(diff, options.confidence)
+                worst = lo if STATISTICS[statistic].better == "higher" else hi
+                record.update(
+                    group_min=point[lo, k],
+                    group_max=point[hi, k],
+                    min_group=slices.keys[lo][1],
+                    max_group=slices.keys[hi][1],
+                    worst_group=slices.keys[worst][1] if point[hi, k] > point[lo, k] else None,
+                    difference=point[hi, k] - point[lo, k],
+                    difference_ci_low=ci_low[0],
+                    difference_ci_high=ci_high[0],
+                    ratio=point[lo, k] / point[hi, k] if point[hi, k] > 0 else math.nan,
+                )
+            records.append(record)
+    columns = [
+        "dimension",
+        "statistic",
+        "n_groups",
+        "insufficient_groups",
+        "group_min",
+        "group_max",
+        "min_group",
+        "max_group",
+        "worst_group",
+        "difference",
+        "difference_ci_low",
+        "difference_ci_high",
+        "ratio",
+    ]
+    return pd.DataFrame.from_records(records, columns=columns)

@@ -12,6 +12,7 @@ import platform
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -23,52 +24,61 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from auditcam.analysis import PASS, CheckResult, aggregates, evaluate_checks
+from auditcam.analysis import Analysis, analyse
 from auditcam.cam import UPSAMPLING, Explainer
-from auditcam.config import Checks
+from auditcam.checks import OUTCOMES, CheckResult, evaluate_checks, passed, required_intersections, validate_checks
+from auditcam.config import AnalysisOptions, Checks
 from auditcam.data import LabelledDataset, as_audit_dataset, loader
 from auditcam.errors import InputError
 from auditcam.gallery import Exemplar, Gallery
 from auditcam.models import ModelInfo
 from auditcam.scoring import METRICS, reasons, score
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1  # of summary.json; see auditcam/schemas/summary.schema.json
 TARGETS = ("pred", "label")
 
 
 @dataclass(frozen=True)
 class AuditResult:
-    """Everything an audit found: the tidy per-sample frame, aggregates per method, check
+    """Everything an audit found: the tidy per-sample frame, the analysis per method, check
     outcomes (decided on the first method), the gallery exemplars and the run's metadata."""
 
     samples: pd.DataFrame
     checks: tuple[CheckResult, ...]
-    aggregates: dict[str, Any]
+    analyses: dict[str, Analysis]
     gallery: Gallery
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
-        """True when every check passed (a check without enough data does not pass)."""
-        return all(check.outcome == PASS for check in self.checks)
+        """True when no check blocks: none failed, and none lacks data unless the checks say
+        ``insufficient_data = "skip"``."""
+        return passed(self.checks)
 
     @property
     def failed_checks(self) -> list[CheckResult]:
-        return [check for check in self.checks if check.outcome != PASS]
+        """The checks that stop the audit from passing."""
+        return [check for check in self.checks if check.blocking]
+
+    @cached_property
+    def aggregates(self) -> dict[str, Any]:
+        """JSON-ready aggregates with CIs and disparities, per method."""
+        return {method: analysis.to_dict() for method, analysis in self.analyses.items()}
 
     def summary(self) -> dict[str, Any]:
-        """The JSON-ready summary written to ``summary.json``."""
+        """The JSON-ready summary written to ``summary.json`` (schema: ``auditcam/schemas``)."""
         return {
             "schema_version": SCHEMA_VERSION,
             "passed": self.passed,
             "n_samples": int(self.samples["id"].nunique()),
+            "outcomes": {o: sum(c.outcome == o for c in self.checks) for o in OUTCOMES},
             "checks": [check.to_dict() for check in self.checks],
             "aggregates": self.aggregates,
             "meta": self.meta,
         }
 
     def write(self, out: str | Path) -> dict[str, Path]:
-        """Write report.html, summary.json and samples.parquet into ``out``; return their paths."""
+        """Write report.html, summary.json, junit.xml and samples.parquet into ``out``; return their paths."""
         from auditcam.report import write_bundle  # the report is a view over this result
 
         return write_bundle(self, out)
@@ -145,6 +155,7 @@ def audit(
     methods: Sequence[str] = ("gradcam",),
     layer: str | None = None,
     checks: Checks | None = None,
+    analysis: AnalysisOptions | None = None,
     target: str = "pred",
     batch_size: int = 32,
     num_workers: int | None = 0,
@@ -161,6 +172,7 @@ def audit(
     ``name`` titles the report (default: the weights file's stem, else the model spec).
     ``dataset`` may be any torch Dataset yielding the item dict of :mod:`auditcam.data.custom`;
     ``num_workers`` decodes in worker processes (None: :func:`auditcam.data.default_workers`).
+    ``analysis`` sets the minimum group size, bootstrap and intersections of the aggregates.
     """
     if target not in TARGETS:
         raise InputError(f"target {target!r}: choose from {', '.join(TARGETS)}")
@@ -168,6 +180,8 @@ def audit(
         raise InputError(f"batch size must be at least 1, got {batch_size}")
     checks = Checks() if checks is None else checks
     dataset = as_audit_dataset(dataset)
+    options = required_intersections(checks, AnalysisOptions() if analysis is None else analysis)
+    validate_checks(checks, options, dataset.attributes)
     if model_info is not None and dataset.preprocessing != model_info.preprocessing:
         dataset = dataset.with_preprocessing(model_info.preprocessing)
     classes = dataset.classes or (model_info.classes if model_info else None)
@@ -214,8 +228,8 @@ def audit(
             bar.update(len(rows))
 
     samples = _frame(records, dataset.attributes)
-    by_method = {m: aggregates(samples[samples["method"] == m], dataset.attributes) for m in methods}
-    check_results = evaluate_checks(samples[samples["method"] == primary], checks)
+    analyses = {m: analyse(samples[samples["method"] == m], dataset.attributes, options) for m in methods}
+    check_results = evaluate_checks(analyses[primary], checks)
     meta = {
         "name": name or _default_name(model_info),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -240,12 +254,10 @@ def audit(
         "upsampling": UPSAMPLING,
         "reliance_threshold": reliance_threshold,
         "preprocessing": preprocessing.describe(),
-        "checks": {
-            "max_background_reliant_rate": checks.max_background_reliant_rate,
-            "min_subject_share": checks.min_subject_share,
-        },
+        "checks": checks.to_dict(),
+        "analysis": options.to_dict(),
     }
-    return AuditResult(samples=samples, checks=tuple(check_results), aggregates=by_method, gallery=gallery, meta=meta)
+    return AuditResult(samples=samples, checks=tuple(check_results), analyses=analyses, gallery=gallery, meta=meta)
 
 
 def _default_name(info: ModelInfo | None) -> str:

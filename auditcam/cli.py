@@ -1,7 +1,9 @@
-"""Command line: ``auditcam demo``, ``auditcam audit`` and ``auditcam validate``.
+"""Command line: ``auditcam demo``, ``auditcam audit``, ``auditcam compare`` and ``auditcam validate``.
 
-Exit codes: 0 every check passed, 1 a check failed, 2 bad input or usage (one line on stderr,
-no traceback), 3 internal error (a bug: traceback and a request to report it).
+Exit codes: 0 every check passed, 1 a check failed (or lacks data, unless
+``insufficient_data = "skip"``), 2 bad input or usage (one line on stderr, no traceback),
+3 internal error (a bug: traceback and a request to report it). ``compare`` exits with the
+verdict of model B's checks.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from auditcam.config import DEFAULT_MAX_BACKGROUND_RELIANT_RATE
+from auditcam.config import DECIDE_ON, DEFAULT_MAX_BACKGROUND_RELIANT_RATE, DEFAULT_MIN_GROUP_SIZE, INSUFFICIENT_DATA
 from auditcam.errors import InputError
 
 EXIT_PASS, EXIT_FAIL, EXIT_INPUT, EXIT_BUG = 0, 1, 2, 3
@@ -49,6 +51,100 @@ def _rate(text: str) -> float:
 
 def _methods(text: str) -> list[str]:
     return [m.strip() for m in text.split(",") if m.strip()]
+
+
+def _threshold(text: str) -> float | bool:
+    """A check threshold, or ``off`` (False: turn a default check off)."""
+    return False if text.strip().lower() in ("off", "none") else _rate(text)
+
+
+def _gap(text: str) -> dict[str, object]:
+    """``ATTRIBUTE:METRIC:VALUE``, e.g. ``skin_tone:subject_share:0.1``."""
+    parts = text.rsplit(":", 2)
+    try:
+        attribute, metric, value = parts
+        return {"attribute": attribute, "metric": metric, "value": float(value)}
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected ATTRIBUTE:METRIC:VALUE, e.g. site:subject_share:0.1, got {text!r}"
+        ) from None
+
+
+def add_check_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of the checks and analysis options; each overrides --config and [tool.auditcam]."""
+    kept = {"default": argparse.SUPPRESS}  # absent unless given, so lower layers show through
+    checks = parser.add_argument_group(
+        "checks",
+        "Flags override --config, which overrides [tool.auditcam] in the closest pyproject.toml. "
+        "A threshold of 'off' turns a check off.",
+    )
+    checks.add_argument("--config", type=Path, metavar="TOML", help="checks and options from this TOML file")
+    checks.add_argument("--isolated", action="store_true", help="ignore [tool.auditcam] in pyproject.toml")
+    checks.add_argument(
+        "--max-background-reliant-rate",
+        type=_threshold,
+        metavar="RATE",
+        help="fail if more than this share of samples is background-reliant "
+        f"(default: {DEFAULT_MAX_BACKGROUND_RELIANT_RATE})",
+        **kept,
+    )
+    checks.add_argument(
+        "--min-subject-share", type=_threshold, metavar="SHARE", help="floor on the mean subject_share", **kept
+    )
+    checks.add_argument("--min-accuracy", type=_threshold, metavar="RATE", help="floor on the accuracy", **kept)
+    checks.add_argument(
+        "--max-error-rate", type=_threshold, metavar="RATE", help="ceiling on the share of unscored samples", **kept
+    )
+    checks.add_argument(
+        "--min-worst-group-accuracy",
+        type=_threshold,
+        metavar="RATE",
+        help="floor on the accuracy of the worst group of every attribute",
+        **kept,
+    )
+    checks.add_argument(
+        "--max-group-gap",
+        type=_gap,
+        action="append",
+        metavar="ATTR:METRIC:VALUE",
+        help="ceiling on a metric's difference between groups, e.g. site:subject_share:0.1 (repeatable)",
+        **kept,
+    )
+    checks.add_argument("--decide-on", choices=DECIDE_ON, help="estimate that decides checks (default: point)", **kept)
+    checks.add_argument(
+        "--insufficient-data",
+        choices=INSUFFICIENT_DATA,
+        help="a check without enough data fails the audit, or is skipped (default: fail)",
+        **kept,
+    )
+    checks.add_argument(
+        "--min-group-size",
+        type=_positive_int,
+        metavar="N",
+        help=f"estimates from fewer samples are 'insufficient data' (default: {DEFAULT_MIN_GROUP_SIZE})",
+        **kept,
+    )
+    checks.add_argument(
+        "--bootstrap", type=_positive_int, metavar="N", help="bootstrap resamples (default: 1000)", **kept
+    )
+    checks.add_argument("--confidence", type=float, help="level of the intervals (default: 0.95)", **kept)
+    checks.add_argument("--seed", type=int, help="seed of the bootstrap (default: 0)", **kept)
+    checks.add_argument(
+        "--intersection",
+        dest="intersections",
+        action="append",
+        metavar="A,B",
+        help="also break down by the combination of these attributes (repeatable)",
+        **kept,
+    )
+
+
+def load_config_from_args(args: argparse.Namespace):
+    """The merged configuration: these flags > --config > [tool.auditcam] > defaults."""
+    from auditcam.config import KEYS, load_config
+
+    given = {key: getattr(args, key) for key in KEYS if hasattr(args, key)}
+    return load_config(given, args.config, use_pyproject=not args.isolated)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,19 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="focus_lift below this counts as background-reliant (default: 1.0)",
     )
-    checks = run.add_argument_group("checks")
-    checks.add_argument(
-        "--max-background-reliant-rate",
-        type=_rate,
-        default=DEFAULT_MAX_BACKGROUND_RELIANT_RATE,
-        help="fail if more than this share of samples is background-reliant (default: %(default)s)",
-    )
-    checks.add_argument(
-        "--min-subject-share",
-        type=_rate,
-        default=None,
-        help="fail if the mean subject_share is below this (default: off)",
-    )
+    add_check_arguments(run)
     runtime = run.add_argument_group("run")
     runtime.add_argument("--out", required=True, type=Path, help="output folder for the report and results")
     runtime.add_argument("--name", help="model name shown in the report (default: the weights file's stem)")
@@ -126,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     runtime.add_argument("--gallery-size", type=int, default=8, help="samples shown at each end of the gallery")
     runtime.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.set_defaults(handler=_run_audit)
+    _add_compare(sub)
     _add_validate(sub)
     return parser
 
@@ -252,12 +337,12 @@ def _run_demo(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 def _run_audit(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from auditcam.audit import audit
-    from auditcam.config import Checks
     from auditcam.data import LabelledDataset, read_classes
     from auditcam.models import load_model_info, parse_size, parse_triple
 
     if not args.method:
         raise InputError("--method: give at least one method, e.g. --method gradcam")
+    config = load_config_from_args(args)
     model, info = load_model_info(
         args.model,
         args.weights,
@@ -274,15 +359,13 @@ def _run_audit(args: argparse.Namespace, argv: Sequence[str]) -> int:
         allow_missing=args.allow_missing,
         **_data_options(args),
     )
-    checks = Checks(
-        max_background_reliant_rate=args.max_background_reliant_rate, min_subject_share=args.min_subject_share
-    )
     result = audit(
         model,
         dataset,
         methods=args.method,
         layer=args.layer,
-        checks=checks,
+        checks=config.checks,
+        analysis=config.analysis,
         target=args.target,
         batch_size=args.batch_size,
         num_workers=args.workers,
@@ -293,12 +376,125 @@ def _run_audit(args: argparse.Namespace, argv: Sequence[str]) -> int:
         progress=not args.no_progress,
     )
     result.meta["command"] = "auditcam " + shlex.join(argv)
+    result.meta["config_sources"] = list(config.sources)
     paths = result.write(args.out)
     for check in result.checks:
-        value = "n/a" if check.value is None else f"{check.value:.3f}"
-        print(f"{check.outcome.upper():>17}  {check.name} = {value} (rule {check.op} {check.threshold})")
-    print(f"{'PASSED' if result.passed else 'FAILED'}: report {paths['report.html']}")
+        print(f"{check.outcome.upper():>17}  {check.message}")
+    print(f"{'PASSED' if result.passed else 'FAILED'}: report {paths['report.html']}, junit {paths['junit.xml']}")
     return EXIT_PASS if result.passed else EXIT_FAIL
+
+
+def _add_compare(sub) -> None:
+    """``auditcam compare``: two models (A before, B after) on the same samples."""
+    compare = sub.add_parser(
+        "compare",
+        help="audit two models on the same samples and compare them (did retraining remove the shortcut?)",
+        description="Each of --model, --weights, --name, --num-classes is given once (shared by both models) "
+        "or twice (A, then B). Exit code: B's verdict (0 B passes its checks, 1 it does not, 2 bad input).",
+    )
+    models = compare.add_argument_group("models (A then B)")
+    models.add_argument("--model", action="append", required=True, metavar="SPEC", help="model spec (once or twice)")
+    models.add_argument("--weights", action="append", type=Path, help="state dict (once or twice)")
+    models.add_argument("--name", action="append", help="model name (once or twice; default: weights file stem)")
+    models.add_argument("--num-classes", action="append", type=_positive_int, help="number of outputs (once or twice)")
+    models.add_argument("--image-size", help="model input size: N or HxW (default: from the model spec)")
+    models.add_argument("--mean", help="normalisation mean, three comma-separated numbers")
+    models.add_argument("--std", help="normalisation std, three comma-separated numbers")
+    data = compare.add_argument_group("data")
+    _add_data_arguments(data)
+    data.add_argument("--allow-missing", action="store_true", help="record missing files as errors")
+    explain = compare.add_argument_group("explanations")
+    explain.add_argument("--method", default="gradcam", help="CAM method (default: gradcam)")
+    explain.add_argument("--layer", help="module name of the layer to explain (default: found automatically)")
+    explain.add_argument("--target", choices=("pred", "label"), default="pred", help="class each heatmap explains")
+    explain.add_argument("--reliance-threshold", type=float, default=1.0, help="focus_lift below this is background")
+    add_check_arguments(compare)
+    runtime = compare.add_argument_group("run")
+    runtime.add_argument("--out", required=True, type=Path, help="output folder for the comparison")
+    runtime.add_argument("--batch-size", type=_positive_int, default=32, help="images per batch (default: 32)")
+    _add_workers_argument(runtime)
+    runtime.add_argument("--no-progress", action="store_true", help="no progress bars")
+    compare.set_defaults(handler=_run_compare)
+
+
+def _pair(values: list | None, flag: str) -> list:
+    """A per-model option given once (shared), twice (A, B) or not at all."""
+    if values is None:
+        return [None, None]
+    if len(values) not in (1, 2):
+        raise InputError(f"{flag}: give it once (both models) or twice (A, then B), not {len(values)} times")
+    return values * 2 if len(values) == 1 else values
+
+
+def _run_compare(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from auditcam.audit import audit
+    from auditcam.comparison import compare
+    from auditcam.data import LabelledDataset, read_classes
+    from auditcam.models import load_model_info, parse_size, parse_triple
+    from auditcam.report import write_comparison
+
+    config = load_config_from_args(args)
+    specs, weights = _pair(args.model, "--model"), _pair(args.weights, "--weights")
+    names, num_classes = _pair(args.name, "--name"), _pair(args.num_classes, "--num-classes")
+    if names == [None, None]:
+        stems = [w.stem if w else spec for w, spec in zip(weights, specs, strict=True)]
+        names = stems if stems[0] != stems[1] else [f"{stems[0]} (A)", f"{stems[1]} (B)"]
+    loaded = [
+        load_model_info(
+            specs[i],
+            weights[i],
+            num_classes[i],
+            image_size=None if args.image_size is None else parse_size(args.image_size),
+            mean=None if args.mean is None else parse_triple(args.mean, "--mean"),
+            std=None if args.std is None else parse_triple(args.std, "--std"),
+        )
+        for i in range(2)
+    ]
+    classes = read_classes(args.classes) if args.classes else loaded[0][1].classes
+    dataset = LabelledDataset.open(
+        args.data,
+        classes=classes,
+        preprocessing=loaded[0][1].preprocessing,
+        allow_missing=args.allow_missing,
+        **_data_options(args),
+    )
+    results = []
+    for (model, info), name in zip(loaded, names, strict=True):
+        result = audit(
+            model,
+            dataset,
+            methods=[args.method],
+            layer=args.layer,
+            checks=config.checks,
+            analysis=config.analysis,
+            target=args.target,
+            batch_size=args.batch_size,
+            num_workers=args.workers,
+            reliance_threshold=args.reliance_threshold,
+            model_info=info,
+            name=name,
+            progress=not args.no_progress,
+        )
+        result.meta["command"] = "auditcam " + shlex.join(argv)
+        result.meta["config_sources"] = list(config.sources)
+        results.append(result)
+    comparison = compare(*results)
+    paths = write_comparison(comparison, args.out)
+    focus = comparison.focus_counts
+    print(
+        f"focus moved subject -> background in {focus['subject_to_background']} samples, "
+        f"background -> subject in {focus['background_to_subject']}"
+    )
+    overall = comparison.deltas[comparison.deltas["dimension"] == "overall"]
+    for row in overall.itertuples():
+        print(
+            f"{row.statistic:>24}  {row.a:.3f} -> {row.b:.3f}  delta {row.delta:+.3f} "
+            f"[{row.delta_ci_low:+.3f}, {row.delta_ci_high:+.3f}]  {row.change}"
+        )
+    for check in results[1].checks:
+        print(f"{check.outcome.upper():>17}  B: {check.message}")
+    print(f"B {'PASSED' if comparison.passed else 'FAILED'}: report {paths['comparison.html']}")
+    return EXIT_PASS if comparison.passed else EXIT_FAIL
 
 
 def main(argv: Sequence[str] | None = None) -> int:

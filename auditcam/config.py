@@ -1,20 +1,424 @@
-"""Check thresholds: the pass/fail gates an audit is judged by."""
+"""Checks (the pass/fail gates an audit is judged by) and analysis options, and where they come from.
+
+Settings are read from four layers; for each key the first layer that sets it wins:
+
+1. command-line flags (``--min-subject-share 0.5``);
+2. a TOML file named by ``--config`` (keys at the top level, or a ``[tool.auditcam]`` table);
+3. the ``[tool.auditcam]`` table of the closest ``pyproject.toml`` at or above the working
+   directory that has one (the convention of ruff and pytest);
+4. the defaults of :class:`Checks` and :class:`AnalysisOptions`.
+
+A list key (``max_group_gap``, ``intersections``) is replaced as a whole by a higher layer.
+An unknown key or a bad value is an :class:`~auditcam.errors.InputError` naming the file and key.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import math
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from auditcam.errors import InputError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
 
 DEFAULT_MAX_BACKGROUND_RELIANT_RATE = 0.2
+DEFAULT_MIN_GROUP_SIZE = 30
+DEFAULT_BOOTSTRAP = 1000
+DEFAULT_CONFIDENCE = 0.95
+
+# point: the estimate; upper/lower: that end of the CI; strict: the end on the failing side
+# (upper for a max_* check, lower for a min_* check), so a noisy pass does not slip through.
+DECIDE_ON = ("point", "upper", "lower", "strict")
+# fail: a check without enough data makes the audit fail; skip: it is reported and ignored.
+INSUFFICIENT_DATA = ("fail", "skip")
+
+# Names a gap check may use for a statistic, mapped to the statistic's name in the aggregates.
+GAP_METRICS = {
+    "accuracy": "accuracy",
+    "subject_share": "subject_share_mean",
+    "subject_share_mean": "subject_share_mean",
+    "subject_share_median": "subject_share_median",
+    "focus_lift": "focus_lift_mean",
+    "focus_lift_mean": "focus_lift_mean",
+    "background_reliant": "background_reliant_rate",
+    "background_reliant_rate": "background_reliant_rate",
+    "pointing_hit": "pointing_hit_rate",
+    "pointing_hit_rate": "pointing_hit_rate",
+    "error_rate": "error_rate",
+}
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A threshold and, optionally, which estimate decides it (default: ``Checks.decide_on``)."""
+
+    value: float
+    decide_on: str | None = None
+
+
+@dataclass(frozen=True)
+class WorstGroupAccuracy:
+    """The least accurate group of ``attribute`` (every group attribute when ``None``) must reach ``value``."""
+
+    value: float
+    attribute: str | None = None
+    decide_on: str | None = None
+
+
+@dataclass(frozen=True)
+class GroupGap:
+    """The difference of ``metric`` between the best and the worst group of ``attribute`` (an
+    attribute, or an intersection ``"a,b"``) must be at most ``value``."""
+
+    attribute: str
+    metric: str
+    value: float
+    decide_on: str | None = None
 
 
 @dataclass(frozen=True)
 class Checks:
-    """Thresholds of the checks; ``None`` turns a check off.
+    """Thresholds of the checks; ``None`` turns a check off. A float is a :class:`Threshold`.
 
-    ``max_background_reliant_rate``: at most this share of valid samples may have
-    focus_lift below the reliance threshold (heatmap drawn to the background).
-    ``min_subject_share``: the mean subject_share must reach this value.
+    - ``max_background_reliant_rate``: at most this share of valid samples may be background-reliant.
+    - ``min_subject_share``: the mean subject_share must reach this value.
+    - ``min_accuracy``: the accuracy over every predicted sample must reach this value.
+    - ``max_error_rate``: at most this share of samples may be unscored, i.e. have status
+      ``error`` (unreadable) or ``invalid`` (empty or full mask, degenerate heatmap).
+    - ``min_worst_group_accuracy``: every group with enough data must reach this accuracy.
+    - ``max_group_gap``: group disparities, one :class:`GroupGap` each.
+    - ``decide_on``: default estimate that decides a check, one of :data:`DECIDE_ON`.
+    - ``insufficient_data``: what a check without enough data does to the verdict, one of
+      :data:`INSUFFICIENT_DATA` (``fail``: the audit does not pass; ``skip``: ignored).
     """
 
-    max_background_reliant_rate: float | None = DEFAULT_MAX_BACKGROUND_RELIANT_RATE
-    min_subject_share: float | None = None
+    max_background_reliant_rate: Threshold | float | None = DEFAULT_MAX_BACKGROUND_RELIANT_RATE
+    min_subject_share: Threshold | float | None = None
+    min_accuracy: Threshold | float | None = None
+    max_error_rate: Threshold | float | None = None
+    min_worst_group_accuracy: WorstGroupAccuracy | float | None = None
+    max_group_gap: tuple[GroupGap, ...] = ()
+    decide_on: str = "point"
+    insufficient_data: str = "fail"
+
+    def __post_init__(self) -> None:
+        key = "decide_on"
+        try:
+            _choice(self.decide_on, DECIDE_ON)
+            key = "insufficient_data"
+            _choice(self.insufficient_data, INSUFFICIENT_DATA)
+            for key in ("max_background_reliant_rate", "min_subject_share", "min_accuracy", "max_error_rate"):
+                value = getattr(self, key)
+                if value is not None and not isinstance(value, Threshold):
+                    object.__setattr__(self, key, Threshold(_rate(value)))
+            key = "min_worst_group_accuracy"
+            worst = self.min_worst_group_accuracy
+            if worst is not None and not isinstance(worst, WorstGroupAccuracy):
+                object.__setattr__(self, key, WorstGroupAccuracy(_rate(worst)))
+        except ValueError as exc:
+            raise InputError(f"Checks.{key}: {exc}") from None
+        object.__setattr__(self, "max_group_gap", tuple(self.max_group_gap))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready settings (written into the summary's ``meta``)."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """How aggregates are estimated.
+
+    - ``min_group_size``: an estimate from fewer samples is "insufficient data": shown, but never
+      passed, failed or counted in a disparity.
+    - ``bootstrap``: number of bootstrap resamples behind each confidence interval.
+    - ``confidence``: level of the (percentile bootstrap) intervals.
+    - ``seed``: seed of the resampling; the same seed gives the same intervals.
+    - ``intersections``: attribute combinations broken down jointly, e.g. ``(("skin_tone", "site"),)``.
+    """
+
+    min_group_size: int = DEFAULT_MIN_GROUP_SIZE
+    bootstrap: int = DEFAULT_BOOTSTRAP
+    confidence: float = DEFAULT_CONFIDENCE
+    seed: int = 0
+    intersections: tuple[tuple[str, ...], ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "intersections", tuple(tuple(i) for i in self.intersections))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Checks and analysis options after merging every layer; ``sources`` lists the files read."""
+
+    checks: Checks = field(default_factory=Checks)
+    analysis: AnalysisOptions = field(default_factory=AnalysisOptions)
+    sources: tuple[str, ...] = ()
+
+
+# ---------------------------------------------------------------------------------------------
+# value parsers: raise ValueError with what was expected; the loader adds the file and key
+
+
+def _number(raw: Any) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw):
+        raise ValueError(f"expected a number, got {raw!r}")
+    return float(raw)
+
+
+def _rate(raw: Any) -> float:
+    value = _number(raw)
+    if not 0 <= value <= 1:
+        raise ValueError(f"expected a number between 0 and 1, got {raw!r}")
+    return value
+
+
+def _non_negative(raw: Any) -> float:
+    value = _number(raw)
+    if value < 0:
+        raise ValueError(f"expected a number >= 0, got {raw!r}")
+    return value
+
+
+def _integer(minimum: int) -> Callable[[Any], int]:
+    def parse(raw: Any) -> int:
+        if isinstance(raw, bool) or not isinstance(raw, int) or raw < minimum:
+            raise ValueError(f"expected an integer >= {minimum}, got {raw!r}")
+        return raw
+
+    return parse
+
+
+def _choice(raw: Any, choices: Sequence[str]) -> str:
+    if raw not in choices:
+        raise ValueError(f"expected one of {', '.join(map(repr, choices))}, got {raw!r}")
+    return raw
+
+
+def _confidence(raw: Any) -> float:
+    value = _number(raw)
+    if not 0 < value < 1:
+        raise ValueError(f"expected a number between 0 and 1 (exclusive), got {raw!r}")
+    return value
+
+
+def _table(raw: Any, required: Sequence[str], optional: Sequence[str]) -> dict[str, Any]:
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"expected a table with keys {', '.join(required + tuple(optional))}, got {raw!r}")
+    unknown = [k for k in raw if k not in (*required, *optional)]
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]!r}; expected {', '.join((*required, *optional))}")
+    missing = [k for k in required if k not in raw]
+    if missing:
+        raise ValueError(f"missing key {missing[0]!r}")
+    return dict(raw)
+
+
+def _decide_on(raw: Any) -> str | None:
+    return None if raw is None else _choice(raw, DECIDE_ON)
+
+
+def _threshold(raw: Any) -> Threshold | None:
+    """``0.2``, ``{value = 0.2, decide_on = "upper"}``, or ``false`` (check off)."""
+    if raw is False:
+        return None
+    if isinstance(raw, Mapping):
+        table = _table(raw, ("value",), ("decide_on",))
+        return Threshold(_rate(table["value"]), _decide_on(table.get("decide_on")))
+    return Threshold(_rate(raw))
+
+
+def _worst_group(raw: Any) -> WorstGroupAccuracy | None:
+    if raw is False:
+        return None
+    if isinstance(raw, Mapping):
+        table = _table(raw, ("value",), ("attribute", "decide_on"))
+        attribute = table.get("attribute")
+        if attribute is not None and (not isinstance(attribute, str) or not attribute.strip()):
+            raise ValueError(f"attribute: expected a column name, got {attribute!r}")
+        return WorstGroupAccuracy(_rate(table["value"]), attribute, _decide_on(table.get("decide_on")))
+    return WorstGroupAccuracy(_rate(raw))
+
+
+def _attribute_name(raw: Any) -> str:
+    names = _intersection(raw) if isinstance(raw, str) and ("," in raw or "&" in raw) else None
+    if names:
+        return ",".join(names)
+    if not isinstance(raw, str) or not raw.strip():
+        raise ValueError(f"attribute: expected a column name, got {raw!r}")
+    return raw.strip()
+
+
+def _gap(raw: Any) -> GroupGap:
+    table = _table(raw, ("attribute", "metric", "value"), ("decide_on",))
+    metric = table["metric"]
+    if metric not in GAP_METRICS:
+        raise ValueError(f"metric: expected one of {', '.join(GAP_METRICS)}, got {metric!r}")
+    return GroupGap(
+        _attribute_name(table["attribute"]),
+        GAP_METRICS[metric],
+        _non_negative(table["value"]),
+        _decide_on(table.get("decide_on")),
+    )
+
+
+def _gaps(raw: Any) -> tuple[GroupGap, ...]:
+    if raw is False:
+        return ()
+    items = [raw] if isinstance(raw, Mapping) else raw
+    if not isinstance(items, list):
+        raise ValueError(f"expected a table or an array of tables, got {raw!r}")
+    gaps = []
+    for i, item in enumerate(items):
+        try:
+            gaps.append(_gap(item))
+        except ValueError as exc:
+            raise ValueError(f"item {i + 1}: {exc}") from None
+    return tuple(gaps)
+
+
+def _intersection(raw: Any) -> tuple[str, ...]:
+    """``"skin_tone,site"``, ``"skin_tone & site"`` or ``["skin_tone", "site"]``."""
+    if isinstance(raw, str):
+        names = [n.strip() for n in raw.replace("&", ",").split(",")]
+    elif isinstance(raw, list) and all(isinstance(n, str) for n in raw):
+        names = [n.strip() for n in raw]
+    else:
+        raise ValueError(f"expected attribute names like 'skin_tone,site', got {raw!r}")
+    if len(names) < 2 or not all(names) or len(set(names)) != len(names):
+        raise ValueError(f"an intersection needs two or more distinct attribute names, got {raw!r}")
+    return tuple(names)
+
+
+def _intersections(raw: Any) -> tuple[tuple[str, ...], ...]:
+    if not isinstance(raw, list):
+        raise ValueError(f'expected an array like ["skin_tone,site"], got {raw!r}')
+    return tuple(dict.fromkeys(_intersection(item) for item in raw))
+
+
+CHECK_KEYS: dict[str, Callable[[Any], Any]] = {
+    "max_background_reliant_rate": _threshold,
+    "min_subject_share": _threshold,
+    "min_accuracy": _threshold,
+    "max_error_rate": _threshold,
+    "min_worst_group_accuracy": _worst_group,
+    "max_group_gap": _gaps,
+    "decide_on": lambda raw: _choice(raw, DECIDE_ON),
+    "insufficient_data": lambda raw: _choice(raw, INSUFFICIENT_DATA),
+}
+ANALYSIS_KEYS: dict[str, Callable[[Any], Any]] = {
+    "min_group_size": _integer(1),
+    "bootstrap": _integer(1),
+    "confidence": _confidence,
+    "seed": _integer(0),
+    "intersections": _intersections,
+}
+KEYS = {**CHECK_KEYS, **ANALYSIS_KEYS}
+
+
+# ---------------------------------------------------------------------------------------------
+# layers
+
+
+def parse_settings(raw: Mapping[str, Any], where: Callable[[str], str]) -> dict[str, Any]:
+    """Validate one layer's raw settings; ``where(key)`` names the key's origin in errors."""
+    parsed = {}
+    for key, value in raw.items():
+        if key not in KEYS:
+            raise InputError(f"{where(key)}: unknown key; known keys: {', '.join(KEYS)}")
+        try:
+            parsed[key] = KEYS[key](value)
+        except ValueError as exc:
+            raise InputError(f"{where(key)}: {exc}") from None
+    return parsed
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise InputError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read the config file ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{path}: not valid TOML ({exc})") from None
+
+
+def _tool_table(path: Path, data: Mapping[str, Any]) -> Mapping[str, Any]:
+    table = data.get("tool", {}).get("auditcam", {}) if isinstance(data.get("tool"), Mapping) else {}
+    if not isinstance(table, Mapping):
+        raise InputError(f"{path}: [tool.auditcam] must be a table")
+    return table
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The parsed settings of a ``--config`` file: keys at the top level, or in ``[tool.auditcam]``
+    when the file is a ``pyproject.toml`` or holds only a ``tool`` table."""
+    path = Path(path)
+    data = _read_toml(path)
+    if path.name == "pyproject.toml" or set(data) == {"tool"}:
+        return parse_settings(_tool_table(path, data), lambda key: f"{path}: [tool.auditcam] {key}")
+    return parse_settings(data, lambda key: f"{path}: {key}")
+
+
+def find_pyproject(start: str | Path | None = None) -> Path | None:
+    """The closest ``pyproject.toml`` at or above ``start`` (default: the working directory) that
+    has a ``[tool.auditcam]`` table; files without one are passed over, as ruff does."""
+    start = Path.cwd() if start is None else Path(start)
+    for folder in (start.resolve(), *start.resolve().parents):
+        candidate = folder / "pyproject.toml"
+        if candidate.is_file():
+            data = _read_toml(candidate)
+            if isinstance(data.get("tool"), Mapping) and "auditcam" in data["tool"]:
+                return candidate
+    return None
+
+
+def read_pyproject(path: str | Path) -> dict[str, Any]:
+    """The parsed ``[tool.auditcam]`` settings of a pyproject.toml."""
+    path = Path(path)
+    table = _tool_table(path, _read_toml(path))
+    return parse_settings(table, lambda key: f"{path}: [tool.auditcam] {key}")
+
+
+def build_config(*layers: Mapping[str, Any], sources: Sequence[str] = ()) -> Config:
+    """Merge parsed layers, lowest precedence first, over the defaults."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged.update(layer)
+    checks = Checks(**{k: v for k, v in merged.items() if k in CHECK_KEYS})
+    analysis = AnalysisOptions(**{k: v for k, v in merged.items() if k in ANALYSIS_KEYS})
+    return Config(checks=checks, analysis=analysis, sources=tuple(sources))
+
+
+def load_config(
+    cli: Mapping[str, Any] | None = None,
+    config_file: str | Path | None = None,
+    *,
+    cwd: str | Path | None = None,
+    use_pyproject: bool = True,
+) -> Config:
+    """Merge the command line (``cli``: raw values by key), ``config_file`` and the closest
+    ``[tool.auditcam]`` pyproject table above ``cwd``, in that order of precedence."""
+    layers, sources = [], []
+    pyproject = find_pyproject(cwd) if use_pyproject else None
+    if pyproject is not None:
+        layers.append(read_pyproject(pyproject))
+        sources.append(str(pyproject))
+    if config_file is not None:
+        layers.append(read_config_file(config_file))
+        sources.append(str(config_file))
+    flags = {"intersections": "--intersection"}  # the flag is singular, repeated
+    layers.append(parse_settings(cli or {}, lambda key: flags.get(key, f"--{key.replace('_', '-')}")))
+    return build_config(*layers, sources=sources)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from auditcam import Checks, LabelledDataset, audit
+from auditcam.config import AnalysisOptions
 from auditcam.errors import InputError
 from auditcam.scoring import METRICS
 
@@ -65,19 +66,43 @@ def test_checks_decide_pass_and_fail(small_dataset, demo_model):
     model, info = demo_model
     manifest, classes = small_dataset
     dataset = LabelledDataset.from_manifest(manifest, classes=classes)
-    loose = audit(model, dataset, checks=Checks(max_background_reliant_rate=1.0), model_info=info, progress=False)
+    few = AnalysisOptions(min_group_size=5, bootstrap=200)
+    loose = audit(
+        model, dataset, checks=Checks(max_background_reliant_rate=1.0), analysis=few, model_info=info, progress=False
+    )
     assert loose.passed
     rate = loose.checks[0].value
     strict = audit(
         model,
         dataset,
         checks=Checks(max_background_reliant_rate=None, min_subject_share=1.0),
+        analysis=few,
         model_info=info,
         progress=False,
     )
     assert not strict.passed and [c.name for c in strict.failed_checks] == ["mean_subject_share"]
     expected = loose.samples["background_reliant"].mean()
     assert rate == pytest.approx(expected)
+
+
+def test_twelve_samples_are_insufficient_data_by_default(small_dataset, demo_model):
+    """12 samples < min_group_size 30: the check is neither passed nor failed, and the audit does
+    not pass unless insufficient data is set to be skipped."""
+    model, info = demo_model
+    manifest, classes = small_dataset
+    dataset = LabelledDataset.from_manifest(manifest, classes=classes)
+    result = audit(model, dataset, checks=Checks(max_background_reliant_rate=1.0), model_info=info, progress=False)
+    (check,) = result.checks
+    assert check.outcome == "insufficient data" and check.detail == "n = 12 < min_group_size 30"
+    assert not result.passed and result.failed_checks == [check]
+    skipping = audit(
+        model,
+        dataset,
+        checks=Checks(max_background_reliant_rate=1.0, insufficient_data="skip"),
+        model_info=info,
+        progress=False,
+    )
+    assert skipping.checks[0].outcome == "insufficient data" and skipping.passed
 
 
 def test_explaining_the_true_label(small_dataset, demo_model):

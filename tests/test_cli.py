@@ -125,3 +125,76 @@ def test_a_bug_exits_3_with_a_traceback(monkeypatch, capsys):
 def test_python_dash_m_runs_the_cli():
     proc = subprocess.run([sys.executable, "-m", "auditcam", "--version"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.startswith("auditcam ")
+
+
+def _subset(demo_run, folder: Path, rows: int) -> Path:
+    """The first ``rows`` samples of the demo's held-out manifest (images shared by symlink)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = demo_run.manifest.read_text(encoding="utf-8").splitlines()
+    manifest = folder / "manifest.csv"
+    manifest.write_text("\n".join(lines[: rows + 1]) + "\n", encoding="utf-8")
+    for name in ("images", "masks"):
+        (folder / name).symlink_to(demo_run.manifest.parent / name)
+    return manifest
+
+
+def test_compare_exits_with_model_b_verdict(demo_run, tmp_path, capsys):
+    manifest = _subset(demo_run, tmp_path / "data", 120)
+    common = ["--model", MODEL_SPEC, "--data", str(manifest), "--min-group-size", "10", "--bootstrap", "200"]
+    weights = [str(demo_run.weights["shortcut"]), str(demo_run.weights["clean"])]
+    out = tmp_path / "cmp"
+    argv = ["compare", *common, "--weights", weights[0], "--weights", weights[1], "--out", str(out), "--no-progress"]
+    assert cli.main(argv) == cli.EXIT_PASS  # B (clean) passes its checks
+    printed = capsys.readouterr().out
+    assert "focus moved subject -> background in" in printed and "B PASSED" in printed
+    assert {p.name for p in out.iterdir()} >= {"comparison.html", "comparison.json", "junit.xml", "samples_a.parquet"}
+    data = json.loads((out / "comparison.json").read_text(encoding="utf-8"))
+    assert (data["a"]["name"], data["b"]["name"]) == ("shortcut", "clean")
+    assert not data["a"]["passed"] and data["b"]["passed"]
+    reversed_argv = ["compare", *common, "--weights", weights[1], "--weights", weights[0], "--out", str(out)]
+    assert cli.main([*reversed_argv, "--no-progress"]) == cli.EXIT_FAIL  # B (shortcut) fails
+    assert (
+        cli.main(["compare", *common, "--weights", "a.pt", "--weights", "b.pt", "--weights", "c.pt", "--out", "o"]) == 2
+    )
+    assert "--weights: give it once (both models) or twice (A, then B), not 3 times" in capsys.readouterr().err
+
+
+def test_checks_come_from_pyproject_then_config_then_flags(demo_run, tmp_path, monkeypatch):
+    from tests.report.test_junit import assert_junit_shape
+
+    manifest = _subset(demo_run, tmp_path / "data", 60)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "pyproject.toml").write_text(
+        "[tool.auditcam]\nmax_background_reliant_rate = false\nmin_subject_share = 0.3\nmin_group_size = 10\n"
+        "bootstrap = 200\nmax_group_gap = {attribute = 'site', metric = 'subject_share', value = 0.5}\n",
+        encoding="utf-8",
+    )
+    monkeypatch.chdir(project)
+    args = ["audit", "--model", MODEL_SPEC, "--weights", str(demo_run.weights["clean"]), "--data", str(manifest)]
+    assert cli.main([*args, "--out", str(tmp_path / "a"), "--no-progress"]) == cli.EXIT_PASS
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text(encoding="utf-8"))
+    assert [c["name"] for c in summary["checks"]] == ["mean_subject_share", "group_gap:site:subject_share_mean"]
+    assert summary["meta"]["config_sources"] == [str(project / "pyproject.toml")]
+    root = assert_junit_shape((tmp_path / "a" / "junit.xml").read_text(encoding="utf-8"))
+    assert [c.get("name") for c in root.iter("testcase")] == [c["name"] for c in summary["checks"]]
+
+    (tmp_path / "strict.toml").write_text("min_subject_share = 0.99\n", encoding="utf-8")
+    strict = [*args, "--out", str(tmp_path / "b"), "--config", str(tmp_path / "strict.toml"), "--no-progress"]
+    assert cli.main(strict) == cli.EXIT_FAIL  # --config over pyproject
+    assert cli.main([*strict, "--min-subject-share", "0.1"]) == cli.EXIT_PASS  # the flag over --config
+    isolated = [*args, "--out", str(tmp_path / "c"), "--isolated", "--min-group-size", "10", "--no-progress"]
+    assert cli.main(isolated) == cli.EXIT_PASS
+    summary = json.loads((tmp_path / "c" / "summary.json").read_text(encoding="utf-8"))
+    assert [c["name"] for c in summary["checks"]] == ["background_reliant_rate"]  # the default only
+
+
+def test_bad_config_exits_2_naming_file_and_key(tmp_path, capsys):
+    bad = tmp_path / "audit.toml"
+    bad.write_text("max_gap = 0.1\n", encoding="utf-8")
+    argv = ["audit", "--model", MODEL_SPEC, "--data", "x.csv", "--out", str(tmp_path / "o"), "--config", str(bad)]
+    assert cli.main(argv) == cli.EXIT_INPUT
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"auditcam: error: {bad}: max_gap: unknown key; known keys:")
+    assert cli.main([*argv[:-2], "--max-group-gap", "site:0.1"]) == cli.EXIT_INPUT
+    assert "expected ATTRIBUTE:METRIC:VALUE" in capsys.readouterr().err

@@ -31,6 +31,8 @@ def test_wheel_contains_templates(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert "auditcam/templates/report.html.j2" in names
     assert "auditcam/templates/report.css" in names
+    assert "auditcam/templates/compare.html.j2" in names
+    assert "auditcam/schemas/summary.schema.json" in names
     assert any(n.endswith("entry_points.txt") for n in names)
 
 

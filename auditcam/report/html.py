@@ -14,8 +14,20 @@ from auditcam.report.templates import environment, template_dir
 
 if TYPE_CHECKING:
     from auditcam.audit import AuditResult
+    from auditcam.comparison import Comparison
 
 MAX_PROBLEMS_LISTED = 200
+
+# statistic -> (column heading, number style)
+STATISTIC_LABELS = {
+    "accuracy": ("accuracy", "pct"),
+    "subject_share_mean": ("mean subject_share", "fmt"),
+    "subject_share_median": ("median subject_share", "fmt"),
+    "focus_lift_mean": ("mean focus_lift", "fmt"),
+    "background_reliant_rate": ("background-reliant", "pct"),
+    "pointing_hit_rate": ("pointing hits", "pct"),
+    "error_rate": ("not scored", "pct"),
+}
 
 METRIC_HELP = {
     "subject_share": "Share of the heatmap's energy that falls on the labelled subject (0 to 1).",
@@ -47,6 +59,15 @@ def pct(value: Any) -> str:
     return f"{100 * value:.1f}%"
 
 
+def ci(bounds: Any, style: str = "fmt", digits: int = 3) -> str:
+    """A confidence interval ``[low, high]`` as ``low–high`` in the style of its value."""
+    if not bounds:
+        return ""
+    if style == "pct":
+        return f"{pct(bounds[0])[:-1]}–{pct(bounds[1])}"
+    return f"{fmt(bounds[0], digits)}–{fmt(bounds[1], digits)}"
+
+
 def _card(exemplar: Exemplar) -> dict[str, Any]:
     record = exemplar.record
     return {
@@ -75,6 +96,7 @@ def _environment():
     env = environment()
     env.filters["fmt"] = fmt
     env.filters["pct"] = pct
+    env.filters["ci"] = ci
     return env
 
 
@@ -87,24 +109,28 @@ def context(result: AuditResult) -> dict[str, Any]:
     problems = frame[frame["status"] != "ok"]
     noted = frame[frame["note"].fillna("") != ""]  # e.g. masks resized with --resize-masks
     attributes = meta["dataset"]["attributes"]
+    disparities: dict[str, list[dict[str, Any]]] = {}
+    for row in agg["disparities"]:
+        disparities.setdefault(row["dimension"], []).append(row)
+    # the group each breakdown's table highlights: lowest mean subject_share among groups with enough data
     worst_groups = {
-        attribute: min(
-            (k for k, v in groups.items() if v["subject_share_mean"] is not None),
-            key=lambda k: groups[k]["subject_share_mean"],
-            default=None,
-        )
-        for attribute, groups in agg["by_group"].items()
+        row["dimension"]: row["worst_group"] for row in agg["disparities"] if row["statistic"] == "subject_share_mean"
     }
     return {
         **_page_style(),
         "meta": meta,
         "model_name": meta["name"],
         "passed": result.passed,
-        "checks": result.checks,
+        "checks": [check.to_dict() for check in result.checks],
+        "analysis": meta["analysis"],
         "primary": primary,
         "overall": agg["overall"],
         "by_class": agg["by_class"],
         "by_group": agg["by_group"],
+        "by_intersection": agg["by_intersection"],
+        "by_correctness": agg["by_correctness"],
+        "disparities": disparities,
+        "statistic_labels": STATISTIC_LABELS,
         "worst_groups": worst_groups,
         "attributes": attributes,
         "reliant": [_card(e) for e in result.gallery.background_reliant],
@@ -135,4 +161,47 @@ def render_index(title: str, intro: str, reports: dict[str, tuple[AuditResult, s
     ]
     return (
         _environment().get_template("index.html.j2").render(title=title, intro=intro, entries=entries, **_page_style())
+    )
+
+
+MAX_CHANGED_LISTED = 200
+
+
+def _check_rows(a: AuditResult, b: AuditResult) -> list[dict[str, Any]]:
+    """Checks of A and B side by side, matched by name."""
+    rows: dict[str, dict[str, Any]] = {}
+    for side, result in (("a", a), ("b", b)):
+        for check in result.checks:
+            row = rows.setdefault(check.name, {"name": check.name, "rule": f"{check.op} {fmt(check.threshold)}"})
+            row[side] = check.to_dict()
+    return [{"a": None, "b": None, **row} for row in rows.values()]
+
+
+def render_comparison(comparison: Comparison) -> str:
+    """The comparison page of two audits as a string."""
+    data = comparison.to_dict(max_changed=MAX_CHANGED_LISTED)
+    deltas: dict[str, list[dict[str, Any]]] = {}
+    for row in data["deltas"]:
+        deltas.setdefault(row["dimension"], []).append(row)
+    meta = comparison.b.meta
+    return (
+        _environment()
+        .get_template("compare.html.j2")
+        .render(
+            **_page_style(),
+            names=comparison.names,
+            passed=comparison.passed,
+            n_samples=data["n_samples"],
+            dataset=meta["dataset"]["source"],
+            method=data["method"],
+            analysis=meta["analysis"],
+            check_rows=_check_rows(comparison.a, comparison.b),
+            focus=data["focus"]["counts"],
+            correctness=data["correctness"],
+            deltas=deltas,
+            changed=data["focus"]["changed"],
+            n_changed=len(comparison.changed),
+            statistic_labels=STATISTIC_LABELS,
+            command=meta.get("command", "(run through the Python API)"),
+        )
     )

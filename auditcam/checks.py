@@ -1,0 +1,255 @@
+"""Checks: decide each gate of :class:`~auditcam.config.Checks` on an
+:class:`~auditcam.analysis.Analysis`, with its value, CI, threshold and outcome.
+
+An outcome is ``pass``, ``fail`` or ``insufficient data`` (the value rests on fewer than
+``min_group_size`` samples, or a gap on fewer than two such groups). A check *blocks* the
+verdict when it failed, or lacks data while ``insufficient_data = "fail"``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from auditcam.analysis import ALL, OVERALL, STATISTICS, UNKNOWN_ATTRIBUTE, Analysis, intersection_name
+from auditcam.config import AnalysisOptions, Checks, GroupGap, Threshold, WorstGroupAccuracy
+from auditcam.errors import InputError
+
+PASS, FAIL, INSUFFICIENT = "pass", "fail", "insufficient data"
+OUTCOMES = (PASS, FAIL, INSUFFICIENT)
+MISSING_BREAKDOWN = "max_group_gap: the analysis has no breakdown {dimension!r}; add it to the intersections"
+
+
+def _dimension_of(attribute: str) -> str:
+    """A check's ``attribute`` (``"a"`` or ``"a,b"``) as a breakdown name."""
+    return intersection_name(attribute.split(",")) if "," in attribute else attribute
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One gate: the estimate picked by ``decide_on`` (point, or a CI bound) ``op threshold``
+    decides ``outcome``: pass, fail, or insufficient data (fewer than the minimum samples or
+    groups). ``blocking``: whether this outcome stops the audit from passing."""
+
+    name: str
+    metric: str
+    scope: str
+    value: float | None
+    ci: tuple[float, float] | None
+    confidence: float
+    op: str
+    threshold: float
+    decide_on: str
+    outcome: str
+    n: int
+    description: str
+    detail: str = ""
+    insufficient_data: str = "fail"
+    n_of: str = "samples"  # what n counts: samples, or groups (for a group gap)
+
+    @property
+    def blocking(self) -> bool:
+        return self.outcome == FAIL or (self.outcome == INSUFFICIENT and self.insufficient_data == "fail")
+
+    @property
+    def message(self) -> str:
+        return check_message(self.to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["ci"] = None if self.ci is None else list(self.ci)
+        out["blocking"] = self.blocking
+        return out
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def check_message(check: Mapping[str, Any]) -> str:
+    """One line: value, CI, threshold, how it was decided, outcome (from a check's dict form)."""
+    ci = check.get("ci")
+    interval = f" [{100 * check['confidence']:g}% CI {_num(ci[0])} to {_num(ci[1])}]" if ci else ""
+    text = (
+        f"{check['name']} = {_num(check['value'])}{interval} ({check['n']} {check.get('n_of', 'samples')}); "
+        f"rule {check['op']} {check['threshold']:g} decided on {check['decide_on']}: {check['outcome']}"
+    )
+    return f"{text}; {check['detail']}" if check.get("detail") else text
+
+
+def _decided_value(value: float, ci: tuple[float, float] | None, op: str, decide_on: str) -> float:
+    if decide_on == "point":
+        return value
+    if ci is None:
+        return math.nan
+    if decide_on == "strict":
+        decide_on = "upper" if op == "<=" else "lower"
+    return ci[1] if decide_on == "upper" else ci[0]
+
+
+def decide(value: float | None, ci: tuple[float, float] | None, op: str, threshold: float, decide_on: str) -> str:
+    """pass/fail of ``decided value op threshold``; insufficient data when there is no value."""
+    if value is None or math.isnan(value):
+        return INSUFFICIENT
+    picked = _decided_value(value, ci, op, decide_on)
+    if math.isnan(picked):
+        return INSUFFICIENT
+    return PASS if (picked <= threshold if op == "<=" else picked >= threshold) else FAIL
+
+
+def _overall_check(
+    analysis: Analysis, checks: Checks, name: str, statistic: str, op: str, threshold: Threshold
+) -> CheckResult:
+    estimate = analysis.estimate(OVERALL, ALL, statistic)
+    decide_on = threshold.decide_on or checks.decide_on
+    n, minimum = estimate["n"], analysis.options.min_group_size
+    outcome = INSUFFICIENT if n < minimum else decide(estimate["value"], estimate["ci"], op, threshold.value, decide_on)
+    return CheckResult(
+        name=name,
+        metric=statistic,
+        scope=OVERALL,
+        value=estimate["value"],
+        ci=estimate["ci"],
+        confidence=analysis.options.confidence,
+        op=op,
+        threshold=threshold.value,
+        decide_on=decide_on,
+        outcome=outcome,
+        n=n,
+        description=STATISTICS[statistic].description,
+        detail=f"n = {n} < min_group_size {minimum}" if n < minimum else "",
+        insufficient_data=checks.insufficient_data,
+    )
+
+
+def _left_out(row: Mapping[str, Any]) -> str:
+    return f"; insufficient data: {', '.join(row['insufficient_groups'])}" if row["insufficient_groups"] else ""
+
+
+def _worst_group_check(analysis: Analysis, checks: Checks, spec: WorstGroupAccuracy, attribute: str) -> CheckResult:
+    row = analysis.disparity(attribute, "accuracy")
+    decide_on = spec.decide_on or checks.decide_on
+    if row["min_group"] is not None:
+        estimate = analysis.estimate(attribute, row["min_group"], "accuracy")
+        detail = f"worst group: {row['min_group']}"
+    else:
+        estimate = {"value": None, "ci": None, "n": 0}
+        detail = f"no group with at least {analysis.options.min_group_size} samples"
+    return CheckResult(
+        name=f"worst_group_accuracy:{attribute}",
+        metric="accuracy",
+        scope=attribute,
+        value=estimate["value"],
+        ci=estimate["ci"],
+        confidence=analysis.options.confidence,
+        op=">=",
+        threshold=spec.value,
+        decide_on=decide_on,
+        outcome=decide(estimate["value"], estimate["ci"], ">=", spec.value, decide_on),
+        n=estimate["n"],
+        description=f"accuracy of the least accurate {attribute} group",
+        detail=detail + _left_out(row),
+        insufficient_data=checks.insufficient_data,
+    )
+
+
+def _gap_check(analysis: Analysis, checks: Checks, gap: GroupGap) -> CheckResult:
+    dimension = _dimension_of(gap.attribute)
+    if dimension not in analysis.dimensions:
+        raise InputError(MISSING_BREAKDOWN.format(dimension=dimension))
+    row = analysis.disparity(dimension, gap.metric)
+    decide_on = gap.decide_on or checks.decide_on
+    enough = row["n_groups"] >= 2
+    value = row["difference"] if enough else None
+    ci = (row["difference_ci_low"], row["difference_ci_high"]) if enough else None
+    if enough:
+        detail = f"{row['max_group']} {_num(row['group_max'])} vs {row['min_group']} {_num(row['group_min'])}"
+    else:
+        detail = f"fewer than 2 groups with at least {analysis.options.min_group_size} samples"
+    return CheckResult(
+        name=f"group_gap:{dimension}:{gap.metric}",
+        metric=gap.metric,
+        scope=dimension,
+        value=value,
+        ci=ci,
+        confidence=analysis.options.confidence,
+        op="<=",
+        threshold=gap.value,
+        decide_on=decide_on,
+        outcome=decide(value, ci, "<=", gap.value, decide_on),
+        n=int(row["n_groups"]),
+        description=f"difference of {gap.metric} between the best and the worst {dimension} group",
+        detail=detail + _left_out(row),
+        insufficient_data=checks.insufficient_data,
+        n_of="groups",
+    )
+
+
+def required_intersections(checks: Checks, options: AnalysisOptions) -> AnalysisOptions:
+    """``options`` plus every intersection a gap check refers to."""
+    wanted = dict.fromkeys(options.intersections)
+    for gap in checks.max_group_gap:
+        if "," in gap.attribute:
+            wanted.setdefault(tuple(gap.attribute.split(",")))
+    return AnalysisOptions(**{**asdict(options), "intersections": tuple(wanted)})
+
+
+def validate_checks(checks: Checks, options: AnalysisOptions, attributes: Sequence[str]) -> None:
+    """Every attribute a check or breakdown names must be a group attribute of the data."""
+    named = [("intersections", a) for names in options.intersections for a in names]
+    named += [("max_group_gap", a) for gap in checks.max_group_gap for a in gap.attribute.split(",")]
+    worst = checks.min_worst_group_accuracy
+    if worst is not None and worst.attribute is not None:
+        named.append(("min_worst_group_accuracy", worst.attribute))
+    for what, attribute in named:
+        if attribute not in attributes:
+            raise InputError(
+                UNKNOWN_ATTRIBUTE.format(what=what, attribute=attribute, attributes=", ".join(attributes) or "(none)")
+            )
+
+
+def evaluate_checks(analysis: Analysis, checks: Checks) -> list[CheckResult]:
+    """Apply every enabled check to an analysis (of the primary method's samples)."""
+    validate_checks(checks, analysis.options, analysis.attributes)
+    results = []
+    overall = (
+        ("background_reliant_rate", "background_reliant_rate", "<=", checks.max_background_reliant_rate),
+        ("mean_subject_share", "subject_share_mean", ">=", checks.min_subject_share),
+        ("accuracy", "accuracy", ">=", checks.min_accuracy),
+        ("error_rate", "error_rate", "<=", checks.max_error_rate),
+    )
+    for name, statistic, op, threshold in overall:
+        if threshold is not None:
+            results.append(_overall_check(analysis, checks, name, statistic, op, threshold))
+    worst = checks.min_worst_group_accuracy
+    if worst is not None:
+        for attribute in [worst.attribute] if worst.attribute else analysis.attributes:
+            results.append(_worst_group_check(analysis, checks, worst, attribute))
+        if worst.attribute is None and not analysis.attributes:
+            results.append(
+                CheckResult(
+                    name="worst_group_accuracy",
+                    metric="accuracy",
+                    scope="(no attributes)",
+                    value=None,
+                    ci=None,
+                    confidence=analysis.options.confidence,
+                    op=">=",
+                    threshold=worst.value,
+                    decide_on=worst.decide_on or checks.decide_on,
+                    outcome=INSUFFICIENT,
+                    n=0,
+                    description="accuracy of the least accurate group",
+                    detail="the data has no group attributes",
+                    insufficient_data=checks.insufficient_data,
+                )
+            )
+    results.extend(_gap_check(analysis, checks, gap) for gap in checks.max_group_gap)
+    return results
+
+
+def passed(checks: Sequence[CheckResult]) -> bool:
+    """The verdict: no check blocks (failed, or lacks data under ``insufficient_data = "fail"``)."""
+    return not any(check.blocking for check in checks)

@@ -1,0 +1,94 @@
+"""Synthetic per-sample records in the shape of ``AuditResult.samples`` (one method)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def samples(
+    groups: dict[str, int],
+    *,
+    share: dict[str, float] | None = None,
+    accuracy: dict[str, float] | None = None,
+    attribute: str = "skin_tone",
+    invalid_rate: float = 0.0,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """``groups``: rows per value of ``attribute``. subject_share ~ Uniform(mean ± 0.2) per group
+    (default mean 0.4), correct ~ Bernoulli(accuracy) (default 0.8), a ``site`` attribute A/B
+    independent of everything, 3 classes, ``invalid_rate`` of rows invalid (metrics NaN)."""
+    rng = np.random.default_rng(seed)
+    values = np.concatenate([[g] * n for g, n in groups.items()])
+    n = len(values)
+    mean = np.array([(share or {}).get(g, 0.4) for g in values])
+    p_correct = np.array([(accuracy or {}).get(g, 0.8) for g in values])
+    subject_share = mean + rng.uniform(-0.2, 0.2, n)
+    subject_area = rng.uniform(0.2, 0.5, n)
+    label = rng.integers(0, 3, n)
+    correct = rng.random(n) < p_correct
+    pred = np.where(correct, label, (label + 1) % 3)
+    status = np.where(rng.random(n) < invalid_rate, "invalid", "ok")
+    focus_lift = subject_share / subject_area
+    frame = pd.DataFrame(
+        {
+            "id": [f"s{i:05d}" for i in range(n)],
+            "image": [f"images/{i:05d}.png" for i in range(n)],
+            "method": "gradcam",
+            "label": label,
+            "label_name": np.array(["circle", "square", "cross"])[label],
+            "pred": pd.array(pred, dtype="Int64"),
+            "pred_name": np.array(["circle", "square", "cross"])[pred],
+            "correct": pd.array(correct, dtype="boolean"),
+            "confidence": rng.random(n),
+            "target": pd.array(pred, dtype="Int64"),
+            "status": status,
+            "reason": np.where(status == "ok", "", "empty subject mask"),
+            "note": "",
+            "subject_share": subject_share,
+            "subject_area": subject_area,
+            "focus_lift": focus_lift,
+            "rank_accuracy": subject_share,
+            "pointing_hit": (rng.random(n) < subject_share).astype(float),
+            "iou": subject_share / 2,
+            "background_reliant": (focus_lift < 1).astype(float),
+            attribute: values,
+            "site": rng.choice(["A", "B"], n),
+        }
+    )
+    metrics = ["subject_share", "focus_lift", "rank_accuracy", "pointing_hit", "iou", "background_reliant"]
+    frame.loc[status != "ok", metrics] = np.nan
+    return frame
+
+
+def audit_result(frame: pd.DataFrame, checks, options, attributes=("skin_tone", "site"), name: str = "model"):
+    """An AuditResult over synthetic records (no model run): for the report views."""
+    from auditcam.analysis import analyse
+    from auditcam.audit import AuditResult
+    from auditcam.checks import evaluate_checks
+    from auditcam.gallery import Gallery
+
+    analysis = analyse(frame, attributes, options)
+    meta = {
+        "name": name,
+        "created": "2026-01-02T03:04:05+00:00",
+        "versions": {"auditcam": "0.0", "torch": "0.0", "torchvision": "0.0", "python": "3.11"},
+        "model": {"spec": "tests:model", "weights": "w.pt", "weights_sha256": "0" * 64},
+        "dataset": {"source": "synthetic.csv", "n_samples": len(frame), "attributes": list(attributes)},
+        "classes": ["circle", "square", "cross"],
+        "methods": ["gradcam"],
+        "layer": "features",
+        "target": "pred",
+        "upsampling": "bilinear",
+        "reliance_threshold": 1.0,
+        "preprocessing": {},
+        "checks": checks.to_dict(),
+        "analysis": options.to_dict(),
+    }
+    return AuditResult(
+        samples=frame,
+        checks=tuple(evaluate_checks(analysis, checks)),
+        analyses={"gradcam": analysis},
+        gallery=Gallery(size=0),
+        meta=meta,
+    )
