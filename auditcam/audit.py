@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from auditcam.analysis import PASS, CheckResult, aggregates, evaluate_checks
-from auditcam.cam import UPSAMPLING, Explainer
+from auditcam.cam import UPSAMPLING, CaptumMethod, Explainer
 from auditcam.config import Checks
 from auditcam.data import LabelledDataset, collate
 from auditcam.errors import InputError
@@ -141,7 +141,7 @@ def audit(
     model: nn.Module,
     dataset: LabelledDataset,
     *,
-    methods: Sequence[str] = ("gradcam",),
+    methods: Sequence[str | CaptumMethod] = ("gradcam",),
     layer: str | None = None,
     checks: Checks | None = None,
     target: str = "pred",
@@ -169,7 +169,8 @@ def audit(
     classes = dataset.classes or (model_info.classes if model_info else None)
     preprocessing = dataset.preprocessing
     explainer = Explainer(model, layer=layer, methods=methods)
-    primary = explainer.methods[0]
+    methods = explainer.methods  # names, also for CaptumMethod objects
+    primary = methods[0]
     gallery = Gallery(size=gallery_size)
     records: list[dict[str, Any]] = []
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate)

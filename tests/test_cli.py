@@ -125,3 +125,26 @@ def test_a_bug_exits_3_with_a_traceback(monkeypatch, capsys):
 def test_python_dash_m_runs_the_cli():
     proc = subprocess.run([sys.executable, "-m", "auditcam", "--version"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.startswith("auditcam ")
+
+
+def test_several_methods_and_a_captum_attribution_from_the_command_line(demo_run, tmp_path):
+    manifest = tmp_path / "manifest.csv"
+    lines = demo_run.manifest.read_text(encoding="utf-8").splitlines()
+    manifest.write_text("\n".join(lines[:9]) + "\n", encoding="utf-8")
+    for name in ("images", "masks"):
+        (tmp_path / name).symlink_to(demo_run.manifest.parent / name)
+    args = _audit_args(demo_run, "clean", tmp_path / "out")
+    args[args.index("--data") + 1] = str(manifest)
+    methods = ["layercam", "gradcam++", "captum:Saliency"]
+    assert cli.main([*args, "--method", ",".join(methods)]) in (cli.EXIT_PASS, cli.EXIT_FAIL)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["meta"]["methods"] == methods and summary["meta"]["upsampling"] == "bilinear, align_corners=False"
+    assert set(summary["aggregates"]) == set(methods)
+    assert all(summary["aggregates"][m]["overall"]["n_valid"] == 8 for m in methods)
+
+
+def test_an_unknown_method_exits_2_naming_the_choices(demo_run, tmp_path, capsys):
+    args = [*_audit_args(demo_run, "clean", tmp_path / "out"), "--method", "gradcam,gradkam"]
+    assert cli.main(args) == cli.EXIT_INPUT
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unknown CAM method 'gradkam'; choose from gradcam" in err

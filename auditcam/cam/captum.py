@@ -109,7 +109,10 @@ class CaptumMethod:
         maps = []
         with torch.enable_grad():
             for j in range(columns.shape[1]):
-                raw = attribution.attribute(images.detach(), target=columns[:, j], **kwargs)
+                # Our own input tensor needs a gradient (Captum would warn that it set it itself);
+                # perturbation methods run their forward passes under no_grad regardless.
+                inputs = images.detach().requires_grad_(True)
+                raw = attribution.attribute(inputs, target=columns[:, j], **kwargs)
                 maps.append(self._to_map(raw, images.shape[-2:]))
         return torch.stack(maps, dim=1) if targets.dim() == 2 else maps[0]
 

@@ -27,10 +27,10 @@ import torch.nn.functional as F
 import torchvision
 from captum.attr import LayerAttribution, LayerGradCam
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-from torch import nn
 
 from auditcam.cam import Explainer
 from auditcam.cam.methods import METHODS, scorecam
+from tests.cam.reference import full_autograd
 
 PGC_CLASSES = {
     "gradcam": pgc.GradCAM,
@@ -56,24 +56,6 @@ def minmax(maps: torch.Tensor) -> torch.Tensor:
 def display(raw: torch.Tensor) -> torch.Tensor:
     """A layer-resolution map as pytorch-grad-cam shows it: clipped, upsampled, min-max normalised."""
     return minmax(F.interpolate(raw.clamp_min(0)[:, None], size=(SIZE, SIZE), mode="bilinear")[:, 0])
-
-
-def full_autograd(model: nn.Module, layer: nn.Module, images: torch.Tensor, targets: torch.Tensor):
-    """Independent reference for (A, G): record the whole graph from the input, keep the layer's
-    output (a clone goes on, so in-place ops downstream leave it alone), differentiate."""
-    kept = []
-
-    def hook(_module, _inputs, output):
-        kept.append(output)
-        return output.clone()
-
-    handle = layer.register_forward_hook(hook)
-    try:
-        logits = model(images.clone().requires_grad_(True))
-    finally:
-        handle.remove()
-    (gradients,) = torch.autograd.grad(logits.gather(1, targets[:, None]).sum(), kept[0])
-    return kept[0].detach(), gradients
 
 
 def pytorch_grad_cam(name, model, layer, images, targets) -> torch.Tensor:
