@@ -105,6 +105,16 @@ class CaptumMethod:
         for param, default in _derived_defaults(images).items():
             if param in signature and param not in kwargs:
                 kwargs[param] = default()
+        missing = [
+            name
+            for name, p in list(signature.items())[1:]
+            if name not in kwargs
+            and name != "target"
+            and p.default is inspect.Parameter.empty
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        ]
+        if missing:
+            raise InputError(f"{self.name} needs {', '.join(missing)}: pass CaptumMethod(..., {missing[0]}=...)")
         columns = targets if targets.dim() == 2 else targets[:, None]
         maps = []
         with torch.enable_grad():

@@ -77,6 +77,13 @@ def test_names_that_cannot_be_built_are_input_errors(tiny_net, spec, message):
         Explainer(tiny_net, methods=(spec,))
 
 
+def test_a_missing_attribute_argument_is_an_input_error(tiny_net, gen):
+    with pytest.raises(
+        InputError, match=r"captum:NeuronGradient needs neuron_selector: pass CaptumMethod\(\.\.\., neuron"
+    ):
+        Explainer(tiny_net, methods=("captum:NeuronGradient",))(torch.randn(1, 3, 16, 16, generator=gen))
+
+
 def test_captum_methods_flow_through_the_audit(small_dataset, demo_model):
     model, info = demo_model
     manifest, classes = small_dataset

@@ -428,3 +428,21 @@ def test_model_is_unchanged_when_a_target_is_bad_after_the_forward(trained_mode_
             torch.randn(2, 3, 16, 16, generator=gen), torch.tensor([0, 7])
         )
     _assert_unchanged(trained_mode_model, before)
+
+
+def test_the_hot_path_never_reads_a_value_on_the_host():
+    # Meta tensors have shapes but no values: any .item(), .tolist(), int(tensor) or data-dependent
+    # branch would raise here, and on a GPU it would be a host round-trip.
+    with torch.device("meta"):
+        model = TinyNet()
+        x = torch.empty(4, 3, 16, 16)
+        explicit = torch.zeros(4, 2, dtype=torch.long)
+    methods = (*ALL_GRADIENT_METHODS, "scorecam")
+    for targets, top_k, shape in [
+        (None, None, (4, 16, 16)),
+        (None, 3, (4, 3, 16, 16)),
+        (explicit, None, (4, 2, 16, 16)),
+    ]:
+        explanation = Explainer(model, layer="features", methods=methods)(x, targets, top_k=top_k)
+        for name in methods:
+            assert explanation.maps[name].shape == shape and explanation.maps[name].is_meta, name
