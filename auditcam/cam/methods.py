@@ -96,19 +96,23 @@ def first_principal_component(features: torch.Tensor, squarings: int = 10) -> to
     gram = (centred @ centred.transpose(-1, -2)).double()  # (..., hw, hw)
     tiny = torch.finfo(gram.dtype).tiny
 
-    def normalised_by_trace(m: torch.Tensor) -> torch.Tensor:
-        return m / m.diagonal(dim1=-2, dim2=-1).sum(dim=-1)[..., None, None].clamp_min(tiny)
+    def by_trace(m: torch.Tensor) -> torch.Tensor:  # an all-zero matrix stays zero
+        return m / m.diagonal(dim1=-2, dim2=-1).sum(dim=-1).add(tiny)[..., None, None]
 
-    power = normalised_by_trace(gram)
-    for _ in range(squarings):
-        power = normalised_by_trace(power @ power)  # -> u1 u1' when l_1 > l_2
+    # Eigenvalues of a trace-1 matrix lie in [1/hw, 1] for the top one and [0, 1] for the rest:
+    # five squarings in a row (powers up to 32) cannot underflow float64 before renormalising.
+    power = by_trace(gram)
+    for step in range(1, squarings + 1):
+        power = power @ power
+        if step % 5 == 0 or step == squarings:
+            power = by_trace(power)  # -> u1 u1' when l_1 > l_2
     column = power.norm(dim=-2).argmax(dim=-1)  # the column of u1 u1' with the most weight
     u = power.gather(-1, column[..., None, None].expand(*power.shape[:-1], 1))
     for _ in range(2):
         u = gram @ u
-        u = u / u.norm(dim=-2, keepdim=True).clamp_min(tiny)
+        u = u / u.norm(dim=-2, keepdim=True).add(tiny)
     ku = gram @ u
-    projection = ku / (u * ku).sum(dim=-2, keepdim=True).clamp_min(tiny).sqrt()  # X v1 = s1 u1
+    projection = ku / (u * ku).sum(dim=-2, keepdim=True).add(tiny).sqrt()  # X v1 = s1 u1
     channel_sum = centred.sum(dim=-1, keepdim=True).double()
     sign = torch.where((u * channel_sum).sum(dim=-2, keepdim=True) < 0, -1.0, 1.0)
     return (projection * sign)[..., 0].to(features.dtype).unflatten(-1, features.shape[-2:])
