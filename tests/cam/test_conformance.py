@@ -44,7 +44,7 @@ PGC_CLASSES = {
 EIGEN = {"eigencam", "eigengradcam"}
 # pytorch-grad-cam on the CPU sees relu(A) for DenseNet's `features` (see the module docstring).
 SEES_RELU_A_ON_DENSENET = {"gradcam", "gradcam++", "xgradcam", "eigencam"}
-SIZE = 128
+SIZE = 96
 
 
 def minmax(maps: torch.Tensor) -> torch.Tensor:
@@ -70,7 +70,7 @@ def setup(request):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = torchvision.models.get_model(request.param, num_classes=10).eval()
-        images = torch.randn(3, 3, SIZE, SIZE)
+        images = torch.randn(2, 3, SIZE, SIZE)
     explanation = Explainer(model, methods=tuple(PGC_CLASSES))(images)
     layer = dict(model.named_modules())[explanation.layer]
     a, g = full_autograd(model, layer, images, explanation.targets)
