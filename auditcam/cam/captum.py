@@ -12,7 +12,6 @@ when the attribution lives at a layer's resolution. In a method list it is ``"ca
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -26,15 +25,13 @@ CAPTUM_PREFIX = "captum:"
 SIGNS = ("positive", "absolute_value")
 
 
-def _derived_defaults(images: torch.Tensor) -> dict[str, Callable[[], Any]]:
-    """Defaults for ``attribute`` arguments that Captum requires but that follow from the input:
-    an occlusion window of 1/8 of the image, moved by half a window."""
+def _occlusion_defaults(kwargs: dict[str, Any], images: torch.Tensor) -> None:
+    """Occlusion-style windows, unless given: 1/8 of the image, moved by half a window (Captum
+    requires a window and would move it one pixel at a time)."""
     c, h, w = images.shape[1:]
-    window = (c, max(1, h // 8), max(1, w // 8))
-    return {
-        "sliding_window_shapes": lambda: window,
-        "strides": lambda: (c, max(1, window[1] // 2), max(1, window[2] // 2)),
-    }
+    window = kwargs.setdefault("sliding_window_shapes", (c, max(1, h // 8), max(1, w // 8)))
+    if isinstance(window, tuple) and len(window) == 3:
+        kwargs.setdefault("strides", (window[0], max(1, window[1] // 2), max(1, window[2] // 2)))
 
 
 class CaptumMethod:
@@ -102,9 +99,8 @@ class CaptumMethod:
         attribution = self._build(model, layer)
         kwargs = dict(self.attribute_kwargs)
         signature = inspect.signature(attribution.attribute).parameters
-        for param, default in _derived_defaults(images).items():
-            if param in signature and param not in kwargs:
-                kwargs[param] = default()
+        if "sliding_window_shapes" in signature and "strides" in signature:
+            _occlusion_defaults(kwargs, images)
         missing = [
             name
             for name, p in list(signature.items())[1:]

@@ -41,6 +41,12 @@ def test_occlusion_gets_a_window_of_an_eighth_of_the_image_by_default(tiny_net, 
     )
     assert raw.sum(dim=1).amax() > 0
     torch.testing.assert_close(got.maps["captum:Occlusion"], raw.sum(dim=1).clamp_min(0))
+    # A window of one's own is moved by half of it unless strides are given too.
+    own = Explainer(tiny_net, methods=(CaptumMethod("Occlusion", sliding_window_shapes=(3, 4, 4), **fast),))
+    raw = Occlusion(tiny_net).attribute(
+        x, sliding_window_shapes=(3, 4, 4), strides=(3, 2, 2), target=got.targets, **fast
+    )
+    torch.testing.assert_close(own(x, got.targets).maps["captum:Occlusion"], raw.sum(dim=1).clamp_min(0))
 
 
 def test_top_k_with_a_captum_method(tiny_net, gen):

@@ -84,6 +84,29 @@ def test_gradcam_matches_hand_computed_maps():
     torch.testing.assert_close(explanation.normalised("gradcam")[1], expected[1] / 0.25)
 
 
+def test_new_methods_match_hand_computed_maps_on_the_golden_model():
+    # G = W[k] / 4 everywhere and sum_ij A_c = 10 for both channels, so by hand:
+    #   target 0, g = (0.25, 0):    Grad-CAM++ alpha_0 = 1 / (2 + 10 * 0.25), w_0 = 4 * 0.25 / 4.5 = 2/9
+    #   target 1, g = (0.125, -0.25): LayerCAM keeps 0.125 A_0; Grad-CAM++ w_0 = 4 * 0.125 / 3.25, w_1 = 0;
+    #   HiResCAM (G constant) and XGrad-CAM (w = g * 10 / (10 + eps)) equal Grad-CAM.
+    model = _golden_model()
+    a0 = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    x = torch.stack([a0, a0.flip(0, 1)])[None].repeat(2, 1, 1, 1)
+    methods = ("gradcam", "hirescam", "xgradcam", "layercam", "gradcam++")
+    maps = Explainer(model, layer="1", methods=methods)(x, torch.tensor([0, 1])).maps
+    gradcam_1 = torch.tensor([[0.0, 0.0], [0.0, 0.25]])
+    expected = {
+        "gradcam": [0.25 * a0, gradcam_1],
+        "hirescam": [0.25 * a0, gradcam_1],
+        "xgradcam": [0.25 * a0, gradcam_1],
+        "layercam": [0.25 * a0, 0.125 * a0],
+        "gradcam++": [2 / 9 * a0, 0.5 / 3.25 * a0],
+    }
+    for name, (target_0, target_1) in expected.items():
+        # atol: Grad-CAM++'s eps = 1e-6 against 2 g^2 ~ 0.03 moves its maps by ~1e-5
+        torch.testing.assert_close(maps[name], torch.stack([target_0, target_1]), atol=1e-4, rtol=0, msg=name)
+
+
 def test_predicted_class_is_the_default_target(tiny_net, gen):
     x = torch.randn(5, 3, 16, 16, generator=gen)
     explanation = Explainer(tiny_net)(x)
