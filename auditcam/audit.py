@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from auditcam.analysis import Analysis, analyse
-from auditcam.cam import UPSAMPLING, Explainer
+from auditcam.cam import UPSAMPLING, CaptumMethod, Explainer
 from auditcam.checks import OUTCOMES, CheckResult, evaluate_checks, passed, required_intersections, validate_checks
 from auditcam.config import AnalysisOptions, Checks
 from auditcam.data import LabelledDataset, as_audit_dataset, loader
@@ -152,7 +152,7 @@ def audit(
     model: nn.Module,
     dataset: LabelledDataset | Dataset,
     *,
-    methods: Sequence[str] = ("gradcam",),
+    methods: Sequence[str | CaptumMethod] = ("gradcam",),
     layer: str | None = None,
     checks: Checks | None = None,
     analysis: AnalysisOptions | None = None,
@@ -187,7 +187,8 @@ def audit(
     classes = dataset.classes or (model_info.classes if model_info else None)
     preprocessing = dataset.preprocessing
     explainer = Explainer(model, layer=layer, methods=methods)
-    primary = explainer.methods[0]
+    methods = explainer.methods  # names, also for CaptumMethod objects
+    primary = methods[0]
     gallery = Gallery(size=gallery_size)
     records: list[dict[str, Any]] = []
     checked_outputs = False

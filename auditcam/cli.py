@@ -186,9 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--method",
         type=_methods,
         default=["gradcam"],
-        help="CAM method(s), comma-separated; the first decides the checks (default: gradcam)",
+        help="CAM method(s), comma-separated, from gradcam, gradcam++, xgradcam, hirescam, layercam, eigencam, "
+        "eigengradcam, scorecam, or captum:NAME for a captum.attr attribution (e.g. captum:IntegratedGradients); "
+        "the first decides the checks (default: gradcam)",
     )
-    explain.add_argument("--layer", help="module name of the layer to explain (default: found automatically)")
+    explain.add_argument(
+        "--layer",
+        help="module name of the layer to explain; several comma-separated are fused (default: found automatically)",
+    )
     explain.add_argument(
         "--target",
         choices=("pred", "label"),

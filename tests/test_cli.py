@@ -198,3 +198,22 @@ def test_bad_config_exits_2_naming_file_and_key(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith(f"auditcam: error: {bad}: max_gap: unknown key; known keys:")
     assert cli.main([*argv[:-2], "--max-group-gap", "site:0.1"]) == cli.EXIT_INPUT
     assert "expected ATTRIBUTE:METRIC:VALUE" in capsys.readouterr().err
+
+
+def test_several_methods_and_a_captum_attribution_from_the_command_line(demo_run, tmp_path):
+    manifest = _subset(demo_run, tmp_path / "data", 8)
+    args = _audit_args(demo_run, "clean", tmp_path / "out")
+    args[args.index("--data") + 1] = str(manifest)
+    methods = ["layercam", "gradcam++", "captum:Saliency"]
+    assert cli.main([*args, "--method", ",".join(methods)]) in (cli.EXIT_PASS, cli.EXIT_FAIL)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["meta"]["methods"] == methods and summary["meta"]["upsampling"] == "bilinear, align_corners=False"
+    assert set(summary["aggregates"]) == set(methods)
+    assert all(summary["aggregates"][m]["overall"]["n_valid"] == 8 for m in methods)
+
+
+def test_an_unknown_method_exits_2_naming_the_choices(demo_run, tmp_path, capsys):
+    args = [*_audit_args(demo_run, "clean", tmp_path / "out"), "--method", "gradcam,gradkam"]
+    assert cli.main(args) == cli.EXIT_INPUT
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unknown CAM method 'gradkam'; choose from gradcam" in err

@@ -1,16 +1,28 @@
-"""The Explainer: one forward pass and one gradient computation for all requested methods.
+"""The Explainer: every requested CAM method from one forward and one gradient computation.
 
-The trunk up to the target layer runs without autograd; a forward hook on the target layer
-detaches its output, marks it as the one tensor that needs a gradient and switches autograd on
-for the rest of the pass, so only the head is differentiated and no parameter gradient is
-ever computed. Maps are clipped at 0 and upsampled to the input resolution (bilinear,
-``align_corners=False``).
+Head-only gradients. For the call the model's parameters are frozen (and restored after), so
+no parameter gradient can exist and the trunk before the target layer records no autograd
+graph: nothing there needs a gradient, it costs what inference costs. A forward hook on the
+target layer detaches its output, marks that tensor as the one that needs a gradient, switches
+autograd on for the rest of the pass (also inside a ``no_grad`` block of the model's own, such
+as a frozen backbone) and hands a clone downstream, so in-place ops after the layer (DenseNet's
+and MNASNet's ReLU) stay legal and never touch the kept activations. One
+``torch.autograd.grad`` w.r.t. that tensor differentiates the head alone.
+
+Full-autograd fallback. When the logits do not depend on the hooked tensor (the model switches
+autograd off after the layer, or reads the layer's output by another route than the module's
+return value), the explainer says so once (:class:`HeadOnlyFallbackWarning`) and from then on
+differentiates from the input: the layer's own output stays in the graph. Correct, slower.
+
+Maps are clipped at 0 at the layer's resolution and upsampled to the input size (bilinear,
+``align_corners=False``: :data:`UPSAMPLING`, recorded in every Explanation and audit).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -18,53 +30,142 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from auditcam.cam.layers import find_target_layer, get_layer, preserved
-from auditcam.cam.methods import METHODS
+from auditcam.cam.captum import CAPTUM_PREFIX, CaptumMethod
+from auditcam.cam.layers import find_target_layer, get_layer, model_logits, preserved
+from auditcam.cam.methods import FORWARD_METHODS, GRADIENT_FREE, METHOD_NAMES, METHODS
 from auditcam.errors import InputError
 
 UPSAMPLING = "bilinear, align_corners=False"
+
+FALLBACK_WARNING = (
+    "{model}: the logits do not depend on the output of layer {layer} as the module returns it "
+    "(the model switches autograd off after the layer, or reads its output another way); "
+    "auditcam now differentiates the whole model from the input, which is slower"
+)
+
+
+class HeadOnlyFallbackWarning(UserWarning):
+    """The head-only gradient did not reach the target layer; the full-autograd path is used."""
 
 
 @dataclass(frozen=True)
 class Explanation:
     """Result of explaining one batch.
 
-    ``maps[method]`` is float32 (N, H, W) at input resolution, >= 0 and un-normalised (the raw
-    values are what scoring uses); :meth:`normalised` gives the per-sample [0, 1] display view.
+    ``targets`` is (N,) with one explained class per image, or (N, k) with k per image (explicit
+    (N, k) targets, or ``top_k=k``: the k highest logits, highest first). ``maps[method]`` is
+    float32 (N, H, W) — or (N, k, H, W) — at input resolution, >= 0 and un-normalised: the raw
+    values are what scoring uses; :meth:`normalised` gives the per-map [0, 1] display view.
+    With several layers a map is the mean of the per-layer normalised maps.
     """
 
     logits: torch.Tensor
     targets: torch.Tensor
     maps: Mapping[str, torch.Tensor]
     layer: str
+    upsampling: str = UPSAMPLING
 
     def normalised(self, method: str) -> torch.Tensor:
-        """``maps[method]`` divided by each sample's maximum (all-zero maps stay zero)."""
-        maps = self.maps[method]
-        peak = maps.flatten(1).amax(dim=1).clamp_min(torch.finfo(maps.dtype).tiny)
-        return maps / peak[:, None, None]
+        """``maps[method]`` divided by each map's maximum (all-zero maps stay zero)."""
+        return _normalised(self.maps[method])
 
 
-def _logits_of(output: object) -> torch.Tensor:
-    """The (N, classes) logits of a model output: a tensor, or an object with ``.logits``."""
-    logits = getattr(output, "logits", output)
-    if not torch.is_tensor(logits) or logits.dim() != 2:
-        shape = tuple(logits.shape) if torch.is_tensor(logits) else type(logits).__name__
-        raise InputError(f"the model returned {shape}; auditcam needs logits of shape (N, classes)")
-    return logits
+def _normalised(maps: torch.Tensor) -> torch.Tensor:
+    peak = maps.amax(dim=(-2, -1), keepdim=True).clamp_min(torch.finfo(maps.dtype).tiny)
+    return maps / peak
 
 
-def _check_targets(targets: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    targets = torch.as_tensor(targets, device=logits.device).long().reshape(-1)
-    if targets.numel() != logits.shape[0]:
-        raise InputError(f"got {targets.numel()} targets for a batch of {logits.shape[0]} images; pass one per image")
-    return targets
+def _resolve_methods(methods: Sequence[str | CaptumMethod]) -> tuple[tuple[str, ...], dict[str, CaptumMethod]]:
+    """Method names in order, and the Captum methods among them by name; unknown names raise."""
+    names: list[str] = []
+    captum: dict[str, CaptumMethod] = {}
+    unknown: list[str] = []
+    for method in methods:
+        if isinstance(method, CaptumMethod):
+            captum[method.name] = method
+            names.append(method.name)
+        elif isinstance(method, str) and method.startswith(CAPTUM_PREFIX):
+            captum[method] = CaptumMethod(method[len(CAPTUM_PREFIX) :])
+            names.append(method)
+        elif method in METHOD_NAMES:
+            names.append(method)
+        else:
+            unknown.append(repr(method))
+    if unknown or not names:
+        raise InputError(
+            f"unknown CAM method {', '.join(unknown) or '(none given)'}; "
+            f"choose from {', '.join(METHOD_NAMES)}, or captum:NAME for a captum.attr attribution"
+        )
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise InputError(f"method {', '.join(repeated)} is given more than once")
+    return tuple(names), captum
+
+
+def _layer_names(layer: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    """``"layer3,layer4"``, ``["layer3", "layer4"]`` -> ("layer3", "layer4")."""
+    if layer is None:
+        return None
+    names = layer.split(",") if isinstance(layer, str) else list(layer)
+    names = [name.strip() for name in names if name.strip()]
+    if not names:
+        raise InputError("give a layer name, e.g. layer4")
+    return tuple(names)
+
+
+def _check_targets(targets: object, logits: torch.Tensor) -> torch.Tensor:
+    """Explicit targets, (N,) or (N, k) class ids, on the logits' device."""
+    n, classes = logits.shape
+    targets = torch.as_tensor(targets)
+    if targets.dim() == 0:
+        targets = targets.reshape(1)
+    if targets.dim() == 1 and targets.shape[0] != n:
+        raise InputError(f"got {targets.numel()} targets for a batch of {n} images; pass one per image")
+    if targets.dim() > 2 or targets.shape[0] != n or targets.numel() == 0:
+        raise InputError(
+            f"got targets of shape {tuple(targets.shape)} for a batch of {n} images; pass (N,) or (N, k) class ids"
+        )
+    # Range check where it costs no device round-trip (targets handed over on the CPU).
+    if targets.device.type == "cpu" and (int(targets.min()) < 0 or int(targets.max()) >= classes):
+        raise InputError(f"a target class is outside 0..{classes - 1}, the model's {classes} outputs")
+    return targets.to(device=logits.device, dtype=torch.long)
+
+
+def _choose_targets(logits: torch.Tensor, targets: object, top_k: int | None) -> torch.Tensor:
+    if top_k is None:
+        return logits.argmax(dim=1) if targets is None else _check_targets(targets, logits)
+    classes = logits.shape[1]
+    if not 1 <= top_k <= classes:
+        raise InputError(f"top_k must be between 1 and the model's {classes} outputs, got {top_k}")
+    return logits.topk(top_k, dim=1).indices
+
+
+def _upsample(raw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Clip (N, ..., h, w) maps at 0 and upsample them bilinearly to ``size`` (align_corners=False)."""
+    flat = raw.clamp_min(0).flatten(1, -3) if raw.dim() > 3 else raw.clamp_min(0)[:, None]
+    upsampled = F.interpolate(flat, size=size, mode="bilinear", align_corners=False)
+    return upsampled.reshape(*raw.shape[:-2], *size)
+
+
+@dataclass
+class _Pass:
+    logits: torch.Tensor
+    targets: torch.Tensor
+    activations: list[torch.Tensor]
+    gradients: list[torch.Tensor] | None
 
 
 class Explainer:
-    """Grad-CAM-family explanations for a classifier.
+    """CAM-family explanations of a classifier, every requested method from one pass.
 
-    ``layer=None`` finds the last 4-D feature map before global pooling on the first call.
+    ``layer``: a module name, several (a list or ``"layer3,layer4"``: maps fused by the mean of
+    per-layer normalised maps), or None for the last 4-D feature map before global pooling,
+    found on the first call. ``methods``: names from :data:`~auditcam.cam.methods.METHOD_NAMES`,
+    ``"captum:NAME"`` or :class:`~auditcam.cam.captum.CaptumMethod` objects. ``autocast``: a
+    dtype (``torch.bfloat16``, ``torch.float16``) to run the model under ``torch.autocast``;
+    maps are computed in float32 regardless. ``scorecam_chunk_size``: masked images per forward
+    pass of Score-CAM (its memory bound).
+
     Use as a context manager to keep the model in eval mode across calls; every call leaves
     the model's training flags, ``requires_grad`` and hooks exactly as it found them.
     """
@@ -72,21 +173,28 @@ class Explainer:
     def __init__(
         self,
         model: nn.Module,
-        layer: str | None = None,
-        methods: Sequence[str] = ("gradcam",),
+        layer: str | Sequence[str] | None = None,
+        methods: Sequence[str | CaptumMethod] = ("gradcam",),
+        *,
+        autocast: torch.dtype | None = None,
+        scorecam_chunk_size: int = 32,
     ) -> None:
-        unknown = [m for m in methods if m not in METHODS]
-        if unknown or not methods:
-            raise InputError(
-                f"unknown CAM method {', '.join(map(repr, unknown)) or '(none given)'}; "
-                f"choose from {', '.join(METHODS)}"
-            )
+        if scorecam_chunk_size < 1:
+            raise InputError(f"scorecam_chunk_size must be at least 1, got {scorecam_chunk_size}")
         self.model = model
-        self.layer = layer
-        self.methods = tuple(methods)
+        self.methods, self._captum = _resolve_methods(methods)
+        self.autocast = autocast
+        self.scorecam_chunk_size = scorecam_chunk_size
+        self._layers = _layer_names(layer)
+        self._full_autograd = False
         self._stack: contextlib.ExitStack | None = None
-        if layer is not None:
-            get_layer(model, layer)
+        for name in self._layers or ():
+            get_layer(model, name)
+
+    @property
+    def layer(self) -> str | None:
+        """The explained layer's name (several joined by commas); None until found."""
+        return None if self._layers is None else ",".join(self._layers)
 
     def __enter__(self) -> Explainer:
         self._stack = contextlib.ExitStack()
@@ -103,55 +211,164 @@ class Explainer:
             self._stack.close()
             self._stack = None
 
-    def __call__(self, images: torch.Tensor, targets: torch.Tensor | None = None) -> Explanation:
-        """Explain a batch (N, 3, H, W); ``targets=None`` explains each predicted class."""
+    def __call__(
+        self, images: torch.Tensor, targets: torch.Tensor | None = None, *, top_k: int | None = None
+    ) -> Explanation:
+        """Explain a batch (N, C, H, W). ``targets``: None for each predicted class, (N,) class ids
+        (e.g. the true labels) or (N, k); ``top_k=k`` explains the k highest logits of each image."""
         if not torch.is_tensor(images) or images.dim() != 4:
             raise InputError("images must be a tensor of shape (N, C, H, W)")
+        if top_k is not None and targets is not None:
+            raise InputError("give targets or top_k, not both")
         with torch.inference_mode(False):
+            images = images.detach()
             images = images.clone() if images.is_inference() else images
-            if self.layer is None:
-                self.layer = find_target_layer(self.model, images)
-            layer = get_layer(self.model, self.layer)
-            with preserved(self.model) as handles:
-                logits, activations = self._forward(layer, images, handles)
-                targets = logits.argmax(dim=1) if targets is None else _check_targets(targets, logits)
-                (gradients,) = torch.autograd.grad(logits.gather(1, targets[:, None]).sum(), activations)
-            activations = activations.detach()
-            maps = {
-                name: self._to_input_size(METHODS[name](activations, gradients), images.shape[-2:])
-                for name in self.methods
-            }
-        return Explanation(logits=logits.detach(), targets=targets, maps=maps, layer=self.layer)
+            if self._layers is None:
+                self._layers = (find_target_layer(self.model, images),)
+            modules = [get_layer(self.model, name) for name in self._layers]
+            with preserved(self.model, frozen=True):
+                run = self._gradient_pass(modules, images, targets, top_k)
+                per_layer = self._maps(run, modules, images)
+        maps = {
+            name: layer_maps[0] if len(layer_maps) == 1 else torch.stack([_normalised(m) for m in layer_maps]).mean(0)
+            for name, layer_maps in per_layer.items()
+        }
+        return Explanation(logits=run.logits.detach(), targets=run.targets, maps=maps, layer=self.layer)
 
-    def _forward(self, layer: nn.Module, images: torch.Tensor, handles: list) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run the model with autograd only after ``layer``; return logits and the layer output."""
-        captured: list[torch.Tensor] = []
-        name = self.layer
+    def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=self.autocast)
 
-        def hook(_module: nn.Module, _inputs: object, output: object) -> torch.Tensor:
-            if captured:
-                raise InputError(f"layer {name!r} runs more than once per forward pass; choose another layer")
-            if not torch.is_tensor(output) or output.dim() != 4:
-                got = tuple(output.shape) if torch.is_tensor(output) else type(output).__name__
-                raise InputError(f"layer {name!r} outputs {got}, not a feature map (N, C, H, W); choose another layer")
-            activations = output.detach().requires_grad_(True)
-            captured.append(activations)
-            torch.set_grad_enabled(True)  # undone when the surrounding no_grad block exits
-            # A non-leaf copy goes on, so in-place ops after the layer (DenseNet's ReLU) stay legal
-            # and never overwrite the activations kept for the maps.
-            return activations.clone()
+    def _gradient_pass(
+        self, modules: list[nn.Module], images: torch.Tensor, targets: object, top_k: int | None
+    ) -> _Pass:
+        """The one forward and (if any method needs it) the one gradient computation."""
+        needs_gradients = any(name in METHODS and name not in GRADIENT_FREE for name in self.methods)
+        if not self._full_autograd:
+            run = self._run(modules, images, targets, top_k, needs_gradients, from_input=False)
+            if run is not None:
+                return run
+            warnings.warn(
+                FALLBACK_WARNING.format(model=type(self.model).__name__, layer=self.layer),
+                HeadOnlyFallbackWarning,
+                stacklevel=3,
+            )
+            self._full_autograd = True
+        run = self._run(modules, images, targets, top_k, needs_gradients, from_input=True)
+        if run is None:
+            raise InputError(
+                f"the logits do not depend on layer {self.layer} through autograd; "
+                "choose a layer on the path to the output (does the model switch autograd off?)"
+            )
+        return run
 
-        handles.append(layer.register_forward_hook(hook))
-        with torch.no_grad():
-            logits = _logits_of(self.model(images))
-        if not captured:
-            raise InputError(f"layer {name!r} did not run during the forward pass; choose another layer")
+    def _run(
+        self,
+        modules: list[nn.Module],
+        images: torch.Tensor,
+        targets: object,
+        top_k: int | None,
+        needs_gradients: bool,
+        from_input: bool,
+    ) -> _Pass | None:
+        """One forward pass with the capture hooks, then one gradient computation per target
+        column; None when the gradient does not reach every hooked tensor."""
+        x = images.detach().requires_grad_(from_input and needs_gradients)
+        with (
+            self._capture(modules, needs_gradients) as captured,
+            torch.set_grad_enabled(needs_gradients),
+            self._autocast(images.device),
+        ):
+            logits = model_logits(self.model, x)
+        targets = _choose_targets(logits, targets, top_k)
+        activations = [a.detach() for a in captured]
+        if not needs_gradients:
+            return _Pass(logits, targets, activations, None)
         if not logits.requires_grad:
-            raise InputError(f"the logits do not depend on layer {name!r}; choose a layer on the path to the output")
-        return logits, captured[0]
+            return None
+        columns = targets if targets.dim() == 2 else targets[:, None]
+        per_column = []
+        for j in range(columns.shape[1]):
+            score = logits.gather(1, columns[:, j : j + 1]).sum()
+            grads = torch.autograd.grad(score, captured, retain_graph=j < columns.shape[1] - 1, allow_unused=True)
+            if any(g is None for g in grads):
+                return None
+            per_column.append(grads)
+        if targets.dim() == 1:
+            gradients = list(per_column[0])
+        else:
+            gradients = [torch.stack([grads[i] for grads in per_column], dim=1) for i in range(len(modules))]
+        return _Pass(logits, targets, activations, gradients)
 
-    @staticmethod
-    def _to_input_size(raw: torch.Tensor, size: torch.Size) -> torch.Tensor:
-        """Clip at 0 at the layer's resolution, then upsample bilinearly to the input size."""
-        upsampled = F.interpolate(raw.clamp_min(0)[:, None], size=tuple(size), mode="bilinear", align_corners=False)
-        return upsampled[:, 0].float()
+    @contextlib.contextmanager
+    def _capture(self, modules: list[nn.Module], needs_gradients: bool) -> Iterator[list[torch.Tensor]]:
+        """Forward hooks that keep each target layer's output; removed on exit."""
+        captured: list[torch.Tensor | None] = [None] * len(modules)
+        names = self._layers or ()
+
+        def hook_for(i: int):
+            def hook(_module: nn.Module, _inputs: object, output: object) -> torch.Tensor:
+                if captured[i] is not None:
+                    raise InputError(f"layer {names[i]!r} runs more than once per forward pass; choose another layer")
+                if not torch.is_tensor(output) or output.dim() != 4:
+                    got = tuple(output.shape) if torch.is_tensor(output) else type(output).__name__
+                    raise InputError(
+                        f"layer {names[i]!r} outputs {got}, not a feature map (N, C, H, W); choose another layer"
+                    )
+                if output.requires_grad:  # already on the recorded path (full autograd, or after another layer)
+                    activation = output
+                elif needs_gradients:
+                    activation = output.detach().requires_grad_(True)
+                    torch.set_grad_enabled(True)  # undone when the enclosing grad-mode block exits
+                else:
+                    activation = output.detach()
+                captured[i] = activation
+                # A copy goes on, so in-place ops downstream never overwrite the kept activations.
+                return activation.clone()
+
+            return hook
+
+        handles = [module.register_forward_hook(hook_for(i)) for i, module in enumerate(modules)]
+        try:
+            yield captured  # type: ignore[misc]
+            missing = [names[i] for i, a in enumerate(captured) if a is None]
+            if missing:
+                raise InputError(f"layer {missing[0]!r} did not run during the forward pass; choose another layer")
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _maps(self, run: _Pass, modules: list[nn.Module], images: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+        """Every requested method's maps at input resolution, one per layer."""
+        size = (images.shape[-2], images.shape[-1])
+        batch = tuple(run.targets.shape)
+        columns = run.targets if run.targets.dim() == 2 else run.targets[:, None]
+        per_layer: dict[str, list[torch.Tensor]] = {name: [] for name in self.methods}
+        for i, activations in enumerate(run.activations):
+            dtype = torch.promote_types(activations.dtype, torch.float32)
+            a = activations.to(dtype)
+            g = None if run.gradients is None else run.gradients[i].to(dtype)
+            a_batched = a[:, None] if run.targets.dim() == 2 else a
+            raws = {}
+            for name in self.methods:
+                if name in METHODS:
+                    raw = METHODS[name](a_batched, g)
+                    raws[name] = torch.broadcast_to(raw, batch + raw.shape[-2:])
+                elif name in FORWARD_METHODS:
+                    raw = FORWARD_METHODS[name](self._plain_forward, images, a, columns, self.scorecam_chunk_size)
+                    raws[name] = raw if run.targets.dim() == 2 else raw[:, 0]
+            if raws:
+                upsampled = _upsample(torch.stack(list(raws.values()), dim=1), size).float().unbind(1)
+                for name, m in zip(raws, upsampled, strict=True):
+                    per_layer[name].append(m)
+        for name, method in self._captum.items():
+            layers = modules if method.uses_layer else modules[:1]
+            for module in layers:
+                per_layer[name].append(method(self.model, module, images, run.targets).float())
+        return per_layer
+
+    def _plain_forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits without autograd and without capture hooks (Score-CAM's masked images)."""
+        with torch.no_grad(), self._autocast(images.device):
+            return model_logits(self.model, images)

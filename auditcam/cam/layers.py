@@ -36,9 +36,12 @@ class _SavedState:
 
 
 @contextlib.contextmanager
-def preserved(model: nn.Module, handles: list[RemovableHandle] | None = None) -> Iterator[list[RemovableHandle]]:
-    """Switch ``model`` to eval mode for the block; on exit remove every handle appended to the
-    yielded list and restore training flags and ``requires_grad`` exactly as they were."""
+def preserved(
+    model: nn.Module, handles: list[RemovableHandle] | None = None, *, frozen: bool = False
+) -> Iterator[list[RemovableHandle]]:
+    """Switch ``model`` to eval mode for the block (and, with ``frozen``, every parameter to
+    ``requires_grad=False``, so no parameter gradient can exist); on exit remove every handle
+    appended to the yielded list and restore training flags and ``requires_grad`` as they were."""
     saved = _SavedState(
         training={m: m.training for m in model.modules()},
         requires_grad={p: p.requires_grad for p in model.parameters()},
@@ -46,6 +49,9 @@ def preserved(model: nn.Module, handles: list[RemovableHandle] | None = None) ->
     owned = [] if handles is None else handles
     try:
         model.eval()
+        if frozen:
+            for param in saved.requires_grad:
+                param.requires_grad_(False)
         yield owned
     finally:
         for handle in owned:
@@ -65,6 +71,16 @@ def get_layer(model: nn.Module, name: str) -> nn.Module:
     candidates = [n for n, m in model.named_modules() if n and isinstance(m, nn.Conv2d | nn.Sequential)]
     tail = ", ".join(candidates[-12:])
     raise InputError(f"layer {name!r} is not a module of the model; candidates (last ones): {tail}")
+
+
+def model_logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The (N, classes) logits of ``model(images)``: a tensor, or an object with ``.logits``."""
+    output = model(images)
+    logits = getattr(output, "logits", output)
+    if not torch.is_tensor(logits) or logits.dim() != 2:
+        shape = tuple(logits.shape) if torch.is_tensor(logits) else type(logits).__name__
+        raise InputError(f"the model returned {shape}; auditcam needs logits of shape (N, classes)")
+    return logits
 
 
 def layer_output_shapes(model: nn.Module, example: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:

@@ -1,15 +1,18 @@
-"""The Explainer: Grad-CAM against Captum and hand-computed maps; the user's model untouched."""
+"""The Explainer: one pass for every method, targets, fallback, layers; the user's model untouched."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 from captum.attr import LayerAttribution, LayerGradCam
 from torch import nn
 
-from auditcam.cam import Explainer
+from auditcam.cam import METHODS, Explainer, HeadOnlyFallbackWarning
+from auditcam.cam.methods import scorecam
 from auditcam.errors import InputError
+from tests.cam.reference import full_autograd
 from tests.conftest import TinyNet
 
 
@@ -81,6 +84,29 @@ def test_gradcam_matches_hand_computed_maps():
     torch.testing.assert_close(explanation.normalised("gradcam")[1], expected[1] / 0.25)
 
 
+def test_new_methods_match_hand_computed_maps_on_the_golden_model():
+    # G = W[k] / 4 everywhere and sum_ij A_c = 10 for both channels, so by hand:
+    #   target 0, g = (0.25, 0):    Grad-CAM++ alpha_0 = 1 / (2 + 10 * 0.25), w_0 = 4 * 0.25 / 4.5 = 2/9
+    #   target 1, g = (0.125, -0.25): LayerCAM keeps 0.125 A_0; Grad-CAM++ w_0 = 4 * 0.125 / 3.25, w_1 = 0;
+    #   HiResCAM (G constant) and XGrad-CAM (w = g * 10 / (10 + eps)) equal Grad-CAM.
+    model = _golden_model()
+    a0 = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    x = torch.stack([a0, a0.flip(0, 1)])[None].repeat(2, 1, 1, 1)
+    methods = ("gradcam", "hirescam", "xgradcam", "layercam", "gradcam++")
+    maps = Explainer(model, layer="1", methods=methods)(x, torch.tensor([0, 1])).maps
+    gradcam_1 = torch.tensor([[0.0, 0.0], [0.0, 0.25]])
+    expected = {
+        "gradcam": [0.25 * a0, gradcam_1],
+        "hirescam": [0.25 * a0, gradcam_1],
+        "xgradcam": [0.25 * a0, gradcam_1],
+        "layercam": [0.25 * a0, 0.125 * a0],
+        "gradcam++": [2 / 9 * a0, 0.5 / 3.25 * a0],
+    }
+    for name, (target_0, target_1) in expected.items():
+        # atol: Grad-CAM++'s eps = 1e-6 against 2 g^2 ~ 0.03 moves its maps by ~1e-5
+        torch.testing.assert_close(maps[name], torch.stack([target_0, target_1]), atol=1e-4, rtol=0, msg=name)
+
+
 def test_predicted_class_is_the_default_target(tiny_net, gen):
     x = torch.randn(5, 3, 16, 16, generator=gen)
     explanation = Explainer(tiny_net)(x)
@@ -95,8 +121,13 @@ def test_wrong_number_of_targets_is_an_error(tiny_net, gen):
 
 
 def test_unknown_method_lists_the_known_ones(tiny_net):
-    with pytest.raises(InputError, match="unknown CAM method 'gradkam'; choose from gradcam"):
+    with pytest.raises(InputError, match=r"unknown CAM method 'gradkam'; choose from gradcam, gradcam\+\+, .*scorecam"):
         Explainer(tiny_net, methods=("gradkam",))
+
+
+def test_a_method_given_twice_is_an_error(tiny_net):
+    with pytest.raises(InputError, match="method gradcam is given more than once"):
+        Explainer(tiny_net, methods=("gradcam", "layercam", "gradcam"))
 
 
 def test_unknown_layer_lists_candidates(tiny_net):
@@ -193,3 +224,248 @@ def test_batchnorm_statistics_do_not_move(gen):
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key
     assert model.training
+
+
+ALL_GRADIENT_METHODS = tuple(METHODS)
+
+
+def test_all_methods_come_from_one_forward_and_one_gradient_computation(tiny_net, gen, monkeypatch):
+    forwards, grads = [], []
+    handle = tiny_net.register_forward_pre_hook(lambda *_: forwards.append(1))
+    real_grad = torch.autograd.grad
+
+    def counting_grad(*args, **kwargs):
+        grads.append(1)
+        return real_grad(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", counting_grad)
+    x = torch.randn(3, 3, 16, 16, generator=gen)
+    explanation = Explainer(tiny_net, layer="features", methods=ALL_GRADIENT_METHODS)(x)
+    handle.remove()
+    assert (len(forwards), len(grads)) == (1, 1)
+    assert set(explanation.maps) == set(ALL_GRADIENT_METHODS)
+    for name in ALL_GRADIENT_METHODS:  # each equal to the method explained alone
+        alone = Explainer(tiny_net, layer="features", methods=(name,))(x).maps[name]
+        torch.testing.assert_close(explanation.maps[name], alone, msg=name)
+
+
+def test_eigencam_alone_needs_no_gradient(tiny_net, gen, monkeypatch):
+    def no_grad_allowed(*_args, **_kwargs):
+        raise AssertionError("eigencam must not differentiate")
+
+    monkeypatch.setattr(torch.autograd, "grad", no_grad_allowed)
+    maps = Explainer(tiny_net, methods=("eigencam",))(torch.randn(2, 3, 16, 16, generator=gen)).maps["eigencam"]
+    assert maps.shape == (2, 16, 16) and maps.amax() > 0
+
+
+def test_only_the_head_is_differentiated(tiny_net, gen):
+    # The trunk before the layer records no graph; the head after it does; no parameter needs a gradient.
+    seen = {}
+
+    def record(name):
+        def hook(module, _inputs, output):
+            seen[name] = (output.requires_grad, any(p.requires_grad for p in module.parameters()))
+
+        return hook
+
+    handles = [getattr(tiny_net, n).register_forward_hook(record(n)) for n in ("stem", "act", "fc")]
+    Explainer(tiny_net, layer="features")(torch.randn(2, 3, 16, 16, generator=gen))
+    for handle in handles:
+        handle.remove()
+    assert seen == {"stem": (False, False), "act": (True, False), "fc": (True, False)}
+    assert all(p.requires_grad for p in tiny_net.parameters())  # restored afterwards
+
+
+def test_frozen_parameters_give_the_same_maps(tiny_net, gen):
+    x = torch.randn(2, 3, 16, 16, generator=gen)
+    expected = Explainer(tiny_net, methods=ALL_GRADIENT_METHODS)(x).maps
+    tiny_net.requires_grad_(False)
+    got = Explainer(tiny_net, methods=ALL_GRADIENT_METHODS)(x).maps
+    assert not any(p.requires_grad for p in tiny_net.parameters())
+    for name in ALL_GRADIENT_METHODS:
+        torch.testing.assert_close(got[name], expected[name], msg=name)
+
+
+def test_top_k_explains_the_k_highest_logits(tiny_net, gen):
+    x = torch.randn(4, 3, 16, 16, generator=gen)
+    explanation = Explainer(tiny_net, methods=("gradcam", "eigencam", "scorecam"))(x, top_k=2)
+    assert torch.equal(explanation.targets, tiny_net(x).topk(2, dim=1).indices)
+    for name, maps in explanation.maps.items():
+        assert maps.shape == (4, 2, 16, 16), name
+        assert explanation.normalised(name).amax(dim=(-2, -1)).le(1).all()
+        for j in range(2):  # column j is the single-target explanation of targets[:, j]
+            single = Explainer(tiny_net, methods=(name,))(x, explanation.targets[:, j]).maps[name]
+            torch.testing.assert_close(maps[:, j], single, msg=name)
+
+
+def test_explicit_targets_per_image_may_be_several(tiny_net, gen):
+    x = torch.randn(2, 3, 16, 16, generator=gen)
+    targets = torch.tensor([[0, 2, 1], [1, 1, 0]])
+    explanation = Explainer(tiny_net, methods=("layercam",))(x, targets)
+    assert explanation.maps["layercam"].shape == (2, 3, 16, 16)
+    assert torch.equal(explanation.targets, targets)
+
+
+@pytest.mark.parametrize(
+    ("targets", "top_k", "message"),
+    [
+        (torch.tensor([[0, 1]]), None, r"got targets of shape \(1, 2\) for a batch of 2 images"),
+        (torch.tensor([0, 1, 2]), None, "got 3 targets for a batch of 2 images"),
+        (torch.tensor([0, 3]), None, r"a target class is outside 0..2"),
+        (torch.tensor([0, 1]), 2, "give targets or top_k, not both"),
+        (None, 4, "top_k must be between 1 and the model's 3 outputs, got 4"),
+    ],
+)
+def test_bad_targets_are_input_errors(tiny_net, gen, targets, top_k, message):
+    with pytest.raises(InputError, match=message):
+        Explainer(tiny_net)(torch.randn(2, 3, 16, 16, generator=gen), targets, top_k=top_k)
+
+
+def test_several_layers_are_fused_by_the_mean_of_normalised_maps(tiny_net, gen):
+    x = torch.randn(3, 3, 16, 16, generator=gen)
+    fused = Explainer(tiny_net, layer="stem,act", methods=("gradcam", "layercam"))(x)
+    assert fused.layer == "stem,act"
+    for name in ("gradcam", "layercam"):
+        per_layer = [Explainer(tiny_net, layer=layer, methods=(name,))(x).normalised(name) for layer in ("stem", "act")]
+        torch.testing.assert_close(fused.maps[name], (per_layer[0] + per_layer[1]) / 2, msg=name)
+
+
+def test_scorecam_through_the_engine(tiny_net, gen):
+    x = torch.randn(2, 3, 16, 16, generator=gen)
+    explanation = Explainer(tiny_net, layer="features", methods=("scorecam",), scorecam_chunk_size=5)(x)
+    a, _ = full_autograd(tiny_net, tiny_net.features, x, explanation.targets)
+    with torch.no_grad():
+        raw = scorecam(tiny_net, x, a, explanation.targets[:, None])[:, 0]
+    expected = F.interpolate(raw.clamp_min(0)[:, None], size=(16, 16), mode="bilinear", align_corners=False)[:, 0]
+    torch.testing.assert_close(explanation.maps["scorecam"], expected)
+
+
+def test_autocast_gives_float32_maps_close_to_full_precision(tiny_net, gen):
+    x = torch.randn(2, 3, 16, 16, generator=gen)
+    targets = torch.tensor([0, 2])
+    expected = Explainer(tiny_net, methods=("gradcam", "hirescam"))(x, targets).maps
+    got = Explainer(tiny_net, methods=("gradcam", "hirescam"), autocast=torch.bfloat16)(x, targets).maps
+    for name in ("gradcam", "hirescam"):
+        assert got[name].dtype == torch.float32
+        scale = expected[name].amax()
+        assert scale > 0 and (got[name] - expected[name]).abs().max() < 0.05 * scale
+
+
+class FrozenBackboneProbe(TinyNet):
+    """A linear probe: the backbone runs under the model's own no_grad block."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            features = self.pool(self.act(self.features(self.stem(x)))).flatten(1)
+        return self.fc(features)
+
+
+class PinnedGradModeNet(TinyNet):
+    """Runs its head with autograd only when its input needs a gradient."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.act(self.features(self.stem(x)))
+        with torch.set_grad_enabled(x.requires_grad):
+            return self.fc(self.pool(features).flatten(1))
+
+
+def test_a_frozen_backbone_in_no_grad_still_gets_head_only_gradients(tiny_net, gen):
+    probe = FrozenBackboneProbe()
+    probe.load_state_dict(tiny_net.state_dict())
+    x = torch.randn(2, 3, 16, 16, generator=gen)
+    expected = Explainer(tiny_net, layer="features")(x).maps["gradcam"]
+    torch.testing.assert_close(Explainer(probe, layer="features")(x).maps["gradcam"], expected)
+
+
+def test_models_the_head_only_trick_misses_fall_back_and_say_so_once(tiny_net, gen):
+    pinned = PinnedGradModeNet()
+    pinned.load_state_dict(tiny_net.state_dict())
+    x = torch.randn(2, 3, 16, 16, generator=gen)
+    expected = Explainer(tiny_net, methods=ALL_GRADIENT_METHODS)(x).maps
+    before = _snapshot(pinned)
+    explainer = Explainer(pinned, methods=ALL_GRADIENT_METHODS)
+    with pytest.warns(HeadOnlyFallbackWarning, match="PinnedGradModeNet: the logits do not depend on .* layer act"):
+        first = explainer(x).maps
+    second = explainer(x).maps  # no second warning: filterwarnings=error would raise it
+    for name in ALL_GRADIENT_METHODS:
+        torch.testing.assert_close(first[name], expected[name], msg=name)
+        torch.testing.assert_close(second[name], expected[name], msg=name)
+    _assert_unchanged(pinned, before)
+
+
+class SideBranchNet(TinyNet):
+    """Has a conv whose output never reaches the logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.side = nn.Conv2d(3, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.side(x)
+        return super().forward(x)
+
+
+def test_a_layer_off_the_path_to_the_logits_is_an_error_after_the_fallback(gen):
+    model = SideBranchNet()
+    before = _snapshot(model)
+    with pytest.warns(HeadOnlyFallbackWarning), pytest.raises(InputError, match="do not depend on layer side"):
+        Explainer(model, layer="side")(torch.randn(2, 3, 16, 16, generator=gen))
+    _assert_unchanged(model, before)
+
+
+def test_inplace_relu_after_the_layer_on_mnasnet_equals_captum(gen):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = torchvision.models.mnasnet0_5(num_classes=5).eval()
+    assert isinstance(model.layers[16], nn.ReLU) and model.layers[16].inplace
+    x = torch.randn(2, 3, 64, 64, generator=gen)
+    explanation = Explainer(model, layer="layers.15")(x)
+    reference = captum_gradcam(model, model.layers[15], x, explanation.targets)
+    assert reference.abs().max() > 0
+    torch.testing.assert_close(explanation.maps["gradcam"], reference, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_every_method_works_inside_inference_mode(tiny_net, gen, mode):
+    x = torch.randn(2, 3, 16, 16, generator=gen)
+    methods = (*ALL_GRADIENT_METHODS, "scorecam", "captum:Saliency")
+    expected = Explainer(tiny_net, methods=methods)(x).maps
+    with torch.no_grad() if mode == "no_grad" else torch.inference_mode():
+        got = Explainer(tiny_net, methods=methods)(x.clone()).maps
+    for name in methods:
+        torch.testing.assert_close(got[name], expected[name], msg=name)
+
+
+def test_model_is_unchanged_after_every_kind_of_method(trained_mode_model, gen):
+    before = _snapshot(trained_mode_model)
+    methods = (*ALL_GRADIENT_METHODS, "scorecam", "captum:IntegratedGradients", "captum:GuidedGradCam")
+    with pytest.warns(UserWarning, match="Setting backward hooks on ReLU"):  # Captum's own notice
+        Explainer(trained_mode_model, methods=methods)(torch.randn(2, 3, 16, 16, generator=gen), top_k=2)
+    _assert_unchanged(trained_mode_model, before)
+
+
+def test_model_is_unchanged_when_a_target_is_bad_after_the_forward(trained_mode_model, gen):
+    before = _snapshot(trained_mode_model)
+    with pytest.raises(InputError, match="outside"):
+        Explainer(trained_mode_model, methods=("gradcam", "scorecam"))(
+            torch.randn(2, 3, 16, 16, generator=gen), torch.tensor([0, 7])
+        )
+    _assert_unchanged(trained_mode_model, before)
+
+
+def test_the_hot_path_never_reads_a_value_on_the_host():
+    # Meta tensors have shapes but no values: any .item(), .tolist(), int(tensor) or data-dependent
+    # branch would raise here, and on a GPU it would be a host round-trip.
+    with torch.device("meta"):
+        model = TinyNet()
+        x = torch.empty(4, 3, 16, 16)
+        explicit = torch.zeros(4, 2, dtype=torch.long)
+    methods = (*ALL_GRADIENT_METHODS, "scorecam")
+    for targets, top_k, shape in [
+        (None, None, (4, 16, 16)),
+        (None, 3, (4, 3, 16, 16)),
+        (explicit, None, (4, 2, 16, 16)),
+    ]:
+        explanation = Explainer(model, layer="features", methods=methods)(x, targets, top_k=top_k)
+        for name in methods:
+            assert explanation.maps[name].shape == shape and explanation.maps[name].is_meta, name

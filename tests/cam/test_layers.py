@@ -7,22 +7,47 @@ import torch
 import torchvision
 
 from auditcam.cam import find_target_layer
+from auditcam.cam.layers import get_layer
 from auditcam.errors import InputError
 
 
 @pytest.mark.parametrize(
-    ("name", "expected"),
-    [("resnet18", "layer4"), ("vgg11", "features"), ("densenet121", "features"), ("mobilenet_v3_small", "features")],
+    ("name", "expected", "device"),
+    [
+        ("resnet18", "layer4", "meta"),
+        ("resnet50", "layer4", "meta"),
+        ("vgg11", "features", "meta"),
+        ("vgg16", "features", "meta"),
+        ("densenet121", "features", "meta"),
+        ("mobilenet_v3_small", "features", "meta"),
+        ("mobilenet_v3_large", "features", "meta"),
+        ("efficientnet_b0", "features", "meta"),
+        ("convnext_tiny", "features", "meta"),
+        ("mnasnet0_5", "layers", "meta"),
+        # RegNet computes its stage widths with real tensors while it is built.
+        ("regnet_y_400mf", "trunk_output", "cpu"),
+    ],
 )
-def test_finds_the_final_feature_map(name, expected, gen):
-    model = torchvision.models.get_model(name, num_classes=5).eval()
-    assert find_target_layer(model, torch.randn(1, 3, 64, 64, generator=gen)) == expected
+def test_finds_the_final_feature_map(name, expected, device):
+    # Only shapes matter here, so most models are built and run on the meta device: no
+    # weights are initialised and no arithmetic is done (vgg16 alone has 138M parameters).
+    with torch.device(device):
+        model = torchvision.models.get_model(name, num_classes=5).eval()
+        example = torch.zeros(1, 3, 64, 64)
+    assert find_target_layer(model, example) == expected
 
 
 def test_a_model_without_feature_maps_is_an_input_error(gen):
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 2))
     with pytest.raises(InputError, match="found no 4-D feature map"):
         find_target_layer(model, torch.randn(1, 3, 2, 2, generator=gen))
+
+
+def test_a_bad_layer_name_lists_candidates():
+    with torch.device("meta"):
+        model = torchvision.models.resnet18(num_classes=5)
+    with pytest.raises(InputError, match=r"layer 'layer5' is not a module of the model; candidates .*layer4"):
+        get_layer(model, "layer5")
 
 
 def test_finding_the_layer_leaves_no_hooks_and_keeps_training_mode(tiny_net, gen):
