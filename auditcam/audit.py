@@ -31,7 +31,7 @@ from auditcam.config import AnalysisOptions, Checks
 from auditcam.data import LabelledDataset, as_audit_dataset, loader
 from auditcam.errors import InputError
 from auditcam.gallery import Exemplar, Gallery
-from auditcam.models import ModelInfo
+from auditcam.models import ModelInfo, sha256_file
 from auditcam.scoring import METRICS, reasons, score
 
 SCHEMA_VERSION = 1  # of summary.json; see auditcam/schemas/summary.schema.json
@@ -247,7 +247,12 @@ def audit(
             "weights": model_info.weights,
             "weights_sha256": model_info.weights_sha256,
         },
-        "dataset": {"source": dataset.source, "n_samples": len(dataset), "attributes": list(dataset.attributes)},
+        "dataset": {
+            "source": dataset.source,
+            "sha256": _index_sha256(dataset.source) if isinstance(dataset, LabelledDataset) else None,
+            "n_samples": len(dataset),
+            "attributes": list(dataset.attributes),
+        },
         "classes": None if classes is None else list(classes),
         "methods": list(methods),
         "layer": explainer.layer,
@@ -259,6 +264,13 @@ def audit(
         "analysis": options.to_dict(),
     }
     return AuditResult(samples=samples, checks=tuple(check_results), analyses=analyses, gallery=gallery, meta=meta)
+
+
+def _index_sha256(source: str | None) -> str | None:
+    """sha256 of the dataset's index file (manifest, COCO JSON), so a report names exactly the
+    data it audited; None for a folder layout or an in-memory Dataset."""
+    path = Path(source) if source else None
+    return sha256_file(path) if path is not None and path.is_file() else None
 
 
 def _default_name(info: ModelInfo | None) -> str:

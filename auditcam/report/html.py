@@ -1,15 +1,24 @@
-"""Render an AuditResult as one self-contained HTML page (Jinja2, everything inlined)."""
+"""Render an AuditResult as one self-contained HTML page (Jinja2, everything inlined).
+
+The template does no maths: :func:`context` computes every number, chart and thumbnail. The
+page's Content-Security-Policy allows exactly the inlined stylesheet and script by their sha256,
+``data:`` images, and nothing else — no network fetch is possible even if data slipped through.
+"""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import math
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
 from markupsafe import Markup
 
 from auditcam.gallery import Exemplar
-from auditcam.report import figures
+from auditcam.report import figures, plots
+from auditcam.report.reproduce import config_toml
 from auditcam.report.templates import environment, template_dir
 
 if TYPE_CHECKING:
@@ -17,12 +26,17 @@ if TYPE_CHECKING:
     from auditcam.comparison import Comparison
 
 MAX_PROBLEMS_LISTED = 200
+MAX_CHANGED_LISTED = 200
+MAX_GALLERY_CARDS = 24  # per end of the gallery, whatever the audit kept
+MAX_BAR_CHARTS = 6  # per-group bar charts: class, then attributes and intersections
+MAX_CLASSES_NAMED = 30
 
 # statistic -> (column heading, number style)
 STATISTIC_LABELS = {
     "accuracy": ("accuracy", "pct"),
     "subject_share_mean": ("mean subject_share", "fmt"),
     "subject_share_median": ("median subject_share", "fmt"),
+    "subject_area_mean": ("mean subject_area", "fmt"),
     "focus_lift_mean": ("mean focus_lift", "fmt"),
     "background_reliant_rate": ("background-reliant", "pct"),
     "pointing_hit_rate": ("pointing hits", "pct"),
@@ -39,11 +53,33 @@ METRIC_HELP = {
     "iou": "Overlap (intersection over union) of the pixels at or above half the peak heat with the subject.",
     "background_reliant": "A sample counts as background-reliant when its focus_lift is below the reliance threshold.",
 }
+METRIC_DEFINITIONS = {
+    "subject_share": "sum(H·M) / sum(H)",
+    "subject_area": "mean(M)",
+    "focus_lift": "subject_share / subject_area",
+    "rank_accuracy": "share of the top-K pixels of H inside M, K = sum(M)",
+    "pointing_hit": "argmax H lies in M",
+    "iou": "IoU of {H ≥ 0.5·max H} with M",
+    "background_reliant": "focus_lift < reliance threshold",
+}
+DECIDE_ON_HELP = {
+    "point": "the estimate",
+    "upper": "upper end of the CI",
+    "lower": "lower end of the CI",
+    "strict": "the CI end on the failing side",
+}
+
+
+# -- number formatting (template filters) ----------------------------------------------------
+
+
+def _missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
 def fmt(value: Any, digits: int = 3) -> str:
     """Numbers for tables: fixed digits; missing values as an em dash."""
-    if value is None or (isinstance(value, float) and value != value):
+    if _missing(value):
         return "—"
     if isinstance(value, bool):
         return "yes" if value else "no"
@@ -54,7 +90,7 @@ def fmt(value: Any, digits: int = 3) -> str:
 
 def pct(value: Any) -> str:
     """A rate as a percentage with one decimal."""
-    if value is None or (isinstance(value, float) and value != value):
+    if _missing(value):
         return "—"
     return f"{100 * value:.1f}%"
 
@@ -68,28 +104,41 @@ def ci(bounds: Any, style: str = "fmt", digits: int = 3) -> str:
     return f"{fmt(bounds[0], digits)}–{fmt(bounds[1], digits)}"
 
 
-def _card(exemplar: Exemplar) -> dict[str, Any]:
-    record = exemplar.record
-    return {
-        "record": record,
-        "image": figures.png_data_uri(figures.resized(exemplar.image)),
-        "overlay": figures.png_data_uri(figures.overlay(exemplar.image, exemplar.heatmap)),
-        "outline": figures.png_data_uri(figures.outline(exemplar.image, exemplar.mask)),
-    }
+def sortkey(value: Any) -> str:
+    """The number a sortable cell sorts by (``""``: missing, sorted last)."""
+    if _missing(value) or isinstance(value, str):
+        return ""
+    return repr(float(value))
 
 
-def _sha256_source(text: str) -> str:
+# -- page assets: stylesheet, script and the policy that allows exactly them ------------------
+
+
+def sha256_source(text: str) -> str:
+    """A CSP source expression for an inline element whose exact text is ``text``."""
     return "sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii")
 
 
-def _page_style() -> dict[str, Any]:
-    """The shared stylesheet and a CSP that allows exactly it, no script and data: images only."""
-    css = (template_dir() / "report.css").read_text(encoding="utf-8")
+def page_assets(script: bool = True) -> dict[str, Any]:
+    """The shared stylesheet, the report script (if wanted) and a CSP that allows exactly those
+    two inline elements and data: images; no fetch, no other script, no form, no base URL."""
+    folder = template_dir()
+    css = (folder / "report.css").read_text(encoding="utf-8")
+    js = (folder / "report.js").read_text(encoding="utf-8") if script else ""
+    script_src = f"'{sha256_source(js)}'" if script else "'none'"
     return {
         "css": Markup(css),
-        "csp": f"default-src 'none'; img-src data:; style-src '{_sha256_source(css)}'; "
-        "script-src 'none'; base-uri 'none'; form-action 'none'",
+        "script": Markup(js) if script else "",
+        "csp": f"default-src 'none'; img-src data:; style-src '{sha256_source(css)}'; "
+        f"script-src {script_src}; base-uri 'none'; form-action 'none'",
+        "generator": _version(),
     }
+
+
+def _version() -> str:
+    from auditcam import __version__
+
+    return __version__
 
 
 def _environment():
@@ -97,7 +146,229 @@ def _environment():
     env.filters["fmt"] = fmt
     env.filters["pct"] = pct
     env.filters["ci"] = ci
+    env.filters["sortkey"] = sortkey
     return env
+
+
+# -- the pieces of the report ---------------------------------------------------------------
+
+
+def _text(value: Any) -> str:
+    return "(missing)" if _missing(value) else str(value)
+
+
+def _card(exemplar: Exemplar, attributes: list[str]) -> dict[str, Any]:
+    record = exemplar.record
+    picture = figures.resized(exemplar.image)
+    return {
+        "record": record,
+        "image": figures.webp_data_uri(picture),
+        "overlay": figures.webp_data_uri(figures.overlay(exemplar.image, exemplar.heatmap, mask=exemplar.mask)),
+        "outline": figures.webp_data_uri(figures.outline(exemplar.image, exemplar.mask)),
+        "width": picture.shape[1],
+        "height": picture.shape[0],
+        "cls": _text(record.get("label_name")),
+        "ok": "right" if record.get("correct") else "wrong",
+        "groups": [(f"g{i}", _text(record.get(a))) for i, a in enumerate(attributes)],
+        "attributes": [(a, _text(record.get(a))) for a in attributes],
+    }
+
+
+def _gallery(result: AuditResult, attributes: list[str]) -> dict[str, Any]:
+    """Both ends of the gallery as cards, with the values their filters offer."""
+    reliant = result.gallery.background_reliant
+    focused = result.gallery.subject_focused
+    kept = max(len(reliant), len(focused))
+    reliant, focused = reliant[:MAX_GALLERY_CARDS], focused[:MAX_GALLERY_CARDS]
+    cards = {"reliant": [_card(e, attributes) for e in reliant], "focused": [_card(e, attributes) for e in focused]}
+    everyone = cards["reliant"] + cards["focused"]
+    groups = [
+        (f"g{i}", attribute, sorted({dict(c["groups"])[f"g{i}"] for c in everyone}))
+        for i, attribute in enumerate(attributes)
+    ]
+    note = ""
+    if kept > MAX_GALLERY_CARDS:
+        note = f"The audit kept {kept} samples at each end; the first {MAX_GALLERY_CARDS} are shown."
+    return {
+        "blocks": [
+            {
+                "anchor": "gallery-reliant",
+                "title": "Most background-reliant samples",
+                "text": "Lowest subject_share first: where the heatmap lies least on the subject.",
+                "cards": cards["reliant"],
+            },
+            {
+                "anchor": "gallery-focused",
+                "title": "Most subject-focused samples",
+                "text": "Highest subject_share first: where the heatmap lies most on the subject.",
+                "cards": cards["focused"],
+            },
+        ],
+        "classes": sorted({c["cls"] for c in everyone}),
+        "groups": groups,
+        "scale": figures.png_data_uri(figures.colour_scale()),
+        "note": note,
+    }
+
+
+def _charts(frame: pd.DataFrame, agg: Mapping[str, Any], meta: Mapping[str, Any], worst: Mapping[str, Any]) -> dict:
+    attributes = list(meta["dataset"]["attributes"])
+    minimum, confidence = meta["analysis"]["min_group_size"], meta["analysis"]["confidence"]
+    breakdowns = [("class", agg["by_class"])]
+    breakdowns += list(agg["by_group"].items()) + list(agg["by_intersection"].items())
+    bars = [
+        plots.group_bars(name, groups, worst.get(name), minimum, confidence)
+        for name, groups in breakdowns[:MAX_BAR_CHARTS]
+    ]
+    omitted = ""
+    if len(breakdowns) > MAX_BAR_CHARTS:
+        left = ", ".join(name for name, _ in breakdowns[MAX_BAR_CHARTS:])
+        omitted = f"Bar charts are drawn for the first {MAX_BAR_CHARTS} breakdowns; {left} are in the tables only."
+    return {
+        "distribution": plots.share_distribution(frame, attributes),
+        "bars": [b for b in bars if b is not None],
+        "scatter": plots.share_vs_area(frame, float(meta.get("reliance_threshold", 1.0))),
+        "accuracy": plots.accuracy_vs_share(frame),
+        "omitted": omitted,
+    }
+
+
+def _key_numbers(overall: Mapping[str, Any], meta: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The headline estimates, each with one sentence on how to read it."""
+    c = overall["ci"]
+    area = overall.get("subject_area_mean")
+    area_text = ""
+    if not _missing(area):
+        area_text = (
+            f" The subject covers {pct(area)} of the image on average: a heatmap spread evenly would score {fmt(area)}."
+        )
+    threshold = meta.get("reliance_threshold", 1.0)
+    return [
+        {
+            "label": "mean subject_share",
+            "value": overall["subject_share_mean"],
+            "ci": c["subject_share_mean"],
+            "style": "fmt",
+            "digits": 3,
+            "text": "The share of each heatmap's energy that lies on the subject, averaged." + area_text,
+        },
+        {
+            "label": "mean focus_lift",
+            "value": overall["focus_lift_mean"],
+            "ci": c["focus_lift_mean"],
+            "style": "fmt",
+            "digits": 2,
+            "text": "subject_share over subject_area: 1 is no better than a uniform heatmap, above 1 the heatmap "
+            "concentrates on the subject, below 1 it is drawn to the background.",
+        },
+        {
+            "label": "background-reliant samples",
+            "value": overall["background_reliant_rate"],
+            "ci": c["background_reliant_rate"],
+            "style": "pct",
+            "digits": 3,
+            "text": f"The share of valid samples with focus_lift below {threshold:g}: "
+            "their heatmap favours the background.",
+        },
+        {
+            "label": "accuracy",
+            "value": overall["accuracy"],
+            "ci": c["accuracy"],
+            "style": "pct",
+            "digits": 3,
+            "text": f"Correct predictions among the {overall['n_predicted']} samples the model saw "
+            f"({overall['n']} in all: {overall['n_valid']} scored, {overall['n_invalid']} invalid, "
+            f"{overall['n_error']} unreadable).",
+        },
+        {
+            "label": "pointing hits",
+            "value": overall["pointing_hit_rate"],
+            "ci": c["pointing_hit_rate"],
+            "style": "pct",
+            "digits": 3,
+            "text": "The share of valid samples whose single hottest heatmap pixel lies on the subject.",
+        },
+    ]
+
+
+def _preprocessing_text(preprocessing: Mapping[str, Any]) -> str:
+    parts = []
+    for key, value in preprocessing.items():
+        if isinstance(value, (list, tuple)):
+            value = (
+                "×".join(map(str, value))
+                if key == "image_size"
+                else ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+            )
+        parts.append(f"{key.replace('_', ' ')} {value if value is not None else 'none'}")
+    return "; ".join(parts)
+
+
+def _run_facts(meta: Mapping[str, Any], overall: Mapping[str, Any]) -> list[tuple[str, str, bool]]:
+    """(label, text, monospace) rows: what a reviewer needs to identify and rerun the audit."""
+    model = meta.get("model") or {}
+    dataset = meta["dataset"]
+    versions = meta.get("versions", {})
+    classes = meta.get("classes")
+    rows: list[tuple[str, str, bool]] = [("model", model.get("spec") or meta.get("name", "model"), True)]
+    if model.get("weights"):
+        rows.append(("weights", str(model["weights"]), True))
+    if model.get("weights_sha256"):
+        rows.append(("weights sha256", model["weights_sha256"], True))
+    rows.append(("dataset", str(dataset["source"]), True))
+    if dataset.get("sha256"):
+        rows.append(("dataset sha256", dataset["sha256"], True))
+    rows.append(
+        (
+            "samples",
+            f"{dataset['n_samples']} ({overall['n_valid']} scored, {overall['n_invalid']} invalid, "
+            f"{overall['n_error']} unreadable)",
+            False,
+        )
+    )
+    if classes:
+        named = ", ".join(map(str, classes[:MAX_CLASSES_NAMED]))
+        more = f" … and {len(classes) - MAX_CLASSES_NAMED} more" if len(classes) > MAX_CLASSES_NAMED else ""
+        rows.append(("classes", f"{len(classes)}: {named}{more}", False))
+    rows.append(("group attributes", ", ".join(dataset.get("attributes") or []) or "none", False))
+    rows.append(
+        (
+            "explained",
+            f"{', '.join(meta['methods'])} on layer {meta['layer']}, "
+            f"{'predicted' if meta.get('target') == 'pred' else 'true'} class",
+            False,
+        )
+    )
+    rows.append(("reliance threshold", f"focus_lift < {meta.get('reliance_threshold', 1.0):g}", False))
+    if meta.get("preprocessing"):
+        rows.append(("preprocessing", _preprocessing_text(meta["preprocessing"]), False))
+    rows.append(("date", str(meta.get("created", "")), False))
+    rows.append(("versions", " · ".join(f"{k} {v}" for k, v in versions.items()), False))
+    return rows
+
+
+def _nav(extra: Mapping[str, Any], has_groups: bool) -> list[tuple[str, str]]:
+    items = [("verdict", "Verdict"), ("numbers", "Key numbers"), ("run", "How it was run"), ("classes", "Per class")]
+    if has_groups:
+        items.append(("groups", "Per group"))
+    items += [("disparities", "Disparities"), ("figures", "Figures"), ("gallery", "Gallery")]
+    titles = {"counterfactual": "Counterfactual backgrounds", "sanity": "Sanity checks", "featuremaps": "Feature maps"}
+    items += [(key, title) for key, title in titles.items() if extra.get(key)]
+    items += [("invalid", "Invalid samples"), ("methodology", "Methodology")]
+    return items
+
+
+def _reason_counts(problems: pd.DataFrame) -> list[dict[str, Any]]:
+    if problems.empty:
+        return []
+    counts = problems.groupby(["status", "reason"], dropna=False).size().sort_values(ascending=False)
+    return [{"status": _text(s), "reason": _text(r), "count": int(n)} for (s, r), n in counts.items()]
+
+
+def extra_sections(result: AuditResult) -> dict[str, Any]:
+    """Values of the optional sections (``counterfactual``, ``sanity``, ``featuremaps``) present
+    in ``result``; each truthy value makes the report include ``sections/<key>.html.j2``."""
+    return {}
 
 
 def context(result: AuditResult) -> dict[str, Any]:
@@ -108,7 +379,7 @@ def context(result: AuditResult) -> dict[str, Any]:
     frame = result.samples[result.samples["method"] == primary]
     problems = frame[frame["status"] != "ok"]
     noted = frame[frame["note"].fillna("") != ""]  # e.g. masks resized with --resize-masks
-    attributes = meta["dataset"]["attributes"]
+    attributes = list(meta["dataset"]["attributes"])
     disparities: dict[str, list[dict[str, Any]]] = {}
     for row in agg["disparities"]:
         disparities.setdefault(row["dimension"], []).append(row)
@@ -116,15 +387,20 @@ def context(result: AuditResult) -> dict[str, Any]:
     worst_groups = {
         row["dimension"]: row["worst_group"] for row in agg["disparities"] if row["statistic"] == "subject_share_mean"
     }
+    checks = [check.to_dict() for check in result.checks]
+    extra = {"counterfactual": None, "sanity": None, "featuremaps": None, **extra_sections(result)}
     return {
-        **_page_style(),
+        **page_assets(script=True),
         "meta": meta,
         "model_name": meta["name"],
         "passed": result.passed,
-        "checks": [check.to_dict() for check in result.checks],
+        "checks": checks,
+        "outcome_counts": {o: sum(c["outcome"] == o for c in checks) for o in ("pass", "fail", "insufficient data")},
+        "decide_on_help": DECIDE_ON_HELP,
         "analysis": meta["analysis"],
         "primary": primary,
         "overall": agg["overall"],
+        "key_numbers": _key_numbers(agg["overall"], meta),
         "by_class": agg["by_class"],
         "by_group": agg["by_group"],
         "by_intersection": agg["by_intersection"],
@@ -133,13 +409,20 @@ def context(result: AuditResult) -> dict[str, Any]:
         "statistic_labels": STATISTIC_LABELS,
         "worst_groups": worst_groups,
         "attributes": attributes,
-        "reliant": [_card(e) for e in result.gallery.background_reliant],
-        "focused": [_card(e) for e in result.gallery.subject_focused],
+        "run_facts": _run_facts(meta, agg["overall"]),
+        "config_toml": config_toml(meta.get("checks", {}), meta["analysis"]),
+        "preprocessing_text": _preprocessing_text(meta.get("preprocessing") or {}),
+        "charts": _charts(frame, agg, meta, worst_groups),
+        "gallery": _gallery(result, attributes),
         "problems": problems.head(MAX_PROBLEMS_LISTED).to_dict("records"),
+        "problem_reasons": _reason_counts(problems),
         "n_problems": len(problems),
         "noted": noted.head(MAX_PROBLEMS_LISTED).to_dict("records"),
         "n_noted": len(noted),
         "metric_help": METRIC_HELP,
+        "metric_definitions": [(name, METRIC_DEFINITIONS[name], text) for name, text in METRIC_HELP.items()],
+        "nav": _nav(extra, bool(agg["by_group"] or agg["by_intersection"])),
+        **extra,
     }
 
 
@@ -155,16 +438,19 @@ def render_index(title: str, intro: str, reports: dict[str, tuple[AuditResult, s
             "name": name,
             "passed": result.passed,
             "overall": result.aggregates[result.meta["methods"][0]]["overall"],
+            "failed": [check.name for check in result.failed_checks],
             "href": href,
         }
         for name, (result, href) in reports.items()
     ]
     return (
-        _environment().get_template("index.html.j2").render(title=title, intro=intro, entries=entries, **_page_style())
+        _environment()
+        .get_template("index.html.j2")
+        .render(title=title, intro=intro, entries=entries, **page_assets(script=True))
     )
 
 
-MAX_CHANGED_LISTED = 200
+# -- comparison -------------------------------------------------------------------------------
 
 
 def _check_rows(a: AuditResult, b: AuditResult) -> list[dict[str, Any]]:
@@ -177,31 +463,73 @@ def _check_rows(a: AuditResult, b: AuditResult) -> list[dict[str, Any]]:
     return [{"a": None, "b": None, **row} for row in rows.values()]
 
 
-def render_comparison(comparison: Comparison) -> str:
-    """The comparison page of two audits as a string."""
+def _side_facts(result: AuditResult) -> dict[str, Any]:
+    meta = result.meta
+    model = meta.get("model") or {}
+    return {
+        "name": meta.get("name"),
+        "passed": result.passed,
+        "spec": model.get("spec") or meta.get("name"),
+        "weights": model.get("weights"),
+        "sha256": model.get("weights_sha256"),
+        "layer": meta.get("layer"),
+    }
+
+
+def _unique(values: Iterable[Any]) -> list[Any]:
+    return list(dict.fromkeys(values))
+
+
+def comparison_context(comparison: Comparison) -> dict[str, Any]:
+    """Everything the comparison page shows."""
     data = comparison.to_dict(max_changed=MAX_CHANGED_LISTED)
     deltas: dict[str, list[dict[str, Any]]] = {}
     for row in data["deltas"]:
         deltas.setdefault(row["dimension"], []).append(row)
     meta = comparison.b.meta
-    return (
-        _environment()
-        .get_template("compare.html.j2")
-        .render(
-            **_page_style(),
-            names=comparison.names,
-            passed=comparison.passed,
-            n_samples=data["n_samples"],
-            dataset=meta["dataset"]["source"],
-            method=data["method"],
-            analysis=meta["analysis"],
-            check_rows=_check_rows(comparison.a, comparison.b),
-            focus=data["focus"]["counts"],
-            correctness=data["correctness"],
-            deltas=deltas,
-            changed=data["focus"]["changed"],
-            n_changed=len(comparison.changed),
-            statistic_labels=STATISTIC_LABELS,
-            command=meta.get("command", "(run through the Python API)"),
-        )
-    )
+    method = data["method"]
+    frames = {
+        name: result.samples[result.samples["method"] == method]
+        for name, result in zip(comparison.names, (comparison.a, comparison.b), strict=True)
+    }
+    dataset = meta["dataset"]
+    facts = [("dataset", str(dataset["source"]), True)]
+    if dataset.get("sha256"):
+        facts.append(("dataset sha256", dataset["sha256"], True))
+    facts += [
+        ("samples", str(data["n_samples"]), False),
+        ("method", f"{method} ({'predicted' if meta.get('target') == 'pred' else 'true'} class)", False),
+        ("date", str(meta.get("created", "")), False),
+        ("versions", " · ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items()), False),
+    ]
+    return {
+        **page_assets(script=True),
+        "names": comparison.names,
+        "sides": [_side_facts(comparison.a), _side_facts(comparison.b)],
+        "passed": comparison.passed,
+        "n_samples": data["n_samples"],
+        "dataset": dataset["source"],
+        "facts": facts,
+        "method": method,
+        "analysis": meta["analysis"],
+        "check_rows": _check_rows(comparison.a, comparison.b),
+        "focus": data["focus"]["counts"],
+        "correctness": data["correctness"],
+        "overall_deltas": deltas.get("overall", []),
+        "deltas": {k: v for k, v in deltas.items() if k != "overall"},
+        "changed": data["focus"]["changed"],
+        "n_changed": len(comparison.changed),
+        "statistic_labels": STATISTIC_LABELS,
+        "charts": {
+            "forest": plots.delta_forest(data["deltas"], meta["analysis"]["confidence"]),
+            "distributions": plots.share_distributions(frames),
+        },
+        "command": meta.get("command", "(run through the Python API)"),
+        "commands": _unique(r.meta.get("command") for r in (comparison.a, comparison.b) if r.meta.get("command")),
+        "config_toml": config_toml(meta.get("checks", {}), meta["analysis"]),
+    }
+
+
+def render_comparison(comparison: Comparison) -> str:
+    """The comparison page of two audits as a string."""
+    return _environment().get_template("compare.html.j2").render(**comparison_context(comparison))

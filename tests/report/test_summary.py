@@ -80,7 +80,8 @@ def test_the_report_shows_intervals_outcomes_disparities_and_insufficient_groups
     assert gap.outcome == "fail" and f"{gap.ci[0]:.3f}–{gap.ci[1]:.3f}" in html
     assert "✘ fail" in html and "✔ pass" in html and "95% CI" in html
     assert 'aria-label="disparities"' in html and '<td class="worst"><strong>dark</strong></td>' in html
-    assert '<span class="tag">insufficient data</span>' in html  # tiny (8 samples) and void (none valid)
+    # tiny (8 samples) and void (none valid)
+    assert '<span class="tag tag-insufficient">insufficient data</span>' in html
     assert '<td class="insufficient">tiny, void</td>' in html  # left out of the subject_share disparity
     assert '<td class="insufficient">tiny</td>' in html  # void's 40 samples all have predictions
     assert "skin_tone &amp; site" in html  # the intersection, escaped
