@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from markupsafe import Markup
 
 from auditcam.gallery import Exemplar
-from auditcam.report import figures
+from auditcam.report import figures, sections
 from auditcam.report.templates import environment, template_dir
 
 if TYPE_CHECKING:
@@ -140,7 +140,14 @@ def context(result: AuditResult) -> dict[str, Any]:
         "noted": noted.head(MAX_PROBLEMS_LISTED).to_dict("records"),
         "n_noted": len(noted),
         "metric_help": METRIC_HELP,
+        **extra_sections(result),
     }
+
+
+def extra_sections(result: AuditResult) -> dict[str, Any]:
+    """Context of the optional sections ``counterfactual``, ``sanity`` and ``featuremaps``
+    (the template includes ``sections/<key>.html.j2`` when the value is truthy)."""
+    return sections.sections(result)
 
 
 def render_html(result: AuditResult) -> str:
