@@ -166,6 +166,7 @@ class Background:
 
 
 def background_of(image: torch.Tensor, mask: torch.Tensor, margin: int) -> Background:
+    """The image without its subject: the subject's box (grown by ``margin``) tiled over."""
     box = subject_box(mask, margin)
     if box is None:
         return Background(image.clone())  # nothing to remove: the whole image is background

@@ -21,6 +21,7 @@ left alone.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -230,6 +231,7 @@ class SanityResult:
     examples: tuple[dict[str, Any], ...] = field(default=())
 
     def stage_estimate(self, statistic: str, k: int) -> dict[str, Any]:
+        """Mean ``spearman`` or ``ssim`` after compared stage ``k``: ``{value, ci, n, sufficient}``."""
         e = self.estimates
         row = e[(e["dimension"] == OVERALL) & (e["statistic"] == f"{statistic}:{k}")]
         return estimate_dict(row.iloc[0])
@@ -253,6 +255,7 @@ class SanityResult:
         ]
 
     def to_dict(self) -> dict[str, Any]:
+        """The ``sanity`` part of summary.json (its check is added by the audit)."""
         return {"settings": self.settings, "final_spearman": self.final, "stages": self.table()}
 
 
@@ -382,5 +385,5 @@ def run_sanity(
         analysis=analysis,
         pictures=pictures,
     )
-    result.settings.update(method=method, layer=layer, target=target, unreadable_passed_over=passed_over)
-    return result
+    extra = {"method": method, "layer": layer, "target": target, "unreadable_passed_over": passed_over}
+    return dataclasses.replace(result, settings={**result.settings, **extra})
