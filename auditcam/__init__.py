@@ -12,9 +12,11 @@ from auditcam.audit import AuditResult, audit
 from auditcam.cam import Explainer, Explanation, find_target_layer
 from auditcam.comparison import Comparison, compare
 from auditcam.config import AnalysisOptions, Checks, GroupGap, load_config
+from auditcam.counterfactual import CounterfactualOptions
 from auditcam.data import LabelledDataset, open_dataset
 from auditcam.errors import InputError
 from auditcam.models import Preprocessing, load_model
+from auditcam.sanity import SanityOptions
 from auditcam.scoring import score
 
 __all__ = [
@@ -23,12 +25,14 @@ __all__ = [
     "AuditResult",
     "Checks",
     "Comparison",
+    "CounterfactualOptions",
     "Explainer",
     "Explanation",
     "GroupGap",
     "InputError",
     "LabelledDataset",
     "Preprocessing",
+    "SanityOptions",
     "__version__",
     "analyse",
     "audit",

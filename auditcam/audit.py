@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -34,6 +34,11 @@ from auditcam.gallery import Exemplar, Gallery
 from auditcam.models import ModelInfo, sha256_file
 from auditcam.scoring import METRICS, reasons, score
 
+if TYPE_CHECKING:
+    from auditcam.counterfactual import CounterfactualOptions, CounterfactualResult
+    from auditcam.featuremaps import ExemplarGrid
+    from auditcam.sanity import SanityOptions, SanityResult
+
 SCHEMA_VERSION = 1  # of summary.json; see auditcam/schemas/summary.schema.json
 TARGETS = ("pred", "label")
 
@@ -41,13 +46,18 @@ TARGETS = ("pred", "label")
 @dataclass(frozen=True)
 class AuditResult:
     """Everything an audit found: the tidy per-sample frame, the analysis per method, check
-    outcomes (decided on the first method), the gallery exemplars and the run's metadata."""
+    outcomes (decided on the first method), the gallery exemplars and the run's metadata; the
+    counterfactual background test and the sanity check when they ran, and the feature-map
+    grids of the exemplars."""
 
     samples: pd.DataFrame
     checks: tuple[CheckResult, ...]
     analyses: dict[str, Analysis]
     gallery: Gallery
     meta: dict[str, Any] = field(default_factory=dict)
+    counterfactual: CounterfactualResult | None = None
+    sanity: SanityResult | None = None
+    featuremaps: tuple[ExemplarGrid, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -75,7 +85,18 @@ class AuditResult:
             "checks": [check.to_dict() for check in self.checks],
             "aggregates": self.aggregates,
             "meta": self.meta,
+            **self._beyond_summary(),
         }
+
+    def _beyond_summary(self) -> dict[str, Any]:
+        """``bg_gap`` (headline) and ``counterfactual`` (detail), ``sanity``: present when run."""
+        out: dict[str, Any] = {}
+        if self.counterfactual is not None:
+            out["bg_gap"] = self.counterfactual.bg_gap
+            out["counterfactual"] = self.counterfactual.to_dict()
+        if self.sanity is not None:
+            out["sanity"] = {**self.sanity.to_dict(), "check": _check_named(self.checks, "sanity:")}
+        return out
 
     def write(self, out: str | Path) -> dict[str, Path]:
         """Write report.html, summary.json, junit.xml and samples.parquet into ``out``; return their paths."""
@@ -164,6 +185,9 @@ def audit(
     model_info: ModelInfo | None = None,
     name: str | None = None,
     progress: bool = True,
+    counterfactual: CounterfactualOptions | bool | None = None,
+    sanity: SanityOptions | bool | None = None,
+    featuremap_channels: int = 9,
 ) -> AuditResult:
     """Explain and score every sample of ``dataset`` with ``model``; aggregate; decide checks.
 
@@ -173,6 +197,9 @@ def audit(
     ``dataset`` may be any torch Dataset yielding the item dict of :mod:`auditcam.data.custom`;
     ``num_workers`` decodes in worker processes (None: :func:`auditcam.data.default_workers`).
     ``analysis`` sets the minimum group size, bootstrap and intersections of the aggregates.
+    ``counterfactual`` (True or options) adds the background-swap test and its ``max_bg_gap``
+    check, ``sanity`` (True or options) the model-randomisation check of the explanations;
+    ``featuremap_channels`` channels of the explained layer are drawn per exemplar (0: none).
     """
     if target not in TARGETS:
         raise InputError(f"target {target!r}: choose from {', '.join(TARGETS)}")
@@ -231,6 +258,24 @@ def audit(
     samples = _frame(records, dataset.attributes)
     analyses = {m: analyse(samples[samples["method"] == m], dataset.attributes, options) for m in methods}
     check_results = evaluate_checks(analyses[primary], checks)
+    beyond = _beyond_heatmaps(
+        model,
+        dataset,
+        gallery,
+        counterfactual=counterfactual,
+        sanity=sanity,
+        featuremap_channels=featuremap_channels,
+        method=primary,
+        layer=explainer.layer,
+        target=target,
+        checks=checks,
+        options=options,
+        classes=classes,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        progress=progress,
+    )
+    check_results += beyond.pop("checks")
     meta = {
         "name": name or _default_name(model_info),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -263,7 +308,77 @@ def audit(
         "checks": checks.to_dict(),
         "analysis": options.to_dict(),
     }
-    return AuditResult(samples=samples, checks=tuple(check_results), analyses=analyses, gallery=gallery, meta=meta)
+    return AuditResult(
+        samples=samples, checks=tuple(check_results), analyses=analyses, gallery=gallery, meta=meta, **beyond
+    )
+
+
+def _check_named(checks: Sequence[CheckResult], prefix: str) -> dict[str, Any] | None:
+    return next((c.to_dict() for c in checks if c.name.startswith(prefix)), None)
+
+
+def _beyond_heatmaps(
+    model: nn.Module,
+    dataset: Any,
+    gallery: Gallery,
+    *,
+    counterfactual: CounterfactualOptions | bool | None,
+    sanity: SanityOptions | bool | None,
+    featuremap_channels: int,
+    method: str,
+    layer: str | None,
+    target: str,
+    checks: Checks,
+    options: AnalysisOptions,
+    classes: Sequence[str] | None,
+    batch_size: int,
+    num_workers: int | None,
+    progress: bool,
+) -> dict[str, Any]:
+    """The counterfactual test, the sanity check (each with its check) and the exemplars'
+    feature-map grids, as AuditResult fields plus ``checks``."""
+    from auditcam.checks import bg_gap_check, sanity_check
+    from auditcam.counterfactual import BG_GAP, CounterfactualOptions, run_counterfactual
+    from auditcam.featuremaps import exemplar_grids
+    from auditcam.sanity import SanityOptions, run_sanity
+
+    out: dict[str, Any] = {"checks": []}
+    if counterfactual:
+        cf_options = counterfactual if isinstance(counterfactual, CounterfactualOptions) else CounterfactualOptions()
+        cf = run_counterfactual(
+            model,
+            dataset,
+            cf_options,
+            analysis=options,
+            classes=classes,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            progress=progress,
+        )
+        out["counterfactual"] = cf
+        worst = cf.largest_group_gap()
+        detail = "" if worst is None else f"largest in {worst['dimension']}={worst['group']}: {worst['value']:.3f}"
+        out["checks"].append(bg_gap_check(cf.estimate(BG_GAP), checks, options, detail))
+    if sanity:
+        sanity_options = sanity if isinstance(sanity, SanityOptions) else SanityOptions()
+        result = run_sanity(
+            model,
+            dataset,
+            sanity_options,
+            method=method,
+            layer=layer,
+            target=target,
+            analysis=options,
+            batch_size=batch_size,
+        )
+        out["sanity"] = result
+        final = result.stages[-1].name
+        out["checks"].append(sanity_check(result.final, checks, options, f"after randomising down to {final}"))
+    if featuremap_channels > 0 and layer is not None:
+        shown = list({e.record["id"]: e for e in [*gallery.background_reliant, *gallery.subject_focused]}.values())
+        out["featuremaps"] = exemplar_grids(model, shown, dataset.preprocessing, layer, featuremap_channels)
+    out["checks"] = [c for c in out["checks"] if c is not None]
+    return out
 
 
 def _index_sha256(source: str | None) -> str | None:

@@ -187,6 +187,79 @@ def _gap_check(analysis: Analysis, checks: Checks, gap: GroupGap) -> CheckResult
     )
 
 
+def estimate_check(
+    estimate: Mapping[str, Any],
+    checks: Checks,
+    options: AnalysisOptions,
+    *,
+    name: str,
+    metric: str,
+    threshold: Threshold,
+    description: str,
+    detail: str = "",
+) -> CheckResult:
+    """A ``<=`` gate on one estimate ``{value, ci, n}`` computed outside the heatmap analysis
+    (BG-gap, the sanity correlation); fewer than ``min_group_size`` samples lack data."""
+    decide_on = threshold.decide_on or checks.decide_on
+    n, minimum = int(estimate["n"]), options.min_group_size
+    ci = None if estimate["ci"] is None else tuple(estimate["ci"])
+    outcome = INSUFFICIENT if n < minimum else decide(estimate["value"], ci, "<=", threshold.value, decide_on)
+    scarce = f"n = {n} < min_group_size {minimum}" if n < minimum else ""
+    return CheckResult(
+        name=name,
+        metric=metric,
+        scope=OVERALL,
+        value=estimate["value"],
+        ci=ci,
+        confidence=options.confidence,
+        op="<=",
+        threshold=threshold.value,
+        decide_on=decide_on,
+        outcome=outcome,
+        n=n,
+        description=description,
+        detail="; ".join(t for t in (detail, scarce) if t),
+        insufficient_data=checks.insufficient_data,
+    )
+
+
+def bg_gap_check(
+    estimate: Mapping[str, Any], checks: Checks, options: AnalysisOptions, detail: str = ""
+) -> CheckResult | None:
+    """``max_bg_gap`` on the overall BG-gap of the counterfactual test (None: check off)."""
+    if checks.max_bg_gap is None:
+        return None
+    return estimate_check(
+        estimate,
+        checks,
+        options,
+        name="bg_gap",
+        metric="bg_gap",
+        threshold=checks.max_bg_gap,
+        description="accuracy on same-class backgrounds minus accuracy on other classes' backgrounds",
+        detail=detail,
+    )
+
+
+def sanity_check(
+    estimate: Mapping[str, Any], checks: Checks, options: AnalysisOptions, detail: str = ""
+) -> CheckResult | None:
+    """``max_sanity_correlation`` on the fully randomised model's mean rank correlation."""
+    if checks.max_sanity_correlation is None:
+        return None
+    return estimate_check(
+        estimate,
+        checks,
+        options,
+        name="sanity:model_randomisation",
+        metric="sanity_spearman",
+        threshold=checks.max_sanity_correlation,
+        description="rank correlation of the heatmaps with those of the fully randomised model "
+        "(high: the maps do not depend on what the model learned)",
+        detail=detail,
+    )
+
+
 def required_intersections(checks: Checks, options: AnalysisOptions) -> AnalysisOptions:
     """``options`` plus every intersection a gap check refers to."""
     wanted = dict.fromkeys(options.intersections)

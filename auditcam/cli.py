@@ -1,4 +1,4 @@
-"""Command line: ``auditcam demo``, ``auditcam audit``, ``auditcam compare`` and ``auditcam validate``.
+"""Command line: ``auditcam demo``, ``audit``, ``compare``, ``validate`` and ``featuremaps``.
 
 Exit codes: 0 every check passed, 1 a check failed (or lacks data, unless
 ``insufficient_data = "skip"``), 2 bad input or usage (one line on stderr, no traceback),
@@ -15,7 +15,14 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from auditcam.config import DECIDE_ON, DEFAULT_MAX_BACKGROUND_RELIANT_RATE, DEFAULT_MIN_GROUP_SIZE, INSUFFICIENT_DATA
+from auditcam.config import (
+    DECIDE_ON,
+    DEFAULT_MAX_BACKGROUND_RELIANT_RATE,
+    DEFAULT_MAX_BG_GAP,
+    DEFAULT_MAX_SANITY_CORRELATION,
+    DEFAULT_MIN_GROUP_SIZE,
+    INSUFFICIENT_DATA,
+)
 from auditcam.errors import InputError
 
 EXIT_PASS, EXIT_FAIL, EXIT_INPUT, EXIT_BUG = 0, 1, 2, 3
@@ -108,6 +115,22 @@ def add_check_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         metavar="ATTR:METRIC:VALUE",
         help="ceiling on a metric's difference between groups, e.g. site:subject_share:0.1 (repeatable)",
+        **kept,
+    )
+    checks.add_argument(
+        "--max-bg-gap",
+        type=_threshold,
+        metavar="GAP",
+        help="with --counterfactual: ceiling on BG-gap, accuracy on same-class minus other-class backgrounds "
+        f"(default: {DEFAULT_MAX_BG_GAP})",
+        **kept,
+    )
+    checks.add_argument(
+        "--max-sanity-correlation",
+        type=_threshold,
+        metavar="R",
+        help="with --sanity: ceiling on the rank correlation of the heatmaps with those of the randomised model "
+        f"(default: {DEFAULT_MAX_SANITY_CORRELATION})",
         **kept,
     )
     checks.add_argument("--decide-on", choices=DECIDE_ON, help="estimate that decides checks (default: point)", **kept)
@@ -206,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="focus_lift below this counts as background-reliant (default: 1.0)",
     )
+    _add_beyond_arguments(run)
     add_check_arguments(run)
     runtime = run.add_argument_group("run")
     runtime.add_argument("--out", required=True, type=Path, help="output folder for the report and results")
@@ -217,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run_audit)
     _add_compare(sub)
     _add_validate(sub)
+    _add_featuremaps(sub)
     return parser
 
 
@@ -379,6 +404,7 @@ def _run_audit(args: argparse.Namespace, argv: Sequence[str]) -> int:
         model_info=info,
         name=args.name,
         progress=not args.no_progress,
+        **_beyond_options(args, dataset),
     )
     result.meta["command"] = "auditcam " + shlex.join(argv)
     result.meta["config_sources"] = list(config.sources)
@@ -387,6 +413,140 @@ def _run_audit(args: argparse.Namespace, argv: Sequence[str]) -> int:
         print(f"{check.outcome.upper():>17}  {check.message}")
     print(f"{'PASSED' if result.passed else 'FAILED'}: report {paths['report.html']}, junit {paths['junit.xml']}")
     return EXIT_PASS if result.passed else EXIT_FAIL
+
+
+def _add_beyond_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of the tests beyond heatmaps: counterfactual backgrounds and the sanity check."""
+    group = parser.add_argument_group("beyond heatmaps")
+    group.add_argument(
+        "--counterfactual",
+        action="store_true",
+        help="also test the model on background-swapped images (ImageNet-9 variants) and report BG-gap",
+    )
+    group.add_argument(
+        "--bg-donors",
+        type=Path,
+        metavar="PATH",
+        help="take the swapped-in backgrounds from this labelled dataset (manifest, COCO JSON or folder; "
+        "same classes), e.g. in-distribution data (default: the audited data)",
+    )
+    group.add_argument(
+        "--bg-any-group", action="store_true", help="draw background donors from any group, not the sample's own"
+    )
+    group.add_argument(
+        "--bg-fill",
+        choices=("mean", "black"),
+        default="mean",
+        help="background of the subject-only variant: the normalisation mean or black (default: mean)",
+    )
+    group.add_argument(
+        "--counterfactual-samples",
+        type=_positive_int,
+        metavar="N",
+        help="test a seeded random subset of N samples (default: all)",
+    )
+    group.add_argument(
+        "--sanity",
+        action="store_true",
+        help="also check that the heatmaps change when the model's weights are randomised (Adebayo et al.)",
+    )
+    group.add_argument(
+        "--sanity-samples",
+        type=_positive_int,
+        default=32,
+        metavar="N",
+        help="samples explained at every randomisation stage (default: 32)",
+    )
+
+
+def _beyond_options(args: argparse.Namespace, dataset) -> dict:
+    """The ``counterfactual`` and ``sanity`` arguments of :func:`auditcam.audit` from the flags."""
+    from auditcam.counterfactual import CounterfactualOptions
+    from auditcam.data import LabelledDataset
+    from auditcam.sanity import SanityOptions
+
+    if args.bg_donors is not None and not args.counterfactual:
+        raise InputError("--bg-donors needs --counterfactual")
+    options: dict = {}
+    if args.counterfactual:
+        donors = None
+        if args.bg_donors is not None:
+            donors = LabelledDataset.open(
+                args.bg_donors,
+                classes=dataset.classes,
+                preprocessing=dataset.preprocessing,
+                allow_missing=args.allow_missing,
+            )
+        options["counterfactual"] = CounterfactualOptions(
+            donors=donors,
+            fill=args.bg_fill,
+            match_groups=not args.bg_any_group,
+            samples=args.counterfactual_samples,
+        )
+    if args.sanity:
+        options["sanity"] = SanityOptions(samples=args.sanity_samples)
+    return options
+
+
+def _add_featuremaps(sub: argparse._SubParsersAction) -> None:
+    """``auditcam featuremaps``: every conv layer's output for some images, and the shape table."""
+    maps = sub.add_parser(
+        "featuremaps",
+        help="show every conv layer's feature maps for an image, with output shapes and the conv arithmetic",
+    )
+    model = maps.add_argument_group("model")
+    model.add_argument("--model", required=True, metavar="SPEC", help="torchvision:NAME, file.py:function, ...")
+    model.add_argument("--weights", type=Path, help="state dict: .safetensors, .pt or .pth")
+    model.add_argument("--num-classes", type=_positive_int, help="number of model outputs, if the factory needs it")
+    model.add_argument("--image-size", help="model input size: N or HxW (default: from the model spec)")
+    model.add_argument("--mean", help="normalisation mean, three comma-separated numbers")
+    model.add_argument("--std", help="normalisation std, three comma-separated numbers")
+    maps.add_argument("--image", type=Path, action="append", required=True, help="an image (repeatable)")
+    maps.add_argument(
+        "--layer", action="append", metavar="NAME", help="only these modules (repeatable; default: every Conv2d)"
+    )
+    maps.add_argument("--channels", type=_positive_int, default=16, metavar="K", help="channels per grid (default: 16)")
+    maps.add_argument("--out", required=True, type=Path, help="output folder")
+    maps.set_defaults(handler=_run_featuremaps)
+
+
+def _run_featuremaps(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    import torch
+    from torchvision import tv_tensors
+
+    from auditcam.data import SampleFault, read_image
+    from auditcam.featuremaps import capture
+    from auditcam.models import load_model_info, parse_size, parse_triple
+    from auditcam.report.featuremaps import ImageMaps, write_featuremaps
+
+    model, info = load_model_info(
+        args.model,
+        args.weights,
+        args.num_classes,
+        image_size=None if args.image_size is None else parse_size(args.image_size),
+        mean=None if args.mean is None else parse_triple(args.mean, "--mean"),
+        std=None if args.std is None else parse_triple(args.std, "--std"),
+    )
+    pre, images = info.preprocessing, []
+    for path in args.image:
+        try:
+            raw = read_image(path)
+        except SampleFault as fault:
+            raise InputError(f"--image {path}: {fault.reason}") from None
+        shown = pre.geometry()(tv_tensors.Image(raw)).as_subclass(torch.Tensor)
+        layers = capture(model, pre.normalise(shown.float() / 255.0)[None], args.layer)
+        images.append(ImageMaps(str(path), shown.permute(1, 2, 0).contiguous().numpy(), layers))
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        paths = write_featuremaps(images, args.out, model=args.model, channels=args.channels)
+    except PermissionError as exc:
+        raise InputError(f"--out {args.out}: cannot write there ({exc.strerror}); choose a writable folder") from None
+    differs = [f"{i.name}: {m.name}" for i in images for m in i.layers if m.matches is False]
+    n_layers = sum(len(i.layers) for i in images)
+    print(f"{n_layers} layer outputs of {len(images)} image(s): page {paths['featuremaps.html']}")
+    for line in differs:
+        print(f"output shape differs from the conv arithmetic: {line}")
+    return EXIT_PASS
 
 
 def _add_compare(sub) -> None:

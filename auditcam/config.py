@@ -30,6 +30,8 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 DEFAULT_MAX_BACKGROUND_RELIANT_RATE = 0.2
+DEFAULT_MAX_BG_GAP = 0.1  # decided only when the counterfactual test runs (--counterfactual)
+DEFAULT_MAX_SANITY_CORRELATION = 0.5  # decided only when the sanity check runs (--sanity)
 DEFAULT_MIN_GROUP_SIZE = 30
 DEFAULT_BOOTSTRAP = 1000
 DEFAULT_CONFIDENCE = 0.95
@@ -54,6 +56,16 @@ GAP_METRICS = {
     "pointing_hit_rate": "pointing_hit_rate",
     "error_rate": "error_rate",
 }
+
+
+THRESHOLD_KEYS = (
+    "max_background_reliant_rate",
+    "min_subject_share",
+    "min_accuracy",
+    "max_error_rate",
+    "max_bg_gap",
+    "max_sanity_correlation",
+)
 
 
 @dataclass(frozen=True)
@@ -95,6 +107,10 @@ class Checks:
       ``error`` (unreadable) or ``invalid`` (empty or full mask, degenerate heatmap).
     - ``min_worst_group_accuracy``: every group with enough data must reach this accuracy.
     - ``max_group_gap``: group disparities, one :class:`GroupGap` each.
+    - ``max_bg_gap``: with the counterfactual test, accuracy on class-typical backgrounds minus
+      accuracy on other classes' backgrounds (BG-gap) must be at most this.
+    - ``max_sanity_correlation``: with the sanity check, the mean Spearman correlation between
+      the original maps and those of the fully randomised model must be at most this.
     - ``decide_on``: default estimate that decides a check, one of :data:`DECIDE_ON`.
     - ``insufficient_data``: what a check without enough data does to the verdict, one of
       :data:`INSUFFICIENT_DATA` (``fail``: the audit does not pass; ``skip``: ignored).
@@ -106,6 +122,8 @@ class Checks:
     max_error_rate: Threshold | float | None = None
     min_worst_group_accuracy: WorstGroupAccuracy | float | None = None
     max_group_gap: tuple[GroupGap, ...] = ()
+    max_bg_gap: Threshold | float | None = DEFAULT_MAX_BG_GAP
+    max_sanity_correlation: Threshold | float | None = DEFAULT_MAX_SANITY_CORRELATION
     decide_on: str = "point"
     insufficient_data: str = "fail"
 
@@ -115,7 +133,7 @@ class Checks:
             _choice(self.decide_on, DECIDE_ON)
             key = "insufficient_data"
             _choice(self.insufficient_data, INSUFFICIENT_DATA)
-            for key in ("max_background_reliant_rate", "min_subject_share", "min_accuracy", "max_error_rate"):
+            for key in THRESHOLD_KEYS:
                 value = getattr(self, key)
                 if value is not None and not isinstance(value, Threshold):
                     object.__setattr__(self, key, Threshold(_rate(value)))
@@ -313,6 +331,8 @@ CHECK_KEYS: dict[str, Callable[[Any], Any]] = {
     "max_error_rate": _threshold,
     "min_worst_group_accuracy": _worst_group,
     "max_group_gap": _gaps,
+    "max_bg_gap": _threshold,
+    "max_sanity_correlation": _threshold,
     "decide_on": lambda raw: _choice(raw, DECIDE_ON),
     "insufficient_data": lambda raw: _choice(raw, INSUFFICIENT_DATA),
 }

@@ -29,6 +29,8 @@ max_group_gap = [
   {attribute = "skin_tone", metric = "subject_share", value = 0.1},
   {attribute = "skin_tone,site", metric = "background_reliant_rate", value = 0.15, decide_on = "strict"},
 ]
+max_bg_gap = 0.15
+max_sanity_correlation = {value = 0.4, decide_on = "upper"}
 decide_on = "lower"
 insufficient_data = "skip"
 min_group_size = 50
@@ -56,6 +58,8 @@ def test_a_toml_file_round_trips_every_key(tmp_path):
             GroupGap("skin_tone", "subject_share_mean", 0.1),
             GroupGap("skin_tone,site", "background_reliant_rate", 0.15, "strict"),
         ),
+        max_bg_gap=Threshold(0.15),
+        max_sanity_correlation=Threshold(0.4, "upper"),
         decide_on="lower",
         insufficient_data="skip",
     )

@@ -34,6 +34,10 @@ def test_wheel_contains_templates(wheel):
     assert "auditcam/templates/compare.html.j2" in names
     assert "auditcam/templates/report.js" in names and "auditcam/templates/base.html.j2" in names
     assert "auditcam/templates/partials/verdict.html.j2" in names
+    assert "auditcam/templates/featuremaps.html.j2" in names
+    assert {f"auditcam/templates/sections/{k}.html.j2" for k in ("counterfactual", "sanity", "featuremaps")} <= set(
+        names
+    )
     assert "auditcam/schemas/summary.schema.json" in names
     assert any(n.endswith("entry_points.txt") for n in names)
 

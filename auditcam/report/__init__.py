@@ -58,7 +58,8 @@ def _json(data: dict) -> bytes:
 
 
 def write_bundle(result: AuditResult, out: str | Path) -> dict[str, Path]:
-    """Write report.html, summary.json, junit.xml and samples.parquet into ``out`` (created if needed)."""
+    """Write report.html, summary.json, junit.xml and samples.parquet (and counterfactual.parquet
+    when that test ran) into ``out`` (created if needed)."""
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -68,6 +69,9 @@ def write_bundle(result: AuditResult, out: str | Path) -> dict[str, Path]:
         atomic_write(paths["summary.json"], _json(summary))
         atomic_write(paths["junit.xml"], render_junit(summary).encode("utf-8"))
         atomic_write(paths["report.html"], render_html(result).encode("utf-8"))
+        if result.counterfactual is not None:  # one row per (sample, background variant)
+            paths["counterfactual.parquet"] = out / "counterfactual.parquet"
+            _write_parquet(result.counterfactual.samples, paths["counterfactual.parquet"])
     except PermissionError as exc:
         raise InputError(f"--out {out}: cannot write there ({exc.strerror}); choose a writable folder") from None
     return paths

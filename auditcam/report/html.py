@@ -17,7 +17,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from auditcam.gallery import Exemplar
-from auditcam.report import figures, plots
+from auditcam.report import figures, plots, sections
 from auditcam.report.reproduce import config_toml
 from auditcam.report.templates import environment, template_dir
 
@@ -365,12 +365,6 @@ def _reason_counts(problems: pd.DataFrame) -> list[dict[str, Any]]:
     return [{"status": _text(s), "reason": _text(r), "count": int(n)} for (s, r), n in counts.items()]
 
 
-def extra_sections(result: AuditResult) -> dict[str, Any]:
-    """Values of the optional sections (``counterfactual``, ``sanity``, ``featuremaps``) present
-    in ``result``; each truthy value makes the report include ``sections/<key>.html.j2``."""
-    return {}
-
-
 def context(result: AuditResult) -> dict[str, Any]:
     """Everything the template shows, computed from the result (the template does no maths)."""
     meta = result.meta
@@ -424,6 +418,12 @@ def context(result: AuditResult) -> dict[str, Any]:
         "nav": _nav(extra, bool(agg["by_group"] or agg["by_intersection"])),
         **extra,
     }
+
+
+def extra_sections(result: AuditResult) -> dict[str, Any]:
+    """Context of the optional sections ``counterfactual``, ``sanity`` and ``featuremaps``
+    (the template includes ``sections/<key>.html.j2`` when the value is truthy)."""
+    return sections.sections(result)
 
 
 def render_html(result: AuditResult) -> str:

@@ -1,0 +1,316 @@
+"""Counterfactual background tests: the variants, the donors, the estimates, the demo's models."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from auditcam import cli
+from auditcam.config import AnalysisOptions, Checks, Threshold, load_config
+from auditcam.counterfactual import (
+    NO_SAME_DONOR,
+    NO_SUBJECT,
+    VARIANTS,
+    Background,
+    CounterfactualOptions,
+    assign_donors,
+    estimate,
+    fill_colour,
+    run_counterfactual,
+    subject_box,
+    tile_background,
+    variants,
+)
+from auditcam.data import LabelledDataset
+from auditcam.demo import MODEL_SPEC
+from auditcam.demo.synthetic import CLASSES
+from auditcam.errors import InputError
+from auditcam.models import load_model_info
+from tests.htmlcheck import parse_page
+
+# ---------------------------------------------------------------------------------------------
+# the variants
+
+
+def _grid(h: int, w: int) -> torch.Tensor:
+    """A one-channel image whose pixel (y, x) holds 100 y + x: every source pixel is traceable."""
+    return (100 * torch.arange(h)[:, None] + torch.arange(w)[None, :]).float()[None]
+
+
+def test_the_box_is_refilled_from_the_strip_above_it_column_by_column():
+    image = _grid(6, 8)
+    # strips: above 3 rows x 8 = 24 px, below 1 x 8, left 2 x 6 = 12, right 3 x 6 = 18 -> above
+    out = tile_background(image, (3, 5, 2, 5))
+    expected = image.clone()
+    expected[0, 3, 2:5] = image[0, 0, 2:5]  # row 3 -> row 3 mod 3 = 0
+    expected[0, 4, 2:5] = image[0, 1, 2:5]  # row 4 -> row 1
+    assert torch.equal(out, expected)
+
+
+def test_the_box_is_refilled_from_the_strip_right_of_it_row_by_row():
+    image = _grid(6, 8)
+    # strips: above 0, below 0, left 1 x 6, right 4 x 6 -> right (columns 4..7, period 4)
+    out = tile_background(image, (0, 6, 1, 4))
+    expected = image.clone()
+    for x, source in ((1, 5), (2, 6), (3, 7)):  # 4 + (x - 4) mod 4
+        expected[0, :, x] = image[0, :, source]
+    assert torch.equal(out, expected)
+
+
+def test_a_box_covering_the_image_leaves_no_background():
+    assert tile_background(_grid(4, 4), (0, 4, 0, 4)) is None
+
+
+def test_subject_box_grows_by_the_margin_and_stays_inside():
+    mask = torch.zeros(10, 10, dtype=torch.bool)
+    mask[1:3, 6:9] = True
+    assert subject_box(mask) == (1, 3, 6, 9)
+    assert subject_box(mask, margin=2) == (0, 5, 4, 10)
+    assert subject_box(torch.zeros(4, 4, dtype=torch.bool)) is None
+
+
+@pytest.fixture
+def scene():
+    """A 3 x 12 x 12 image: background values 0..1 in stripes, a subject of value 5 (unique)."""
+    y = torch.arange(12).float()
+    image = ((y[:, None] % 3) / 3 + 0 * y[None, :]).expand(3, 12, 12).clone()
+    mask = torch.zeros(12, 12, dtype=torch.bool)
+    mask[4:8, 5:9] = True
+    image[:, mask] = 5.0
+    return image, mask
+
+
+def test_each_variant_keeps_and_removes_what_it_should(scene):
+    image, mask = scene
+    fill = torch.full((3, 1, 1), -7.0)
+    donor = torch.full((3, 12, 12), 0.25)
+    out, reasons = variants(image, mask, Background(donor), Background(donor * 2), fill, margin=1)
+    assert reasons == [""] * 5
+    original, only_fg, no_fg, mixed_same, mixed_rand = out
+    assert torch.equal(original, image)
+    assert torch.equal(only_fg[:, mask], image[:, mask]) and (only_fg[:, ~mask] == -7.0).all()
+    assert not (no_fg == 5.0).any(), "no pixel of the subject survives in no_fg"
+    assert torch.equal(no_fg[:, :3], image[:, :3])  # outside the grown box: untouched
+    for mixed, value in ((mixed_same, 0.25), (mixed_rand, 0.5)):
+        assert torch.equal(mixed[:, mask], image[:, mask]) and (mixed[:, ~mask] == value).all()
+
+
+def test_an_empty_mask_or_a_missing_donor_makes_variants_invalid_not_dropped(scene):
+    image, mask = scene
+    fill = torch.zeros(3, 1, 1)
+    out, reasons = variants(image, torch.zeros_like(mask), Background(image), Background(image), fill, 1)
+    assert reasons == ["", NO_SUBJECT, NO_SUBJECT, NO_SUBJECT, NO_SUBJECT] and out.shape == (5, 3, 12, 12)
+    out, reasons = variants(image, mask, Background(None, "no donor"), Background(image), fill, 1)
+    assert reasons == ["", "", "", "no donor", ""]
+
+
+def test_fill_colours_are_the_mean_or_black_in_model_input():
+    from auditcam.demo.models import PREPROCESSING
+
+    assert torch.allclose(fill_colour(PREPROCESSING, "mean"), torch.zeros(3, 1, 1))
+    assert torch.allclose(PREPROCESSING.denormalise(fill_colour(PREPROCESSING, "black")), torch.zeros(3, 1, 1))
+    with pytest.raises(InputError, match="fill"):
+        CounterfactualOptions(fill="grey")
+
+
+# ---------------------------------------------------------------------------------------------
+# donors
+
+
+def test_donors_share_class_and_group_or_differ_in_class_never_the_sample_itself():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 3, 200)
+    groups = [(g,) for g in rng.choice(["A", "B", "C"], 200)]
+    groups[0], labels[0] = ("lonely",), 1  # the only sample of its group: no donor of either kind
+    same, rand = assign_donors(labels, groups, labels, groups, own=np.arange(200), seed=0)
+    assert same[0] == rand[0] == -1
+    for i in range(1, 200):
+        assert same[i] != i and labels[same[i]] == labels[i] and groups[same[i]] == groups[i]
+        assert labels[rand[i]] != labels[i] and groups[rand[i]] == groups[i]
+    again = assign_donors(labels, groups, labels, groups, own=np.arange(200), seed=0)
+    other = assign_donors(labels, groups, labels, groups, own=np.arange(200), seed=1)
+    assert all(np.array_equal(a, b) for a, b in zip((same, rand), again, strict=True))
+    assert not np.array_equal(same, other[0])
+
+
+def test_donors_from_another_dataset_may_be_any_of_its_samples():
+    labels, donor_labels = np.array([0, 1]), np.array([0, 0, 1])
+    same, rand = assign_donors(labels, [()] * 2, donor_labels, [()] * 3, own=None, seed=0)
+    assert same[0] in (0, 1) and same[1] == 2 and rand[0] == 2 and rand[1] in (0, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# the estimates against a brute-force count
+
+
+def _rows(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    label = rng.integers(0, 3, n)
+    site = rng.choice(["A", "B"], n)
+    records = []
+    for i in range(n):
+        for variant in VARIANTS:
+            ok = variant == "original" or rng.random() > 0.1
+            pred = int(rng.integers(0, 3)) if rng.random() < 0.5 else int(label[i])
+            records.append(
+                {
+                    "id": f"s{i:03d}",
+                    "variant": variant,
+                    "label": int(label[i]),
+                    "label_name": CLASSES[label[i]],
+                    "pred": pred if ok else None,
+                    "correct": (pred == label[i]) if ok else None,
+                    "status": "ok" if ok else "invalid",
+                    "site": site[i],
+                }
+            )
+    frame = pd.DataFrame.from_records(records)
+    return frame.astype({"pred": "Int64", "correct": "boolean"})
+
+
+def test_accuracy_bg_gap_and_flips_equal_a_brute_force_count():
+    frame = _rows(300, seed=5)
+    table = estimate(frame, ["site"], AnalysisOptions(bootstrap=200))
+    wide = frame.pivot(index="id", columns="variant", values=["pred", "correct", "status"])
+    info = frame[frame["variant"] == "original"].set_index("id")
+    for (dimension, group), rows in table.groupby(["dimension", "group"]):
+        member = {
+            "overall": info.index,
+            "class": info.index[info["label_name"] == group],
+            "site": info.index[info["site"] == group],
+        }[dimension]
+        w = wide.loc[member]
+        ok = {v: w["status"][v] == "ok" for v in VARIANTS}
+        value = rows.set_index("statistic")["value"]
+        n = rows.set_index("statistic")["n"]
+        for v in VARIANTS:
+            assert value[f"accuracy_{v}"] == pytest.approx(w["correct"][v][ok[v]].astype(float).mean())
+            assert n[f"accuracy_{v}"] == ok[v].sum()
+        both = ok["mixed_same"] & ok["mixed_rand"]
+        gap = (w["correct"]["mixed_same"][both].astype(float) - w["correct"]["mixed_rand"][both].astype(float)).mean()
+        assert value["bg_gap"] == pytest.approx(gap) and n["bg_gap"] == both.sum()
+        counted = ok["mixed_rand"] & ok["original"]
+        flips = (w["pred"]["mixed_rand"][counted] != w["pred"]["original"][counted]).mean()
+        assert value["flip_rate_mixed_rand"] == pytest.approx(flips)
+    assert (table["ci_low"] <= table["value"] + 1e-12).all() and (table["value"] <= table["ci_high"] + 1e-12).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# runs
+
+
+def test_the_run_records_every_variant_of_every_sample_and_leaves_the_model(small_dataset, demo_model, tmp_path):
+    manifest, classes = small_dataset
+    with manifest.open(encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    (manifest.parent / rows[0]["image"]).unlink()  # one unreadable sample
+    model, _info = demo_model
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    dataset = LabelledDataset.from_manifest(manifest, classes=classes, allow_missing=True)
+    result = run_counterfactual(model, dataset, analysis=AnalysisOptions(bootstrap=50), batch_size=5)
+    assert model.training and all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert all(not m._forward_hooks for m in model.modules())
+    samples = result.samples
+    assert len(samples) == 5 * len(rows) and set(samples["variant"]) == set(VARIANTS)
+    broken = samples[samples["id"] == rows[0]["id"]]
+    assert (broken["status"] == "error").all() and broken["reason"].str.contains("not found").all()
+    # 12 samples over 3 classes and 2 sites: some have no other sample of their class at their site
+    invalid = samples[(samples["variant"] == "mixed_same") & (samples["status"] == "invalid")]["reason"]
+    assert invalid.str.startswith(NO_SAME_DONOR.split("{")[0]).sum() >= 1
+    # a sample whose drawn donor is the unreadable one says so
+    unreadable = samples[samples["reason"].str.startswith(f"background donor {rows[0]['id']} unreadable")]
+    assert len(unreadable) and set(unreadable["variant"]) <= {"mixed_same", "mixed_rand"}
+    assert (
+        len(invalid)
+        == invalid.str.startswith(NO_SAME_DONOR.split("{")[0]).sum() + (unreadable["variant"] == "mixed_same").sum()
+    )
+    mixed = samples[(samples["variant"] == "mixed_same") & (samples["status"] == "ok")]
+    assert mixed["donor"].notna().all() and (mixed["donor"] != mixed["id"]).all()
+
+
+def test_shortcut_model_has_a_large_bg_gap_and_the_clean_model_a_small_one(demo_run):
+    """Backgrounds from the demo's in-distribution split, where textures follow the class."""
+    shortcut, clean = (demo_run.results[name].counterfactual for name in ("shortcut", "clean"))
+    gap = {name: demo_run.results[name].counterfactual.bg_gap for name in ("shortcut", "clean")}
+    assert gap["shortcut"]["value"] > 0.4 and abs(gap["clean"]["value"]) < 0.1, gap
+    assert gap["shortcut"]["value"] - gap["clean"]["value"] > 0.35
+    assert gap["shortcut"]["ci"][0] > gap["clean"]["ci"][1], "the intervals do not overlap"
+    # site A shows the texture in high contrast and agrees with the class 97% of the time (B: 50%)
+    sites = gap["shortcut"]["by_group"]["site"]
+    assert sites["A"]["value"] > sites["B"]["value"] + 0.2
+    flips = {name: r.estimate("flip_rate_mixed_rand")["value"] for name, r in (("s", shortcut), ("c", clean))}
+    assert flips["s"] > 0.4 > 0.1 > flips["c"], flips
+    # the clean model still knows a subject without its background; with no subject, neither knows
+    assert clean.estimate("accuracy_only_fg")["value"] > 0.9
+    assert clean.estimate("accuracy_no_fg")["value"] < 0.5
+    checks = {name: {c.name: c.outcome for c in demo_run.results[name].checks} for name in ("shortcut", "clean")}
+    assert checks["shortcut"]["bg_gap"] == "fail" and checks["clean"]["bg_gap"] == "pass"
+
+
+def test_on_the_balanced_split_bg_gap_is_near_zero_but_flips_still_show(demo_run):
+    """Donors from the audited split, where backgrounds are independent of the class."""
+    model, info = load_model_info(MODEL_SPEC, demo_run.weights["shortcut"])
+    dataset = LabelledDataset.from_manifest(demo_run.manifest, classes=CLASSES, preprocessing=info.preprocessing)
+    options = CounterfactualOptions(samples=90)
+    result = run_counterfactual(model, dataset, options, analysis=AnalysisOptions(bootstrap=200))
+    assert result.settings["samples"] == 90 and result.settings["donors"] == "the audited dataset"
+    assert abs(result.bg_gap["value"]) < 0.2
+    assert result.estimate("flip_rate_mixed_rand")["value"] > 0.4
+
+
+def test_max_bg_gap_comes_from_flags_and_toml(tmp_path):
+    assert Checks().max_bg_gap == Threshold(0.1)
+    config = load_config({"max_bg_gap": 0.05}, use_pyproject=False)
+    assert config.checks.max_bg_gap == Threshold(0.05)
+    toml = tmp_path / "audit.toml"
+    toml.write_text('max_bg_gap = {value = 0.2, decide_on = "upper"}\n', encoding="utf-8")
+    assert load_config(config_file=toml, use_pyproject=False).checks.max_bg_gap == Threshold(0.2, "upper")
+    assert load_config({"max_bg_gap": False}, use_pyproject=False).checks.max_bg_gap is None
+    with pytest.raises(InputError, match="--max-bg-gap"):
+        load_config({"max_bg_gap": 1.5}, use_pyproject=False)
+
+
+def _small_manifest(demo_run, folder, n: int):
+    folder.mkdir()
+    lines = demo_run.manifest.read_text(encoding="utf-8").splitlines()
+    (folder / "manifest.csv").write_text("\n".join(lines[: n + 1]) + "\n", encoding="utf-8")
+    for name in ("images", "masks"):
+        (folder / name).symlink_to(demo_run.manifest.parent / name)
+    return folder / "manifest.csv"
+
+
+def test_audit_cli_with_counterfactual_and_sanity(demo_run, tmp_path, capsys):
+    from auditcam.report import summary_schema
+
+    jsonschema = pytest.importorskip("jsonschema")
+    manifest = _small_manifest(demo_run, tmp_path / "data", 45)
+    out = tmp_path / "out"
+    args = ["audit", "--model", MODEL_SPEC, "--weights", str(demo_run.weights["shortcut"]), "--data", str(manifest)]
+    args += ["--out", str(out), "--no-progress", "--bootstrap", "200", "--min-group-size", "10", "--isolated"]
+    args += ["--counterfactual", "--bg-donors", str(demo_run.donors), "--sanity", "--sanity-samples", "12"]
+    assert cli.main(args) == cli.EXIT_FAIL
+    printed = capsys.readouterr().out
+    assert "bg_gap" in printed and "sanity:model_randomisation" in printed
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    jsonschema.Draft202012Validator(summary_schema()).validate(summary)
+    assert summary["bg_gap"]["value"] > 0.3 and "site" in summary["bg_gap"]["by_group"]
+    assert summary["counterfactual"]["settings"]["donors"] == str(demo_run.donors)
+    assert summary["sanity"]["settings"]["samples"] == 12 and summary["sanity"]["check"]["outcome"] == "pass"
+    assert len(pd.read_parquet(out / "counterfactual.parquet")) == 5 * 45
+    html = (out / "report.html").read_text(encoding="utf-8")
+    tags = parse_page(html)
+    for label in ("counterfactual backgrounds", "sanity check", "feature maps"):
+        assert f'aria-label="{label}"' in html
+    assert all(a["src"].startswith("data:image/png;base64,") for t, a in tags if t == "img")
+
+
+def test_bg_donors_without_counterfactual_is_a_usage_error(demo_run, tmp_path, capsys):
+    args = ["audit", "--model", MODEL_SPEC, "--data", str(demo_run.manifest), "--out", str(tmp_path)]
+    assert cli.main([*args, "--bg-donors", str(demo_run.donors)]) == cli.EXIT_INPUT
+    assert "--bg-donors needs --counterfactual" in capsys.readouterr().err
