@@ -6,6 +6,7 @@ import base64
 import hashlib
 from typing import TYPE_CHECKING, Any
 
+import pyarrow.compute as pc
 from markupsafe import Markup
 
 from auditcam.gallery import Exemplar
@@ -105,9 +106,9 @@ def context(result: AuditResult) -> dict[str, Any]:
     meta = result.meta
     primary = meta["methods"][0]
     agg = result.aggregates[primary]
-    frame = result.samples[result.samples["method"] == primary]
-    problems = frame[frame["status"] != "ok"]
-    noted = frame[frame["note"].fillna("") != ""]  # e.g. masks resized with --resize-masks
+    # read only the rows listed (the samples table may be far larger than memory allows)
+    problem = pc.field("status") != "ok"
+    noted = pc.field("note") != ""  # e.g. masks resized with --resize-masks
     attributes = meta["dataset"]["attributes"]
     disparities: dict[str, list[dict[str, Any]]] = {}
     for row in agg["disparities"]:
@@ -135,10 +136,10 @@ def context(result: AuditResult) -> dict[str, Any]:
         "attributes": attributes,
         "reliant": [_card(e) for e in result.gallery.background_reliant],
         "focused": [_card(e) for e in result.gallery.subject_focused],
-        "problems": problems.head(MAX_PROBLEMS_LISTED).to_dict("records"),
-        "n_problems": len(problems),
-        "noted": noted.head(MAX_PROBLEMS_LISTED).to_dict("records"),
-        "n_noted": len(noted),
+        "problems": result.read_samples(primary, where=problem, limit=MAX_PROBLEMS_LISTED).to_dict("records"),
+        "n_problems": result.count_samples(primary, where=problem),
+        "noted": result.read_samples(primary, where=noted, limit=MAX_PROBLEMS_LISTED).to_dict("records"),
+        "n_noted": result.count_samples(primary, where=noted),
         "metric_help": METRIC_HELP,
     }
 
