@@ -15,6 +15,8 @@ every process explains its own chunks (:mod:`auditcam.distributed`).
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import datetime as _dt
 import os
 import platform
@@ -50,7 +52,7 @@ from auditcam.device import amp_dtype, model_device, on_device, pin_memory, reso
 from auditcam.errors import InputError, Interrupted
 from auditcam.gallery import Exemplar, Gallery
 from auditcam.models import ModelInfo, Preprocessing
-from auditcam.records import ANALYSIS_COLUMNS, batch_records, samples_schema, score_explanation
+from auditcam.records import ANALYSIS_COLUMNS, POSITION, batch_records, samples_schema, score_explanation
 from auditcam.runfolder import COMPLETE, RunFolder, fingerprint, fingerprint_settings, new_manifest, open_run
 from auditcam.shards import Journal, Layout, default_shard_size, finish_chunk, journal_path, merge, salvage, scan
 
@@ -287,6 +289,7 @@ def audit(
         )
         run: _Run = group.exchange("plan", prepared)[0]
         with on_device(model, device), explainer:
+            shown = Gallery(size=gallery_size)  # this process's candidates, kept while it explains
             if not run.complete:
                 _explain_share(
                     explainer,
@@ -301,17 +304,23 @@ def audit(
                     device,
                     num_workers,
                     progress,
+                    shown,
                 )
             group.exchange("explained")
             if not group.leader:
                 return None
             if not run.complete:
                 _merge(folder, run, dataset.attributes, len(methods))
+            release_memory()
             analyses = {
                 m: analyse(_analysis_frame(folder.samples, m, dataset.attributes), dataset.attributes, options)
                 for m in methods
             }
-            gallery = _gallery(folder.samples, explainer, dataset, methods, gallery_size, run.layout.batch_size, device)
+            release_memory()
+            seen = dict((*shown.background_reliant, *shown.subject_focused))
+            gallery = _gallery(
+                folder.samples, explainer, dataset, methods, gallery_size, run.layout.batch_size, device, seen
+            )
             if explainer.layer is None:
                 _find_layer(explainer, dataset, device)
         check_results = evaluate_checks(analyses[methods[0]], checks)
@@ -449,9 +458,11 @@ def _explain_share(
     device: torch.device,
     num_workers: int | None,
     progress: bool,
+    shown: Gallery,
 ) -> None:
     """Explain this rank's chunks batch by batch into their journals; a finished chunk becomes
-    its Parquet shard. Ctrl-C keeps every finished batch and raises :class:`Interrupted`."""
+    its Parquet shard; ``shown`` keeps this rank's gallery candidates as (position, Exemplar).
+    Ctrl-C keeps every finished batch and raises :class:`Interrupted`."""
     layout = run.layout
     mine = run.work[group.rank :: group.world]
     batches = _Batches(layout, mine)
@@ -478,7 +489,7 @@ def _explain_share(
                 chunk = positions[0] // layout.shard_size
                 path = journal_path(folder.shards, chunk)
                 journal = Journal(path, schema, salvage(path, schema) if kept[chunk] else ())
-            scored = None
+            scored = explanation = None
             ok = batch["ok"]
             if ok.any():
                 on_device_batch = to_device(batch, device)
@@ -488,7 +499,10 @@ def _explain_share(
                     _check_outputs(explanation.logits, batch["label"], classes)
                     checked = True
                 scored = score_explanation(explanation, on_device_batch["mask"], methods, reliance_threshold)
-            journal.append(batch_records(batch, positions, methods, classes, dataset.attributes, scored))
+            records = batch_records(batch, positions, methods, classes, dataset.attributes, scored)
+            journal.append(records)
+            if explanation is not None:
+                _offer(shown, records, batch, explanation, methods, dataset.preprocessing)
             done += len(positions)
             bar.update(len(positions))
         if journal is not None:
@@ -523,7 +537,29 @@ def _analysis_frame(path: Path, method: str, attributes: Sequence[str]) -> pd.Da
         filters=[("method", "==", method)],
         read_dictionary=["label_name", "status", *attributes],
     )
-    return table.to_pandas()
+    frame = table.to_pandas()
+    del table
+    release_memory()
+    return frame
+
+
+def release_memory() -> None:
+    """Hand memory freed by the finished phase back to the OS (Arrow's pool, glibc's heap), so
+    the next phase's peak does not stack on pages the allocators merely kept."""
+    pa.default_memory_pool().release_unused()
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _libc() -> Any:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+_LIBC = _libc()
 
 
 GALLERY_READ_ROWS = 8192
@@ -537,9 +573,12 @@ def _gallery(
     size: int,
     batch_size: int,
     device: torch.device,
+    seen: dict[int, Exemplar],
 ) -> Gallery:
-    """The exemplars at each end of the first method's subject_share: picked by streaming
-    samples.parquet (sample k's rows are rows k*M .. k*M+M-1), then explained again for display."""
+    """The exemplars at each end of the first method's subject_share, picked by streaming
+    samples.parquet (sample k's rows are rows k*M .. k*M+M-1). Those this process kept while it
+    explained (``seen``, by position) are used as they are; the others (explained by another
+    process or before a resume) are read and explained again for display."""
     primary, width = methods[0], len(methods)
     picks = Gallery(size=size)
     offset = 0
@@ -550,11 +589,12 @@ def _gallery(
             picks.offer(float(shares[i]), _pick(rows, int(i), (offset + int(i)) // width))
         offset += rows.num_rows
     chosen = {pick[0]: pick for pick in (*picks.background_reliant, *picks.subject_focused)}
-    exemplars: dict[int, Exemplar] = {}
     ordered = sorted(chosen)
-    for start in range(0, len(ordered), batch_size):
+    exemplars = {p: seen[p] for p in ordered if p in seen}
+    missing = [p for p in ordered if p not in seen]
+    for start in range(0, len(missing), batch_size):
         exemplars.update(
-            _exemplars([chosen[p] for p in ordered[start : start + batch_size]], explainer, dataset, primary, device)
+            _exemplars([chosen[p] for p in missing[start : start + batch_size]], explainer, dataset, primary, device)
         )
     gallery = Gallery(size=size)
     for position in ordered:
@@ -579,19 +619,56 @@ def _exemplars(
     readable = [pick for pick, ok in zip(picks, batch["ok"].tolist(), strict=True) if ok]
     targets = torch.tensor([record["target"] for _, record in readable], device=device)
     explanation = explainer(to_device(batch, device)["image"], targets)
-    heatmaps = explanation.normalised(method).float().cpu()
-    preprocessing: Preprocessing = dataset.preprocessing
+    heatmaps = explanation.normalised(method)
     return {
-        position: Exemplar(
-            record=record,
-            image=(preprocessing.denormalise(batch["image"][j].float()).permute(1, 2, 0).numpy() * 255 + 0.5).astype(
-                np.uint8
-            ),
-            heatmap=heatmaps[j].numpy().astype(np.float32),
-            mask=batch["mask"][j].numpy().copy(),
-        )
+        position: _exemplar(record, batch["image"][j], heatmaps[j], batch["mask"][j], dataset.preprocessing)
         for j, (position, record) in enumerate(readable)
     }
+
+
+def _exemplar(
+    record: dict[str, Any], image: torch.Tensor, heatmap: torch.Tensor, mask: torch.Tensor, preprocessing: Preprocessing
+) -> Exemplar:
+    """One sample as the report shows it: the displayed input, its [0, 1] heatmap and mask, on the host."""
+    picture = preprocessing.denormalise(image.float().cpu())
+    return Exemplar(
+        record=record,
+        image=(picture.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8),
+        heatmap=heatmap.float().cpu().numpy().astype(np.float32),
+        mask=mask.cpu().numpy().copy(),
+    )
+
+
+def _offer(
+    shown: Gallery,
+    records: pa.RecordBatch,
+    batch: dict[str, Any],
+    explanation: Any,
+    methods: Sequence[str],
+    preprocessing: Preprocessing,
+) -> None:
+    """Offer a batch's samples scored on the first method to ``shown``; pixels are copied only
+    for the samples it keeps."""
+    if shown.size <= 0:
+        return
+    width = len(methods)
+    status = records.column("status").to_pylist()[::width]
+    shares = records.column("subject_share").to_numpy()[::width]
+    readable = np.cumsum(batch["ok"].numpy()) - 1
+
+    def keep(i: int) -> Callable[[], tuple[int, Exemplar]]:
+        def make() -> tuple[int, Exemplar]:
+            record = records.slice(i * width, 1).to_pylist()[0]
+            position = record.pop(POSITION)
+            j = int(readable[i])
+            heatmap = explanation.normalised(methods[0])[j]
+            return position, _exemplar(record, batch["image"][j], heatmap, batch["mask"][j], preprocessing)
+
+        return make
+
+    for i, state in enumerate(status):
+        if state == "ok":
+            shown.offer(float(shares[i]), keep(i))
 
 
 def _find_layer(explainer: Explainer, dataset: Any, device: torch.device) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from auditcam import cli
 from auditcam.records import samples_schema
@@ -206,3 +207,32 @@ def test_resume_refuses_another_configuration(setup, reference, capsys):
     assert cli.main(argv) == cli.EXIT_INPUT
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "was made with another configuration (target: 'pred' then, 'label' now)" in line
+
+
+def test_the_gallery_picked_from_the_merged_samples_matches_the_one_kept_while_explaining(small_dataset, tmp_path):
+    """A resumed or distributed run re-explains its gallery samples (they may come from another
+    process); it must show the same samples, with the same heatmaps, as the gallery kept in the loop."""
+    import numpy as np
+
+    from auditcam import LabelledDataset, audit
+    from auditcam.audit import _gallery
+    from auditcam.cam import Explainer
+    from auditcam.demo.models import tiny_cnn
+
+    manifest, classes = small_dataset
+    dataset = LabelledDataset.from_manifest(manifest, classes=classes)
+    model = tiny_cnn()
+    result = audit(model, dataset, gallery_size=3, batch_size=4, run_dir=tmp_path / "run", progress=False)
+    with Explainer(model) as explainer:
+        again = _gallery(result.samples_path, explainer, dataset, ["gradcam"], 3, 4, torch.device("cpu"), {})
+    for kept, redone in (
+        (result.gallery.background_reliant, again.background_reliant),
+        (result.gallery.subject_focused, again.subject_focused),
+    ):
+        assert [e.record for e in kept] == [e.record for e in redone] and len(kept) == 3
+        for a, b in zip(kept, redone, strict=True):
+            np.testing.assert_array_equal(a.image, b.image)
+            np.testing.assert_array_equal(a.mask, b.mask)
+            np.testing.assert_allclose(a.heatmap, b.heatmap, atol=1e-5)
+    shares = sorted(result.samples["subject_share"])
+    assert [e.record["subject_share"] for e in result.gallery.background_reliant] == shares[:3]

@@ -187,9 +187,16 @@ def default_workers(n_samples: int, batch_size: int, processes: int = 1) -> int:
     return max(1, min(4, cores // (2 * max(processes, 1))))
 
 
-def loader(dataset: Dataset, batch_size: int, num_workers: int | None = 0) -> DataLoader:
+def loader(dataset: Dataset, batch_size: int, num_workers: int | None = 0, *, pin_memory: bool = False) -> DataLoader:
     """Batches in dataset order with the fault-carrying collate; ``num_workers=None`` picks
-    :func:`default_workers`."""
+    :func:`default_workers`; ``pin_memory`` for batches bound for a GPU."""
     if num_workers is None:
         num_workers = default_workers(len(dataset), batch_size)  # type: ignore[arg-type]
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=collate,
+        pin_memory=pin_memory,
+    )
