@@ -98,13 +98,17 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 @contextlib.contextmanager
 def on_device(model: torch.nn.Module, device: torch.device) -> Iterator[torch.nn.Module]:
     """Move ``model`` to ``device`` for the block and back to where it was afterwards, so the
-    user's model is left as found (the same Parameter objects; only their storage moves)."""
+    user's model is left as found (the same Parameter objects; only their storage moves). A CUDA
+    device is also the current one for the block, so the DataLoader's pinning thread and every
+    process under torchrun work on their own GPU, not all on GPU 0."""
     home = model_device(model)
-    if home == device:
-        yield model
-        return
-    model.to(device)
-    try:
-        yield model
-    finally:
-        model.to(home)
+    current = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+    with current:
+        if home == device:
+            yield model
+            return
+        model.to(device)
+        try:
+            yield model
+        finally:
+            model.to(home)

@@ -4,6 +4,8 @@ by their decisions, not by running on one.)"""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import pytest
 import torch
 
@@ -81,7 +83,8 @@ def test_a_moved_model_goes_back_where_it_was(tiny_net, monkeypatch):
     """Moved for the audit, moved back after, even when the audit fails (the same Parameter objects)."""
     moves = []
     monkeypatch.setattr(type(tiny_net), "to", lambda self, device: moves.append(str(device)) or self)
+    monkeypatch.setattr(torch.cuda, "device", lambda device: moves.append(f"current {device}") or nullcontext())
     params = list(tiny_net.parameters())
-    with pytest.raises(RuntimeError), on_device(tiny_net, torch.device("cuda", 0)):
+    with pytest.raises(RuntimeError, match="the audit failed"), on_device(tiny_net, torch.device("cuda", 0)):
         raise RuntimeError("the audit failed")
-    assert moves == ["cuda:0", "cpu"] and list(tiny_net.parameters()) == params
+    assert moves == ["current cuda:0", "cuda:0", "cpu"] and list(tiny_net.parameters()) == params
