@@ -155,10 +155,14 @@ def test_ctrl_c_saves_what_it_has_and_says_how_to_resume(setup, reference, tmp_p
     _same_samples(out / "samples.parquet", reference)
 
 
-def test_two_runs_give_identical_samples(setup, reference, tmp_path):
+def test_two_runs_give_identical_samples_also_when_workers_decode(setup, reference, tmp_path):
+    """Determinism on the CPU: the same inputs give the same bytes, whether the samples are
+    decoded in this process or by two worker processes while the model runs."""
     _root, common = setup
     assert cli.main(["audit", *common, "--out", str(tmp_path / "again")]) == cli.EXIT_PASS
     _same_samples(tmp_path / "again" / "samples.parquet", reference)
+    assert cli.main(["audit", *common, "--workers", "2", "--out", str(tmp_path / "workers")]) == cli.EXIT_PASS
+    _same_samples(tmp_path / "workers" / "samples.parquet", reference)
 
 
 def test_a_failed_write_mid_run_is_one_line_and_keeps_the_finished_batches(setup, reference, tmp_path):
