@@ -258,7 +258,7 @@ def audit(
     classes = dataset.classes or (model_info.classes if model_info else None)
     device = model_device(model) if device is None else resolve_device(device, group.local_rank)
     autocast = amp_dtype(device, amp)
-    explainer = _explainer(model, layer, methods, autocast)
+    explainer = Explainer(model, layer=layer, methods=methods, autocast=autocast)
     methods = explainer.methods
     with _run_folder(run_dir) as (folder, temporary):
         settings = {
@@ -375,13 +375,6 @@ def _run_folder(run_dir: str | Path | None) -> Iterator[tuple[RunFolder, Path | 
     except BaseException:
         shutil.rmtree(path, ignore_errors=True)
         raise
-
-
-def _explainer(model: nn.Module, layer: str | None, methods: Sequence[str], autocast: torch.dtype | None) -> Explainer:
-    """The Explainer, under autocast when ``autocast`` names a dtype."""
-    if autocast is None:
-        return Explainer(model, layer=layer, methods=methods)
-    return Explainer(model, layer=layer, methods=methods, autocast=autocast)
 
 
 @dataclass(frozen=True)

@@ -210,12 +210,16 @@ def test_a_finished_run_is_refused_then_analysed_again_with_resume(setup, refere
     assert [c["name"] for c in summary["checks"] if c["outcome"] == "fail"] == ["mean_subject_share"]
 
 
-def test_resume_refuses_another_configuration(setup, reference, capsys):
+@pytest.mark.parametrize(
+    ("change", "difference"),
+    [(["--target", "label"], "target: 'pred' then, 'label' now"), (["--amp"], "amp: None then, 'bfloat16' now")],
+)
+def test_resume_refuses_another_configuration(setup, reference, capsys, change, difference):
     _root, common = setup
-    argv = ["audit", *common, "--target", "label", "--out", str(reference.parent), "--resume"]
+    argv = ["audit", *common, *change, "--out", str(reference.parent), "--resume"]
     assert cli.main(argv) == cli.EXIT_INPUT
     (line,) = capsys.readouterr().err.strip().splitlines()
-    assert "was made with another configuration (target: 'pred' then, 'label' now)" in line
+    assert f"was made with another configuration ({difference})" in line
 
 
 def test_the_gallery_picked_from_the_merged_samples_matches_the_one_kept_while_explaining(small_dataset, tmp_path):

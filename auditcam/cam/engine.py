@@ -65,6 +65,8 @@ class Explainer:
     """Grad-CAM-family explanations for a classifier.
 
     ``layer=None`` finds the last 4-D feature map before global pooling on the first call.
+    ``autocast``: a dtype (``torch.bfloat16``, ``torch.float16``) to run the model under
+    ``torch.autocast``; maps are computed in float32 regardless.
     Use as a context manager to keep the model in eval mode across calls; every call leaves
     the model's training flags, ``requires_grad`` and hooks exactly as it found them.
     """
@@ -74,6 +76,8 @@ class Explainer:
         model: nn.Module,
         layer: str | None = None,
         methods: Sequence[str] = ("gradcam",),
+        *,
+        autocast: torch.dtype | None = None,
     ) -> None:
         unknown = [m for m in methods if m not in METHODS]
         if unknown or not methods:
@@ -84,6 +88,7 @@ class Explainer:
         self.model = model
         self.layer = layer
         self.methods = tuple(methods)
+        self.autocast = autocast
         self._stack: contextlib.ExitStack | None = None
         if layer is not None:
             get_layer(model, layer)
@@ -112,11 +117,17 @@ class Explainer:
             if self.layer is None:
                 self.layer = find_target_layer(self.model, images)
             layer = get_layer(self.model, self.layer)
+            autocast = (
+                contextlib.nullcontext()
+                if self.autocast is None
+                else torch.autocast(device_type=images.device.type, dtype=self.autocast)
+            )
             with preserved(self.model) as handles:
-                logits, activations = self._forward(layer, images, handles)
+                with autocast:
+                    logits, activations = self._forward(layer, images, handles)
                 targets = logits.argmax(dim=1) if targets is None else _check_targets(targets, logits)
                 (gradients,) = torch.autograd.grad(logits.gather(1, targets[:, None]).sum(), activations)
-            activations = activations.detach()
+            activations, gradients = activations.detach().float(), gradients.float()
             maps = {
                 name: self._to_input_size(METHODS[name](activations, gradients), images.shape[-2:])
                 for name in self.methods
