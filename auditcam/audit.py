@@ -152,7 +152,7 @@ class AuditResult:
 
     def summary(self) -> dict[str, Any]:
         """The JSON-ready summary written to ``summary.json`` (schema: ``auditcam/schemas``)."""
-        n_samples = self.meta.get("n_samples")
+        n_samples = self.meta.get("dataset", {}).get("n_samples")
         return {
             "schema_version": SCHEMA_VERSION,
             "passed": self.passed,
@@ -341,7 +341,6 @@ def audit(
                 "weights_sha256": model_info.weights_sha256,
             },
             "dataset": {"source": dataset.source, "n_samples": len(dataset), "attributes": list(dataset.attributes)},
-            "n_samples": len(dataset),
             "classes": None if classes is None else list(classes),
             "methods": list(methods),
             "layer": explainer.layer,

@@ -89,7 +89,7 @@ def auditcam_case(model, dataset, args, device, scratch: Path) -> Callable[[], i
             amp=args.amp,
             progress=False,
         )
-        return int(result.meta["n_samples"])
+        return int(result.meta["dataset"]["n_samples"])
 
     return run
 
