@@ -25,6 +25,9 @@ CHUNK_ELEMENTS = 1 << 22
 # a partition with at most this many groups sums through one dense (rows x groups*columns)
 # product; with more, one product per group (a dense product would multiply mostly zeros)
 DENSE_GROUPS = 32
+# ... unless the one-hot expansion would hold more elements than this: then one product per
+# group too, so memory stays proportional to rows x columns however many rows there are
+DENSE_ELEMENTS = 1 << 21
 
 
 @dataclass(frozen=True)
@@ -66,11 +69,15 @@ def resample_counts(n: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
         if n == 0:
             yield np.zeros((0, size), dtype=np.float32)
             continue
-        draws = rng.integers(0, n, size=(size, n))
-        cells = draws * size + np.arange(size, dtype=np.int64)[:, None]  # (row, replicate) -> row * size + replicate
+        cells = rng.integers(0, n, size=(size, n))
+        cells *= size  # in place: (row, replicate) -> row * size + replicate, one array alive, not two
+        cells += np.arange(size, dtype=np.int64)[:, None]
         counts = np.bincount(cells.ravel(), minlength=n * size).reshape(n, size)
+        del cells  # freed before the consumer runs, not held by this paused generator
         # float32 holds every count and running sum of counts (at most n) exactly below 2**24
-        yield counts.astype(np.float32 if n < 1 << 24 else np.float64)
+        block = counts.astype(np.float32 if n < 1 << 24 else np.float64)
+        del counts
+        yield block
 
 
 # rows per block of running draw counts in :func:`group_medians`
@@ -137,9 +144,9 @@ def _prepare(table: Table, partitions: Sequence[Partition], dtype: type) -> list
     prepared = []
     for partition in partitions:
         values = columns[partition.rows]
-        dense = partition.n_groups <= DENSE_GROUPS
+        m, width = values.shape
+        dense = partition.n_groups <= DENSE_GROUPS and m * partition.n_groups * width <= DENSE_ELEMENTS
         if dense:
-            m, width = values.shape
             expanded = np.zeros((m, partition.n_groups, width), dtype=dtype)
             expanded[np.arange(m), np.repeat(np.arange(partition.n_groups), np.diff(partition.bounds))] = values
             values = expanded.reshape(m, -1)
@@ -180,10 +187,11 @@ def _estimate(table: Table, prepared: Sequence[_Prepared], counts: np.ndarray) -
 
 
 def point(table: Table, partitions: Sequence[Partition]) -> tuple[np.ndarray, np.ndarray]:
-    """The estimates on the data itself (every row once): ratios (groups, k), medians (groups,)."""
-    prepared = _prepare(table, partitions, np.float64)
-    ratios, medians = _estimate(table, prepared, np.ones((table.numerators.shape[0], 1)))
-    return ratios[0], medians[0]
+    """The estimates on the data itself (every row once): ratios (groups, k), medians (groups,).
+    One partition is laid out at a time, so only one float64 copy of the rows exists at once."""
+    ones = np.ones((table.numerators.shape[0], 1))
+    parts = [_estimate(table, _prepare(table, [partition], np.float64), ones) for partition in partitions]
+    return np.concatenate([r for r, _ in parts], axis=1)[0], np.concatenate([m for _, m in parts], axis=1)[0]
 
 
 def replicate(

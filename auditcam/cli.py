@@ -23,9 +23,10 @@ from auditcam.config import (
     DEFAULT_MIN_GROUP_SIZE,
     INSUFFICIENT_DATA,
 )
-from auditcam.errors import InputError
+from auditcam.errors import InputError, Interrupted
 
 EXIT_PASS, EXIT_FAIL, EXIT_INPUT, EXIT_BUG = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 ISSUES_URL = "https://github.com/auditcam/auditcam/issues"
 
 
@@ -234,15 +235,51 @@ def build_parser() -> argparse.ArgumentParser:
     runtime = run.add_argument_group("run")
     runtime.add_argument("--out", required=True, type=Path, help="output folder for the report and results")
     runtime.add_argument("--name", help="model name shown in the report (default: the weights file's stem)")
-    runtime.add_argument("--batch-size", type=_positive_int, default=32, help="images per batch (default: 32)")
+    runtime.add_argument(
+        "--batch-size", type=_positive_int, help="images per batch (default: 32, or the resumed run's)"
+    )
     _add_workers_argument(runtime)
     runtime.add_argument("--gallery-size", type=int, default=8, help="samples shown at each end of the gallery")
     runtime.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_scale_arguments(run)
     run.set_defaults(handler=_run_audit)
     _add_compare(sub)
     _add_validate(sub)
     _add_featuremaps(sub)
     return parser
+
+
+def _add_scale_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of long runs: resume, overwrite, device, autocast, shard size."""
+    scale = parser.add_argument_group(
+        "large runs",
+        "Records stream to shards in --out as the run goes; a killed or interrupted run continues with --resume. "
+        "Under torchrun every process explains its share (see the README).",
+    )
+    again = scale.add_mutually_exclusive_group()
+    again.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out (same model, data and settings), or start it if there is none; "
+        "on a finished run, analyse its samples again with the current checks",
+    )
+    again.add_argument("--overwrite", action="store_true", help="delete the run or results in --out and start again")
+    scale.add_argument(
+        "--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto = cuda when available)"
+    )
+    scale.add_argument(
+        "--amp",
+        nargs="?",
+        const="auto",
+        choices=("auto", "bf16", "fp16"),
+        help="run the model under autocast (default dtype: bf16 on the CPU, fp16 or bf16 on CUDA)",
+    )
+    scale.add_argument(
+        "--shard-size",
+        type=_positive_int,
+        metavar="N",
+        help="samples per shard, a multiple of the batch size (default: about 64 shards, at most 128 batches each)",
+    )
 
 
 def _workers(text: str) -> int | None:
@@ -404,8 +441,16 @@ def _run_audit(args: argparse.Namespace, argv: Sequence[str]) -> int:
         model_info=info,
         name=args.name,
         progress=not args.no_progress,
+        run_dir=args.out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        device=args.device,
+        amp=args.amp,
+        shard_size=args.shard_size,
         **_beyond_options(args, dataset),
     )
+    if result is None:  # another process of a torchrun job: rank 0 reports
+        return EXIT_PASS
     result.meta["command"] = "auditcam " + shlex.join(argv)
     result.meta["config_sources"] = list(config.sources)
     paths = result.write(args.out)
@@ -663,21 +708,59 @@ def _run_compare(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``auditcam`` command; returns the exit code."""
+    """Entry point of the ``auditcam`` command; returns the exit code (under torchrun, every
+    process returns the same one)."""
+    from auditcam import distributed
+
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not distributed.launched():
+        return _run(argv)[0]
     try:
-        args = build_parser().parse_args(argv)
-        return args.handler(args, argv)
+        with distributed.session() as group:
+            return group.stop(*_run(argv))
     except InputError as exc:
         print(f"auditcam: error: {exc}", file=sys.stderr)
         return EXIT_INPUT
+
+
+def _run(argv: list[str]) -> tuple[int, str]:
+    """Run one command; map what escapes to an exit code and a one-line message."""
+    from auditcam import distributed
+
+    group = distributed.current()
+    prefix = "auditcam" if group.world == 1 else f"auditcam[rank {group.rank}]"
+    try:
+        args = build_parser().parse_args(argv)
+        if group.world > 1 and args.command != "audit":
+            raise InputError(distributed.NOT_DISTRIBUTED.format(command=args.command))
+        return args.handler(args, argv), ""
+    except InputError as exc:
+        print(f"{prefix}: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT, str(exc)
+    except distributed.PeerStopped as exc:
+        print(f"{prefix}: {exc}", file=sys.stderr)
+        return exc.code, str(exc)
+    except Interrupted as exc:
+        if group.leader:
+            print(f"auditcam: {_resume_hint(exc, argv, group.world)}", file=sys.stderr)
+        return EXIT_INTERRUPTED, "interrupted"
     except KeyboardInterrupt:
-        print("auditcam: interrupted", file=sys.stderr)
-        return 130
-    except Exception:
+        print(f"{prefix}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED, "interrupted"
+    except Exception as exc:
         traceback.print_exc()
         print(
-            f"auditcam: internal error — this is a bug; please report it with the traceback above at {ISSUES_URL}",
+            f"{prefix}: internal error — this is a bug; please report it with the traceback above at {ISSUES_URL}",
             file=sys.stderr,
         )
-        return EXIT_BUG
+        return EXIT_BUG, f"internal error: {type(exc).__name__}"
+
+
+def _resume_hint(exc: Interrupted, argv: Sequence[str], world: int) -> str:
+    """What was kept and the command that continues the run."""
+    kept = f"interrupted: {exc.done} of {exc.total} samples are saved in {exc.folder}"
+    again = [arg for arg in argv if arg != "--overwrite"]
+    again += [] if "--resume" in again else ["--resume"]
+    if world > 1:
+        return f"{kept}; resume with the same torchrun command, adding --resume"
+    return f"{kept}; resume with: auditcam {shlex.join(again)}"

@@ -182,7 +182,8 @@ def test_checks_come_from_pyproject_then_config_then_flags(demo_run, tmp_path, m
     (tmp_path / "strict.toml").write_text("min_subject_share = 0.99\n", encoding="utf-8")
     strict = [*args, "--out", str(tmp_path / "b"), "--config", str(tmp_path / "strict.toml"), "--no-progress"]
     assert cli.main(strict) == cli.EXIT_FAIL  # --config over pyproject
-    assert cli.main([*strict, "--min-subject-share", "0.1"]) == cli.EXIT_PASS  # the flag over --config
+    # the flag over --config, on the same samples (--resume analyses a finished run again)
+    assert cli.main([*strict, "--min-subject-share", "0.1", "--resume"]) == cli.EXIT_PASS
     isolated = [*args, "--out", str(tmp_path / "c"), "--isolated", "--min-group-size", "10", "--no-progress"]
     assert cli.main(isolated) == cli.EXIT_PASS
     summary = json.loads((tmp_path / "c" / "summary.json").read_text(encoding="utf-8"))

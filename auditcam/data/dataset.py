@@ -177,19 +177,26 @@ def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
-def default_workers(n_samples: int, batch_size: int) -> int:
+def default_workers(n_samples: int, batch_size: int, processes: int = 1) -> int:
     """Worker processes for decoding: none for a run of at most two batches (starting processes
     would cost more than it saves), else half the usable CPU cores, at most 4 — the other half
-    runs the model."""
+    runs the model. ``processes`` audit processes on this machine (torchrun) share the cores."""
     if n_samples <= 2 * batch_size:
         return 0
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(4, cores // 2))
+    return max(1, min(4, cores // (2 * max(processes, 1))))
 
 
-def loader(dataset: Dataset, batch_size: int, num_workers: int | None = 0) -> DataLoader:
+def loader(dataset: Dataset, batch_size: int, num_workers: int | None = 0, *, pin_memory: bool = False) -> DataLoader:
     """Batches in dataset order with the fault-carrying collate; ``num_workers=None`` picks
-    :func:`default_workers`."""
+    :func:`default_workers`; ``pin_memory`` for batches bound for a GPU."""
     if num_workers is None:
         num_workers = default_workers(len(dataset), batch_size)  # type: ignore[arg-type]
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=collate,
+        pin_memory=pin_memory,
+    )

@@ -16,6 +16,8 @@ from auditcam.report.html import render_comparison, render_html, render_index
 from auditcam.report.junit import render_junit
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from auditcam.audit import AuditResult
     from auditcam.comparison import Comparison
 
@@ -47,7 +49,7 @@ def atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _write_parquet(frame, path: Path) -> None:
+def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     frame.to_parquet(tmp, index=False)
     os.replace(tmp, path)
@@ -64,7 +66,7 @@ def write_bundle(result: AuditResult, out: str | Path) -> dict[str, Path]:
     try:
         out.mkdir(parents=True, exist_ok=True)
         paths = {name: out / name for name in ("report.html", "summary.json", "junit.xml", "samples.parquet")}
-        _write_parquet(result.samples, paths["samples.parquet"])
+        result.write_samples(paths["samples.parquet"])
         summary = result.summary()
         atomic_write(paths["summary.json"], _json(summary))
         atomic_write(paths["junit.xml"], render_junit(summary).encode("utf-8"))
@@ -72,8 +74,8 @@ def write_bundle(result: AuditResult, out: str | Path) -> dict[str, Path]:
         if result.counterfactual is not None:  # one row per (sample, background variant)
             paths["counterfactual.parquet"] = out / "counterfactual.parquet"
             _write_parquet(result.counterfactual.samples, paths["counterfactual.parquet"])
-    except PermissionError as exc:
-        raise InputError(f"--out {out}: cannot write there ({exc.strerror}); choose a writable folder") from None
+    except OSError as exc:
+        raise InputError(f"--out {out}: cannot write there ({exc.strerror or exc}); choose a writable folder") from None
     return paths
 
 
@@ -85,11 +87,11 @@ def write_comparison(comparison: Comparison, out: str | Path) -> dict[str, Path]
     try:
         out.mkdir(parents=True, exist_ok=True)
         paths = {name: out / name for name in names}
-        _write_parquet(comparison.a.samples, paths["samples_a.parquet"])
-        _write_parquet(comparison.b.samples, paths["samples_b.parquet"])
+        comparison.a.write_samples(paths["samples_a.parquet"])
+        comparison.b.write_samples(paths["samples_b.parquet"])
         atomic_write(paths["comparison.json"], _json(comparison.to_dict()))
         atomic_write(paths["junit.xml"], render_junit(comparison.b.summary()).encode("utf-8"))
         atomic_write(paths["comparison.html"], render_comparison(comparison).encode("utf-8"))
-    except PermissionError as exc:
-        raise InputError(f"--out {out}: cannot write there ({exc.strerror}); choose a writable folder") from None
+    except OSError as exc:
+        raise InputError(f"--out {out}: cannot write there ({exc.strerror or exc}); choose a writable folder") from None
     return paths

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+import pyarrow.compute as pc
 from markupsafe import Markup
 
 from auditcam.gallery import Exemplar
@@ -211,6 +212,10 @@ def _gallery(result: AuditResult, attributes: list[str]) -> dict[str, Any]:
     }
 
 
+# the per-sample columns the figures read
+CHART_COLUMNS = ("status", "subject_share", "subject_area", "correct", "background_reliant", "pred", "label_name")
+
+
 def _charts(frame: pd.DataFrame, agg: Mapping[str, Any], meta: Mapping[str, Any], worst: Mapping[str, Any]) -> dict:
     attributes = list(meta["dataset"]["attributes"])
     minimum, confidence = meta["analysis"]["min_group_size"], meta["analysis"]["confidence"]
@@ -370,10 +375,11 @@ def context(result: AuditResult) -> dict[str, Any]:
     meta = result.meta
     primary = meta["methods"][0]
     agg = result.aggregates[primary]
-    frame = result.samples[result.samples["method"] == primary]
-    problems = frame[frame["status"] != "ok"]
-    noted = frame[frame["note"].fillna("") != ""]  # e.g. masks resized with --resize-masks
     attributes = list(meta["dataset"]["attributes"])
+    # read only the columns and rows shown (the samples table may be far larger than memory allows)
+    frame = result.read_samples(primary, columns=[*CHART_COLUMNS, *attributes])
+    problem = pc.field("status") != "ok"
+    noted = pc.field("note") != ""  # e.g. masks resized with --resize-masks
     disparities: dict[str, list[dict[str, Any]]] = {}
     for row in agg["disparities"]:
         disparities.setdefault(row["dimension"], []).append(row)
@@ -408,11 +414,11 @@ def context(result: AuditResult) -> dict[str, Any]:
         "preprocessing_text": _preprocessing_text(meta.get("preprocessing") or {}),
         "charts": _charts(frame, agg, meta, worst_groups),
         "gallery": _gallery(result, attributes),
-        "problems": problems.head(MAX_PROBLEMS_LISTED).to_dict("records"),
-        "problem_reasons": _reason_counts(problems),
-        "n_problems": len(problems),
-        "noted": noted.head(MAX_PROBLEMS_LISTED).to_dict("records"),
-        "n_noted": len(noted),
+        "problems": result.read_samples(primary, where=problem, limit=MAX_PROBLEMS_LISTED).to_dict("records"),
+        "problem_reasons": _reason_counts(result.read_samples(primary, columns=["status", "reason"], where=problem)),
+        "n_problems": result.count_samples(primary, where=problem),
+        "noted": result.read_samples(primary, where=noted, limit=MAX_PROBLEMS_LISTED).to_dict("records"),
+        "n_noted": result.count_samples(primary, where=noted),
         "metric_help": METRIC_HELP,
         "metric_definitions": [(name, METRIC_DEFINITIONS[name], text) for name, text in METRIC_HELP.items()],
         "nav": _nav(extra, bool(agg["by_group"] or agg["by_intersection"])),
@@ -489,7 +495,7 @@ def comparison_context(comparison: Comparison) -> dict[str, Any]:
     meta = comparison.b.meta
     method = data["method"]
     frames = {
-        name: result.samples[result.samples["method"] == method]
+        name: result.read_samples(method)
         for name, result in zip(comparison.names, (comparison.a, comparison.b), strict=True)
     }
     dataset = meta["dataset"]

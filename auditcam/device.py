@@ -1,0 +1,114 @@
+"""Where the audit runs: the device, the autocast dtype, and the host-to-device copy of a batch.
+
+On CUDA the DataLoader pins its batches and they are copied with ``non_blocking=True``, so the
+copy of batch k+1 overlaps the model's work on batch k; on the CPU neither applies (pinning
+would only cost a copy).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from auditcam.errors import InputError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str | torch.device | None = "auto", local_rank: int | None = None) -> torch.device:
+    """``auto``: CUDA when available, else the CPU. ``cuda`` without an index picks the process's
+    local rank under torchrun (one GPU per process), else the current CUDA device."""
+    if isinstance(name, torch.device):
+        device = name
+    else:
+        text = "auto" if name is None else str(name).strip().lower()
+        if text == "auto":
+            text = "cuda" if torch.cuda.is_available() else "cpu"
+        try:
+            device = torch.device(text)
+        except RuntimeError:
+            raise InputError(f"--device {name!r}: choose from {', '.join(DEVICES)} (or cuda:N)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+        if device.index is None:
+            index = (
+                local_rank if local_rank is not None else int(os.environ.get("LOCAL_RANK", torch.cuda.current_device()))
+            )
+            device = torch.device("cuda", index % torch.cuda.device_count())
+    elif device.type != "cpu":
+        raise InputError(f"--device {name!r}: choose from {', '.join(DEVICES)} (or cuda:N)")
+    return device
+
+
+def amp_dtype(device: torch.device, amp: bool | str | torch.dtype | None) -> torch.dtype | None:
+    """The autocast dtype for ``--amp``: bfloat16 on the CPU; on CUDA bfloat16 where the GPU
+    supports it, else float16. ``amp`` may also name the dtype (``bf16``, ``fp16``)."""
+    if amp is None or amp is False:
+        return None
+    if isinstance(amp, torch.dtype):
+        dtype = amp
+    elif amp is True or str(amp).lower() in ("auto", "true"):
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            return torch.float16
+        return torch.bfloat16
+    else:
+        dtype = {
+            "bf16": torch.bfloat16,
+            "bfloat16": torch.bfloat16,
+            "fp16": torch.float16,
+            "float16": torch.float16,
+        }.get(str(amp).lower())
+        if dtype is None:
+            raise InputError(f"--amp {amp!r}: choose bf16 or fp16")
+    if dtype not in (torch.bfloat16, torch.float16):
+        raise InputError(f"autocast dtype {dtype}: choose torch.bfloat16 or torch.float16")
+    if device.type == "cpu" and dtype == torch.float16:
+        raise InputError("--amp fp16 runs on CUDA only; on the CPU use bf16")
+    return dtype
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (the CPU for a model without any)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def pin_memory(device: torch.device) -> bool:
+    """Whether the DataLoader should pin batches: only when they go to a CUDA device."""
+    return device.type == "cuda"
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """The batch with its image and mask tensors on ``device`` (asynchronous from pinned memory)."""
+    if device.type == "cpu":
+        return batch
+    moved = dict(batch)
+    for key in ("image", "mask"):
+        if key in moved:
+            moved[key] = moved[key].to(device, non_blocking=True)
+    return moved
+
+
+@contextlib.contextmanager
+def on_device(model: torch.nn.Module, device: torch.device) -> Iterator[torch.nn.Module]:
+    """Move ``model`` to ``device`` for the block and back to where it was afterwards, so the
+    user's model is left as found (the same Parameter objects; only their storage moves). A CUDA
+    device is also the current one for the block, so the DataLoader's pinning thread and every
+    process under torchrun work on their own GPU, not all on GPU 0."""
+    home = model_device(model)
+    current = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+    with current:
+        if home == device:
+            yield model
+            return
+        model.to(device)
+        try:
+            yield model
+        finally:
+            model.to(home)

@@ -1,0 +1,250 @@
+"""Per-sample records on disk while an audit runs: shards that survive a crash, and the stream
+merge into ``samples.parquet``.
+
+The dataset's positions are cut into fixed *chunks* of ``shard_size`` samples (a multiple of the
+batch size), so every batch lies inside one chunk at the same place in every run, whatever the
+number of processes or interruptions — the same batches give the same numbers. Chunk ``c`` is
+written by one process:
+
+- while it runs, to the journal ``shard-c.arrows``, an Arrow IPC stream flushed after every
+  batch: a reader recovers every whole batch before a torn tail, so a killed run loses at most
+  the batch in flight;
+- when its last batch is in, to ``shard-c.parquet``, written to a temporary name and renamed
+  into place (a Parquet file without its footer is unreadable, so none is ever half there);
+  then the journal is deleted.
+
+:func:`scan` tells a resumed run which chunks are done and how far each journal got, deleting
+what cannot be read; :func:`merge` streams the shards, in chunk order, into one Parquet file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from auditcam.errors import InputError
+from auditcam.records import POSITION
+
+# a chunk holds about this many batches unless the dataset is small or huge (see default_shard_size)
+SHARDS_PER_RUN = 64
+MAX_BATCHES_PER_SHARD = 128
+TMP_SUFFIX = ".tmp"
+WRITE_FAILED = "cannot write {path} ({reason}); the finished shards are kept: fix the folder, then rerun with --resume"
+
+
+def default_shard_size(n_samples: int, batch_size: int) -> int:
+    """Samples per shard: about :data:`SHARDS_PER_RUN` shards (enough to share among processes),
+    at least one batch and at most :data:`MAX_BATCHES_PER_SHARD` batches, a multiple of the batch."""
+    batches = math.ceil(n_samples / (SHARDS_PER_RUN * batch_size)) if n_samples else 1
+    return batch_size * min(max(batches, 1), MAX_BATCHES_PER_SHARD)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a run's positions fall into chunks and batches."""
+
+    n_samples: int
+    batch_size: int
+    shard_size: int
+
+    def __post_init__(self) -> None:
+        if self.shard_size < 1 or self.shard_size % self.batch_size:
+            raise InputError(
+                f"shard size {self.shard_size} must be a positive multiple of the batch size {self.batch_size}"
+            )
+
+    @property
+    def n_shards(self) -> int:
+        return math.ceil(self.n_samples / self.shard_size)
+
+    def chunk(self, c: int) -> range:
+        """The positions of chunk ``c``."""
+        return range(c * self.shard_size, min((c + 1) * self.shard_size, self.n_samples))
+
+    def batches(self, c: int, done: int = 0) -> Iterator[range]:
+        """The batches of chunk ``c`` after its first ``done`` samples (a multiple of the batch)."""
+        positions = self.chunk(c)
+        for start in range(positions.start + done, positions.stop, self.batch_size):
+            yield range(start, min(start + self.batch_size, positions.stop))
+
+    def to_dict(self) -> dict[str, int]:
+        return {"n_samples": self.n_samples, "batch_size": self.batch_size, "shard_size": self.shard_size}
+
+
+def shard_path(folder: Path, c: int) -> Path:
+    return folder / f"shard-{c:06d}.parquet"
+
+
+def journal_path(folder: Path, c: int) -> Path:
+    return folder / f"shard-{c:06d}.arrows"
+
+
+def _tmp(path: Path) -> Path:
+    return path.with_name(f".{path.name}{TMP_SUFFIX}")
+
+
+def salvage(path: Path, schema: pa.Schema) -> list[pa.RecordBatch]:
+    """The whole batches at the head of a journal; a torn tail (the batch in flight when the
+    process died) and anything after it is dropped. A journal of another schema holds nothing."""
+    batches: list[pa.RecordBatch] = []
+    try:
+        with pa.OSFile(str(path), "rb") as source, pa.ipc.open_stream(source) as reader:
+            if not reader.schema.equals(schema, check_metadata=False):
+                return []
+            while True:
+                batches.append(reader.read_next_batch())
+    except (StopIteration, OSError, pa.ArrowException):
+        pass
+    return batches
+
+
+class Journal:
+    """The open journal of one chunk: batches are appended and flushed one at a time."""
+
+    def __init__(self, path: Path, schema: pa.Schema, kept: Sequence[pa.RecordBatch] = ()) -> None:
+        """Start the journal at ``path`` with the ``kept`` batches of an earlier run (rewritten
+        under a temporary name and renamed over the old journal, torn tail and all)."""
+        self.path = path
+        tmp = _tmp(path)
+        try:
+            self._sink = pa.OSFile(str(tmp), "wb")
+            self._writer = pa.ipc.new_stream(self._sink, schema)
+            for batch in kept:
+                self._writer.write_batch(batch)
+            self._sink.flush()
+            os.replace(tmp, path)
+        except OSError as exc:
+            self.abort()
+            raise InputError(WRITE_FAILED.format(path=path, reason=exc.strerror or exc)) from None
+
+    def append(self, batch: pa.RecordBatch) -> None:
+        try:
+            self._writer.write_batch(batch)
+            self._sink.flush()
+        except OSError as exc:
+            self.abort()
+            raise InputError(WRITE_FAILED.format(path=self.path, reason=exc.strerror or exc)) from None
+
+    def close(self) -> None:
+        self._writer.close()
+        self._sink.close()
+
+    def abort(self) -> None:
+        """Close without caring whether the stream ends cleanly (a resumed run salvages it)."""
+        for closing in (getattr(self, "_writer", None), getattr(self, "_sink", None)):
+            if closing is not None:
+                with contextlib.suppress(Exception):
+                    closing.close()
+
+
+def write_parquet(path: Path, tables: Callable[[pq.ParquetWriter], None], schema: pa.Schema) -> None:
+    """Write a Parquet file through ``tables(writer)`` under a temporary name, then rename it into
+    place: readers see the old file or the whole new one, never a file without its footer."""
+    tmp = _tmp(path)
+    try:
+        with pq.ParquetWriter(tmp, schema) as writer:
+            tables(writer)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise InputError(WRITE_FAILED.format(path=path, reason=exc.strerror or exc)) from None
+
+
+def finish_chunk(folder: Path, c: int, schema: pa.Schema) -> Path:
+    """Turn chunk ``c``'s closed journal into its Parquet shard, then delete the journal."""
+    journal, shard = journal_path(folder, c), shard_path(folder, c)
+    table = pa.Table.from_batches(salvage(journal, schema), schema=schema)
+    write_parquet(shard, lambda writer: writer.write_table(table), schema)
+    journal.unlink(missing_ok=True)
+    return shard
+
+
+def _readable_shard(path: Path, schema: pa.Schema, rows: int) -> bool:
+    try:
+        meta = pq.read_metadata(path)
+        return meta.num_rows == rows and meta.schema.to_arrow_schema().equals(schema, check_metadata=False)
+    except (OSError, pa.ArrowException):
+        return False
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a run folder holds: the finished chunks, and the samples done in each journal."""
+
+    done: frozenset[int]
+    journals: dict[int, int]
+    dropped: tuple[str, ...]  # files that could not be read and were deleted
+
+    def samples_done(self, layout: Layout) -> int:
+        return sum(len(layout.chunk(c)) for c in self.done) + sum(self.journals.values())
+
+    def work(self, layout: Layout) -> list[tuple[int, int]]:
+        """(chunk, samples already done) of every unfinished chunk, in order."""
+        return [(c, self.journals.get(c, 0)) for c in range(layout.n_shards) if c not in self.done]
+
+
+def scan(folder: Path, layout: Layout, schema: pa.Schema, n_methods: int) -> Progress:
+    """Check every shard and journal in ``folder``: a shard that cannot be read or has the wrong
+    rows, a journal with no whole batch and any temporary file are deleted; a journal whose
+    chunk has its shard is stale and deleted too; a complete journal becomes its shard."""
+    done: set[int] = set()
+    journals: dict[int, int] = {}
+    dropped: list[str] = []
+    for tmp in folder.glob(f".*{TMP_SUFFIX}"):
+        tmp.unlink(missing_ok=True)
+    for c in range(layout.n_shards):
+        size = len(layout.chunk(c))
+        shard, journal = shard_path(folder, c), journal_path(folder, c)
+        if shard.exists():
+            if _readable_shard(shard, schema, size * n_methods):
+                done.add(c)
+                journal.unlink(missing_ok=True)
+                continue
+            dropped.append(shard.name)
+            shard.unlink()
+        if journal.exists():
+            rows = sum(batch.num_rows for batch in salvage(journal, schema))
+            samples = rows // n_methods
+            if samples == size and rows == size * n_methods:  # complete, killed before its shard was written
+                finish_chunk(folder, c, schema)
+                done.add(c)
+            elif samples and rows == samples * n_methods and samples % layout.batch_size == 0:
+                journals[c] = samples
+            else:
+                dropped.append(journal.name)
+                journal.unlink()
+    stray = {p.name for p in folder.glob("shard-*")} - {
+        p.name for c in range(layout.n_shards) for p in (shard_path(folder, c), journal_path(folder, c))
+    }
+    for name in sorted(stray):
+        dropped.append(name)
+        (folder / name).unlink()
+    return Progress(frozenset(done), journals, tuple(dropped))
+
+
+def merge(
+    folder: Path,
+    layout: Layout,
+    shard_schema: pa.Schema,
+    out: Path,
+    on_table: Callable[[pa.Table], None] | None = None,
+) -> None:
+    """Stream every shard, in chunk order, into the Parquet file ``out`` (without ``position``):
+    one shard in memory at a time. ``on_table`` sees each shard's table (with ``position``)."""
+    schema = shard_schema.remove(shard_schema.get_field_index(POSITION))
+
+    def write(writer: pq.ParquetWriter) -> None:
+        for c in range(layout.n_shards):
+            table = pq.read_table(shard_path(folder, c), schema=shard_schema)
+            if on_table is not None:
+                on_table(table)
+            writer.write_table(table.drop_columns([POSITION]).replace_schema_metadata(schema.metadata))
+
+    write_parquet(out, write, schema)
