@@ -16,7 +16,7 @@ import numpy as np
 
 from auditcam.featuremaps import LayerMaps, channel_grid
 from auditcam.report import atomic_write
-from auditcam.report.html import _environment, _page_style
+from auditcam.report.html import _environment, page_assets
 
 PAGE, TABLE, PNG_FOLDER = "featuremaps.html", "layers.json", "png"
 
@@ -80,7 +80,7 @@ def write_featuremaps(images: list[ImageMaps], out: str | Path, *, model: str, c
     html = (
         _environment()
         .get_template("featuremaps.html.j2")
-        .render(**_page_style(), model=model, channels=channels, images=pages)
+        .render(**page_assets(script=False), model=model, channels=channels, images=pages)
     )
     paths = {PAGE: out / PAGE, TABLE: out / TABLE}
     atomic_write(paths[TABLE], json.dumps(table, indent=2).encode("utf-8"))
