@@ -222,6 +222,7 @@ class Analysis:
         return tuple(self._kinds)
 
     def kind(self, dimension: str) -> str:
+        """What a breakdown groups by: ``overall``, ``class``, ``attribute``, ``intersection`` or ``correctness``."""
         self._check_dimension(dimension)
         return self._kinds[dimension]
 

@@ -138,6 +138,7 @@ class Comparison:
 
     @property
     def names(self) -> tuple[str, str]:
+        """The two models' display names, A's first."""
         return self.a.meta.get("name", "A"), self.b.meta.get("name", "B")
 
     @property
@@ -147,6 +148,7 @@ class Comparison:
 
     @property
     def focus_counts(self) -> dict[str, int]:
+        """How many samples kept or changed their focus (subject/background), and how many could not be compared."""
         counts = self.transitions["transition"].value_counts()
         out = {t: int(counts.get(t, 0)) for t in TRANSITIONS}
         out["not_comparable"] = int(self.transitions["transition"].isna().sum())
@@ -163,6 +165,7 @@ class Comparison:
 
     @property
     def correctness_counts(self) -> dict[str, int]:
+        """How many samples both models got right, B fixed, B broke, or both got wrong."""
         a = self.transitions["a_correct"].astype("boolean")
         b = self.transitions["b_correct"].astype("boolean")
         return {

@@ -172,6 +172,7 @@ class AnalysisOptions:
         object.__setattr__(self, "intersections", tuple(tuple(i) for i in self.intersections))
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready settings (written into the summary's ``meta``)."""
         return dataclasses.asdict(self)
 
 
