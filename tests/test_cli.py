@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -218,3 +220,31 @@ def test_an_unknown_method_exits_2_naming_the_choices(demo_run, tmp_path, capsys
     assert cli.main(args) == cli.EXIT_INPUT
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "unknown CAM method 'gradkam'; choose from gradcam" in err
+
+
+def _options(command: str) -> set[str]:
+    """Every long option of one subcommand, from the parser itself."""
+    parser = cli.build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return {s for a in commands.choices[command]._actions for s in a.option_strings if s.startswith("--")} - {"--help"}
+
+
+def _readme_section(title: str) -> str:
+    text = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    start = text.index(f"\n## {title}\n")
+    return text[start : text.index("\n## ", start + 1)]
+
+
+@pytest.mark.parametrize("command", ["demo", "audit", "validate", "featuremaps"])
+def test_the_cli_reference_names_every_option(command):
+    reference = _readme_section("CLI reference")
+    assert {o for o in _options(command) if f"`{o}" not in reference} == set()
+
+
+def test_the_cli_reference_says_which_audit_options_compare_lacks():
+    (row,) = [line for line in _readme_section("CLI reference").splitlines() if line.startswith("| `auditcam compare`")]
+    lacks = _options("audit") - _options("compare")
+    said = set(re.findall(r"`(--[a-z-]+)", row.split("but", 1)[1]))
+    counterfactual_and_sanity = {o for o in lacks if o.startswith(("--bg", "--counterfactual", "--sanity"))}
+    assert said | counterfactual_and_sanity == lacks
+    assert _options("compare") - _options("audit") == set()
