@@ -5,6 +5,8 @@ Every output is captured with a forward hook inside :func:`auditcam.cam.preserve
 model is left exactly as it was. A layer's grid shows its most active channels (highest mean
 activation) in grayscale, bright = strong activation, on one scale per layer: black is the
 lowest value among the channels shown, white the highest, so channels compare within a layer.
+A transformer layer's output is laid over the image first (:mod:`auditcam.cam.grids`): Swin's
+channels-last maps and a ViT's patch tokens become (C, H, W) grids like a convolution's.
 
 The predicted spatial size of a convolution's output is, per dimension,
 ``floor((H + 2P - D(K - 1) - 1) / S + 1)`` for input size H, padding P, dilation D, kernel K
@@ -22,6 +24,7 @@ import torch
 from torch import nn
 
 from auditcam.cam import preserved
+from auditcam.cam.grids import NOT_A_GRID, Grid, grid_of
 from auditcam.cam.layers import get_layer
 from auditcam.errors import InputError
 from auditcam.gallery import Exemplar
@@ -58,8 +61,8 @@ class LayerMaps:
     name: str
     kind: str
     input_shape: tuple[int, ...]  # (C, H, W) of one image
-    output_shape: tuple[int, ...]
-    activations: np.ndarray  # float32 (N, C, H, W)
+    output_shape: tuple[int, ...]  # as the layer outputs it
+    activations: np.ndarray  # float32 (N, C, H, W): the output laid over the image
     kernel: tuple[int, int] | None = None
     stride: tuple[int, int] | None = None
     padding: tuple[int, int] | str | None = None
@@ -89,7 +92,7 @@ class LayerMaps:
         }
 
 
-def _layer_maps(name: str, module: nn.Module, inputs: torch.Tensor, output: torch.Tensor) -> LayerMaps:
+def _layer_maps(name: str, module: nn.Module, inputs: torch.Tensor, output: torch.Tensor, grid: Grid) -> LayerMaps:
     geometry = {}
     if isinstance(module, nn.Conv2d):
         geometry = {
@@ -105,15 +108,16 @@ def _layer_maps(name: str, module: nn.Module, inputs: torch.Tensor, output: torc
         kind=type(module).__name__,
         input_shape=tuple(inputs.shape[1:]),
         output_shape=tuple(output.shape[1:]),
-        activations=output.detach().float().cpu().numpy(),
+        activations=grid.to_nchw(output.detach()).float().cpu().numpy(),
         **geometry,
     )
 
 
 def capture(model: nn.Module, images: torch.Tensor, layers: Sequence[str] | None = None) -> list[LayerMaps]:
     """Run ``images`` (model input, N x 3 x H x W) through ``model`` once and keep the 4-D output
-    of every Conv2d (or of the named ``layers``), in the order they run; a module that runs
-    several times gets ``#2``, ``#3`` … after its name."""
+    of every Conv2d, or the output of each named layer laid over the image (a named layer whose
+    output is no grid is an InputError), in the order they run; a module that runs several times
+    gets ``#2``, ``#3`` … after its name."""
     if images.dim() != 4:
         raise InputError("images must be a tensor of shape (N, C, H, W)")
     modules = dict(model.named_modules())
@@ -125,14 +129,21 @@ def capture(model: nn.Module, images: torch.Tensor, layers: Sequence[str] | None
         chosen = list(dict.fromkeys(layers))
     captured: list[LayerMaps] = []
     calls: dict[str, int] = {}
+    size = (images.shape[-2], images.shape[-1])
 
     def recorder(name: str):
         def hook(module: nn.Module, inputs: tuple, output: object) -> None:
-            if not torch.is_tensor(output) or output.dim() != 4 or not inputs or not torch.is_tensor(inputs[0]):
+            if not inputs or not torch.is_tensor(inputs[0]):
                 return
+            grid = grid_of(output.shape, size) if torch.is_tensor(output) else None
+            if layers is None and (grid is None or output.dim() != 4):
+                return  # the scan of every Conv2d keeps 4-D feature maps only
+            if grid is None:
+                got = tuple(output.shape) if torch.is_tensor(output) else type(output).__name__
+                raise InputError(NOT_A_GRID.format(layer=name, got=got, height=size[0], width=size[1]))
             calls[name] = calls.get(name, 0) + 1
             shown = name if calls[name] == 1 else f"{name}#{calls[name]}"
-            captured.append(_layer_maps(shown, module, inputs[0], output))
+            captured.append(_layer_maps(shown, module, inputs[0], output, grid))
 
         return hook
 
@@ -212,7 +223,7 @@ def exemplar_grids(
             ExemplarGrid(
                 record=exemplar.record,
                 layer=layer,
-                shape=maps.output_shape,
+                shape=tuple(maps.activations.shape[1:]),
                 picture=exemplar.image,
                 grid=grid,
                 channels=tuple(int(c) for c in channels),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torchvision
 from torch import nn
 
 
@@ -33,6 +34,37 @@ def tiny_net() -> TinyNet:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         return TinyNet()
+
+
+def tiny_vit(num_classes: int = 3) -> nn.Module:
+    """torchvision's ViT at 32 px: 8-px patches (a class token + 4 x 4 patch tokens of width 16),
+    two blocks. torchvision zero-initialises the head (every logit and gradient 0): redrawn here."""
+    model = torchvision.models.VisionTransformer(
+        image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32, num_classes=num_classes
+    )
+    nn.init.normal_(model.heads.head.weight)
+    return model.eval()
+
+
+def tiny_swin(num_classes: int = 3) -> nn.Module:
+    """torchvision's Swin at 32 px: channels-last stages of 8 x 8 x 12 and 4 x 4 x 24 (``features``)."""
+    return torchvision.models.SwinTransformer(
+        patch_size=[4, 4], embed_dim=12, depths=[1, 1], num_heads=[1, 2], window_size=[4, 4], num_classes=num_classes
+    ).eval()
+
+
+@pytest.fixture
+def vit() -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return tiny_vit()
+
+
+@pytest.fixture
+def swin() -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return tiny_swin()
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,8 @@ import torch
 from auditcam import Checks, LabelledDataset, audit
 from auditcam.config import AnalysisOptions
 from auditcam.errors import InputError
+from auditcam.models import Preprocessing
+from auditcam.sanity import SanityOptions
 from auditcam.scoring import METRICS
 
 
@@ -143,3 +145,25 @@ def test_audit_leaves_the_model_as_it_was(small_dataset, demo_model):
     audit(model, LabelledDataset.from_manifest(manifest, classes=classes), model_info=info, progress=False)
     assert model.training
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_a_vision_transformer_is_audited_like_a_cnn(small_dataset, vit, tmp_path):
+    manifest, classes = small_dataset
+    at_32_px = Preprocessing(image_size=(32, 32), resize=None, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    dataset = LabelledDataset.from_manifest(manifest, classes=classes, preprocessing=at_32_px)
+    methods = ("gradcam", "layercam", "eigencam")
+    sanity = SanityOptions(samples=4, max_stages=3)
+    result = audit(vit, dataset, methods=methods, sanity=sanity, batch_size=5, progress=False)
+    assert result.meta["layer"] == "encoder.layers.encoder_layer_1.ln_1"
+    samples = result.samples
+    assert len(samples) == 12 * len(methods)
+    ok = samples["status"] == "ok"
+    # An untrained model's Grad-CAM may be negative everywhere: that map is reported invalid, never scored 0.
+    assert (samples.loc[~ok, "reason"] == "heatmap is all zero").all()
+    assert ok[samples["method"] == "eigencam"].all() and ok.mean() > 0.8
+    scored = samples[ok]
+    assert scored["subject_share"].between(0, 1).all() and scored["focus_lift"].gt(0).all()
+    assert {grid.shape for grid in result.featuremaps} == {(16, 4, 4)}  # the layer's tokens as a grid
+    assert result.sanity.stages[-1].name == "conv_proj"
+    paths = result.write(tmp_path / "out")
+    assert 'aria-label="feature maps"' in paths["report.html"].read_text(encoding="utf-8")

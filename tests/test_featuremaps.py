@@ -14,6 +14,7 @@ from torch import nn
 
 from auditcam import cli
 from auditcam.demo import MODEL_SPEC
+from auditcam.errors import InputError
 from auditcam.featuremaps import SEPARATOR_RGB, capture, channel_grid, conv_output_size, predicted_shape, top_channels
 from tests.htmlcheck import external_references, parse_page
 
@@ -59,6 +60,28 @@ def test_capture_leaves_the_model_as_it_was(tiny_net, gen):
     assert all(not m._forward_hooks for m in tiny_net.modules())
     (only,) = capture(tiny_net, torch.randn(1, 3, 16, 16, generator=gen), ["act"])
     assert only.kind == "ReLU" and only.predicted is None and only.matches is None
+
+
+def test_transformer_layers_are_captured_as_grids(vit, swin, gen):
+    x = torch.randn(2, 3, 32, 32, generator=gen)
+    (tokens,) = capture(vit, x, ["encoder.layers.encoder_layer_1.ln_1"])
+    assert tokens.output_shape == (17, 16) and tokens.activations.shape == (2, 16, 4, 4)
+    (channels_last,) = capture(swin, x, ["features"])
+    assert channels_last.output_shape == (4, 4, 24) and channels_last.activations.shape == (2, 24, 4, 4)
+    kept = []
+    handle = vit.encoder.layers.encoder_layer_1.ln_1.register_forward_hook(lambda _m, _i, out: kept.append(out))
+    capture(vit, x, ["encoder.layers.encoder_layer_1.ln_1"])
+    handle.remove()
+    # Patch token 1 + 4 i + j is cell (i, j); the class token is not shown.
+    expected = kept[0][:, 1:].reshape(2, 4, 4, 16).permute(0, 3, 1, 2)
+    np.testing.assert_array_equal(tokens.activations, expected.numpy())
+    assert [layer.name for layer in capture(vit, x)] == ["conv_proj"]  # the scan of every conv is unchanged
+
+
+def test_a_named_layer_that_is_no_grid_is_an_input_error(vit, gen):
+    with pytest.raises(InputError, match=r"layer 'heads.head' outputs \(1, 3\), which is no feature map"):
+        capture(vit, torch.randn(1, 3, 32, 32, generator=gen), ["heads.head"])
+    assert all(not m._forward_hooks for m in vit.modules())
 
 
 def test_a_module_that_runs_twice_is_captured_twice(gen):

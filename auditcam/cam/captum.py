@@ -23,6 +23,11 @@ from auditcam.errors import InputError
 
 CAPTUM_PREFIX = "captum:"
 SIGNS = ("positive", "absolute_value")
+NEEDS_FEATURE_MAP = (
+    "{method} reads layer {layer!r} as a feature map (N, C, H, W), but it outputs {layout}; "
+    "use a built-in method (gradcam, ...), which lays it over the image, or an input attribution "
+    "such as captum:IntegratedGradients"
+)
 
 
 def _occlusion_defaults(kwargs: dict[str, Any], images: torch.Tensor) -> None:

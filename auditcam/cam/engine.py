@@ -14,6 +14,10 @@ autograd off after the layer, or reads the layer's output by another route than 
 return value), the explainer says so once (:class:`HeadOnlyFallbackWarning`) and from then on
 differentiates from the input: the layer's own output stays in the graph. Correct, slower.
 
+Transformer layers. The hook keeps the layer's output, and hands it on, in the layer's own layout;
+the methods read activations and gradients through the layer's :class:`~auditcam.cam.grids.Grid`,
+(N, C, h, w) views of Swin's channels-last maps and of a ViT's patch tokens (class token dropped).
+
 Maps are clipped at 0 at the layer's resolution and upsampled to the input size (bilinear,
 ``align_corners=False``: :data:`UPSAMPLING`, recorded in every Explanation and audit).
 """
@@ -30,7 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from auditcam.cam.captum import CAPTUM_PREFIX, CaptumMethod
+from auditcam.cam.captum import CAPTUM_PREFIX, NEEDS_FEATURE_MAP, CaptumMethod
+from auditcam.cam.grids import FEATURE_MAP, LAYOUTS, NOT_A_GRID, Grid, grid_of
 from auditcam.cam.layers import find_target_layer, get_layer, model_logits, preserved
 from auditcam.cam.methods import FORWARD_METHODS, GRADIENT_FREE, METHOD_NAMES, METHODS
 from auditcam.errors import InputError
@@ -147,24 +152,38 @@ def _upsample(raw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return upsampled.reshape(*raw.shape[:-2], *size)
 
 
+def _check_captum_layers(captum: Mapping[str, CaptumMethod], layers: Sequence[str], grids: Sequence[Grid]) -> None:
+    """Captum's layer methods read a layer's output as (N, C, H, W): a channels-last or token
+    layer is an error naming the method, rather than a map of the wrong axes."""
+    layered = [name for name, method in captum.items() if method.uses_layer]
+    if not layered:
+        return
+    for layer, grid in zip(layers, grids, strict=True):
+        if grid.layout != FEATURE_MAP:
+            raise InputError(NEEDS_FEATURE_MAP.format(method=layered[0], layer=layer, layout=LAYOUTS[grid.layout]))
+
+
 @dataclass
 class _Pass:
     logits: torch.Tensor
     targets: torch.Tensor
     activations: list[torch.Tensor]
     gradients: list[torch.Tensor] | None
+    grids: list[Grid]
 
 
 class Explainer:
     """CAM-family explanations of a classifier, every requested method from one pass.
 
     ``layer``: a module name, several (a list or ``"layer3,layer4"``: maps fused by the mean of
-    per-layer normalised maps), or None for the last 4-D feature map before global pooling,
-    found on the first call. ``methods``: names from :data:`~auditcam.cam.methods.METHOD_NAMES`,
-    ``"captum:NAME"`` or :class:`~auditcam.cam.captum.CaptumMethod` objects. ``autocast``: a
-    dtype (``torch.bfloat16``, ``torch.float16``) to run the model under ``torch.autocast``;
-    maps are computed in float32 regardless. ``scorecam_chunk_size``: masked images per forward
-    pass of Score-CAM (its memory bound).
+    per-layer normalised maps), or None for the layer :func:`~auditcam.cam.layers.find_target_layer`
+    finds on the first call (the last feature map before global pooling; a ViT's last attention
+    input); a token or channels-last layer is read as a grid. ``methods``: names from
+    :data:`~auditcam.cam.methods.METHOD_NAMES`, ``"captum:NAME"`` or
+    :class:`~auditcam.cam.captum.CaptumMethod` objects. ``autocast``: a dtype (``torch.bfloat16``,
+    ``torch.float16``) to run the model under ``torch.autocast``; maps are computed in float32
+    regardless. ``scorecam_chunk_size``: masked images per forward pass of Score-CAM (its memory
+    bound).
 
     Use as a context manager to keep the model in eval mode across calls; every call leaves
     the model's training flags, ``requires_grad`` and hooks exactly as it found them.
@@ -276,7 +295,7 @@ class Explainer:
         column; None when the gradient does not reach every hooked tensor."""
         x = images.detach().requires_grad_(from_input and needs_gradients)
         with (
-            self._capture(modules, needs_gradients) as captured,
+            self._capture(modules, needs_gradients, (images.shape[-2], images.shape[-1])) as (captured, grids),
             torch.set_grad_enabled(needs_gradients),
             self._autocast(images.device),
         ):
@@ -284,7 +303,7 @@ class Explainer:
         targets = _choose_targets(logits, targets, top_k)
         activations = [a.detach() for a in captured]
         if not needs_gradients:
-            return _Pass(logits, targets, activations, None)
+            return _Pass(logits, targets, activations, None, grids)
         if not logits.requires_grad:
             return None
         columns = targets if targets.dim() == 2 else targets[:, None]
@@ -299,23 +318,26 @@ class Explainer:
             gradients = list(per_column[0])
         else:
             gradients = [torch.stack([grads[i] for grads in per_column], dim=1) for i in range(len(modules))]
-        return _Pass(logits, targets, activations, gradients)
+        return _Pass(logits, targets, activations, gradients, grids)
 
     @contextlib.contextmanager
-    def _capture(self, modules: list[nn.Module], needs_gradients: bool) -> Iterator[list[torch.Tensor]]:
-        """Forward hooks that keep each target layer's output; removed on exit."""
+    def _capture(
+        self, modules: list[nn.Module], needs_gradients: bool, image_hw: tuple[int, int]
+    ) -> Iterator[tuple[list[torch.Tensor], list[Grid]]]:
+        """Forward hooks that keep each target layer's output as it is, and its grid over an
+        ``image_hw`` input; removed on exit."""
         captured: list[torch.Tensor | None] = [None] * len(modules)
+        grids: list[Grid | None] = [None] * len(modules)
         names = self._layers or ()
 
         def hook_for(i: int):
             def hook(_module: nn.Module, _inputs: object, output: object) -> torch.Tensor:
                 if captured[i] is not None:
                     raise InputError(f"layer {names[i]!r} runs more than once per forward pass; choose another layer")
-                if not torch.is_tensor(output) or output.dim() != 4:
+                grids[i] = grid_of(output.shape, image_hw) if torch.is_tensor(output) else None
+                if grids[i] is None:
                     got = tuple(output.shape) if torch.is_tensor(output) else type(output).__name__
-                    raise InputError(
-                        f"layer {names[i]!r} outputs {got}, not a feature map (N, C, H, W); choose another layer"
-                    )
+                    raise InputError(NOT_A_GRID.format(layer=names[i], got=got, height=image_hw[0], width=image_hw[1]))
                 if output.requires_grad:  # already on the recorded path (full autograd, or after another layer)
                     activation = output
                 elif needs_gradients:
@@ -331,7 +353,7 @@ class Explainer:
 
         handles = [module.register_forward_hook(hook_for(i)) for i, module in enumerate(modules)]
         try:
-            yield captured  # type: ignore[misc]
+            yield captured, grids  # type: ignore[misc]
             missing = [names[i] for i, a in enumerate(captured) if a is None]
             if missing:
                 raise InputError(f"layer {missing[0]!r} did not run during the forward pass; choose another layer")
@@ -345,10 +367,11 @@ class Explainer:
         batch = tuple(run.targets.shape)
         columns = run.targets if run.targets.dim() == 2 else run.targets[:, None]
         per_layer: dict[str, list[torch.Tensor]] = {name: [] for name in self.methods}
-        for i, activations in enumerate(run.activations):
+        _check_captum_layers(self._captum, self._layers or (), run.grids)
+        for i, (activations, grid) in enumerate(zip(run.activations, run.grids, strict=True)):
             dtype = torch.promote_types(activations.dtype, torch.float32)
-            a = activations.to(dtype)
-            g = None if run.gradients is None else run.gradients[i].to(dtype)
+            a = grid.to_nchw(activations.to(dtype))
+            g = None if run.gradients is None else grid.to_nchw(run.gradients[i].to(dtype))
             a_batched = a[:, None] if run.targets.dim() == 2 else a
             raws = {}
             for name in self.methods:

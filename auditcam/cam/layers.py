@@ -1,5 +1,8 @@
 """Find the layer whose feature maps Grad-CAM explains, and leave the user's model as found.
 
+A feature map is any layer output :func:`~auditcam.cam.grids.grid_of` can lay over the image:
+a CNN's (N, C, h, w), Swin's channels-last (N, h, w, C), a ViT's token sequence.
+
 Every hook auditcam places lives inside :func:`preserved`, which removes it and restores each
 module's ``training`` flag and each parameter's ``requires_grad`` on the way out, exception
 or not. Gradients are never accumulated into ``.grad``.
@@ -14,11 +17,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
+from torchvision.ops.misc import Permute
 
+from auditcam.cam.grids import TOKENS, grid_of
 from auditcam.errors import InputError
 
-# Modules that resample or regularise a feature map on its way to the classifier: their
-# output is not a feature map of the trunk (VGG's AdaptiveAvgPool2d(7) keeps 7x7, say).
+# Modules that resample, regularise or rearrange a feature map on its way to the classifier:
+# their output is not a feature map of the trunk (VGG's AdaptiveAvgPool2d(7) keeps 7x7, Swin's
+# Permute turns it channels-first, say).
 _NOT_FEATURE_LAYERS = (
     nn.AdaptiveAvgPool2d,
     nn.AdaptiveMaxPool2d,
@@ -26,7 +32,11 @@ _NOT_FEATURE_LAYERS = (
     nn.Dropout2d,
     nn.Identity,
     nn.Flatten,
+    Permute,
 )
+# A per-position normalisation after the trunk (Swin's `norm`, ViT's `encoder.ln`) rescales the
+# trunk's output; the trunk's own output is the final feature map.
+_NORMALISATIONS = (nn.LayerNorm,)
 
 
 @dataclass
@@ -68,7 +78,7 @@ def get_layer(model: nn.Module, name: str) -> nn.Module:
     modules = dict(model.named_modules())
     if name in modules and name:
         return modules[name]
-    candidates = [n for n, m in model.named_modules() if n and isinstance(m, nn.Conv2d | nn.Sequential)]
+    candidates = [n for n, m in model.named_modules() if n and isinstance(m, nn.Conv2d | nn.Sequential | nn.LayerNorm)]
     tail = ", ".join(candidates[-12:])
     raise InputError(f"layer {name!r} is not a module of the model; candidates (last ones): {tail}")
 
@@ -83,37 +93,67 @@ def model_logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return logits
 
 
-def layer_output_shapes(model: nn.Module, example: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:
-    """Run one forward pass and list ``(name, output shape)`` for every submodule whose output is
-    a tensor, in the order the modules finish (a container finishes after its children)."""
-    order: list[tuple[str, tuple[int, ...]]] = []
+@dataclass(frozen=True)
+class LayerTrace:
+    """One forward pass: ``outputs``, ``(name, output shape)`` of every submodule whose output is a
+    tensor in the order the modules finish (a container finishes after its children), and, for
+    each attention module in the order they start, how many of those outputs had finished then."""
+
+    outputs: list[tuple[str, tuple[int, ...]]]
+    attention_starts: list[int]
+
+
+def _is_attention(module: nn.Module) -> bool:
+    """``nn.MultiheadAttention`` (torchvision's ViT), or a class named ``...Attention`` (timm's ViT)."""
+    return isinstance(module, nn.MultiheadAttention) or type(module).__name__.endswith("Attention")
+
+
+def trace_layers(model: nn.Module, example: torch.Tensor) -> LayerTrace:
+    """Run one forward pass of ``example`` and record the :class:`LayerTrace`."""
+    trace = LayerTrace(outputs=[], attention_starts=[])
 
     def recorder(name: str):
         def hook(_module: nn.Module, _inputs: object, output: object) -> None:
             if torch.is_tensor(output):
-                order.append((name, tuple(output.shape)))
+                trace.outputs.append((name, tuple(output.shape)))
 
         return hook
+
+    def attention_start(_module: nn.Module, _inputs: object) -> None:
+        trace.attention_starts.append(len(trace.outputs))
 
     with preserved(model) as handles:
         for name, module in model.named_modules():
             if name:
                 handles.append(module.register_forward_hook(recorder(name)))
+            if _is_attention(module):
+                handles.append(module.register_forward_pre_hook(attention_start))
         with torch.no_grad():
             model(example)
-    return order
+    return trace
 
 
 def find_target_layer(model: nn.Module, example: torch.Tensor) -> str:
-    """Name of the last module to produce a 4-D feature map with more than one spatial cell
-    before global pooling (``layer4`` for torchvision ResNets, ``features`` for DenseNet)."""
+    """Name of the layer explained by default: the last feature map with more than one cell before
+    global pooling (``layer4`` of a ResNet, ``features`` of DenseNet and Swin); when that is a token
+    sequence with a class token, which the head reads alone, the input of the last attention, the
+    last layer whose patch tokens reach the logits (``encoder.layers.encoder_layer_11.ln_1`` of ViT-B)."""
     modules = dict(model.named_modules())
-    best: str | None = None
-    for name, shape in layer_output_shapes(model, example[:1]):
-        if isinstance(modules[name], _NOT_FEATURE_LAYERS):
-            continue
-        if len(shape) == 4 and shape[2] * shape[3] > 1:
-            best = name
-    if best is None:
-        raise InputError("found no 4-D feature map (N, C, H, W) in the model; pass the layer to explain with --layer")
-    return best
+    trace = trace_layers(model, example[:1])
+    size = (example.shape[-2], example.shape[-1])
+    maps = []  # (position in the trace, name, grid)
+    for position, (name, shape) in enumerate(trace.outputs):
+        grid = grid_of(shape, size)
+        if grid is not None and grid.cells > 1 and not isinstance(modules[name], _NOT_FEATURE_LAYERS):
+            maps.append((position, name, grid))
+    trunk = [(name, grid) for _, name, grid in maps if not isinstance(modules[name], _NORMALISATIONS)]
+    if not trunk:
+        raise InputError(
+            "found no feature map (N, C, H, W), channels-last map or token sequence in the model; "
+            "pass the layer to explain with --layer"
+        )
+    name, grid = trunk[-1]
+    if grid.layout == TOKENS and grid.prefix and trace.attention_starts:
+        start = trace.attention_starts[-1]
+        name = next((n for p, n, g in reversed(maps) if p < start and g.layout == TOKENS), name)
+    return name

@@ -16,6 +16,10 @@ so we compare ``minmax(ours)`` with its output. Differences of definition, each 
   (HiResCAM, LayerCAM, Eigen-Grad-CAM) agree anyway: G is 0 wherever relu cut A.
 - Score-CAM: pytorch-grad-cam upsamples the channel masks with ``align_corners=True``; we
   upsample them like every map (``align_corners=False``). With its setting our function matches.
+- Vision transformers: pytorch-grad-cam reads a token or channels-last layer through a
+  ``reshape_transform`` the user writes; we lay the layer over the image ourselves. On the tiny ViT
+  at init every token's channels leave ``ln_1`` with the same sum, so our Eigen-CAM sign
+  convention prefers neither sign and rounding decides: those tests accept either sign of ours too.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from captum.attr import LayerAttribution, LayerGradCam
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from auditcam.cam import Explainer
+from auditcam.cam.layers import get_layer
 from auditcam.cam.methods import METHODS, scorecam
 from tests.cam.reference import full_autograd
 
@@ -53,13 +58,21 @@ def minmax(maps: torch.Tensor) -> torch.Tensor:
     return (maps - low) / (high - low).clamp_min(1e-12)
 
 
-def display(raw: torch.Tensor) -> torch.Tensor:
+def display(raw: torch.Tensor, size: int = SIZE) -> torch.Tensor:
     """A layer-resolution map as pytorch-grad-cam shows it: clipped, upsampled, min-max normalised."""
-    return minmax(F.interpolate(raw.clamp_min(0)[:, None], size=(SIZE, SIZE), mode="bilinear")[:, 0])
+    return minmax(F.interpolate(raw.clamp_min(0)[:, None], size=(size, size), mode="bilinear")[:, 0])
 
 
-def pytorch_grad_cam(name, model, layer, images, targets) -> torch.Tensor:
-    with PGC_CLASSES[name](model, [layer]) as cam:
+def closer_sign(raw: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """``display(raw)`` or ``display(-raw)``, per image whichever is closer to ``reference`` (Eigen-CAM's free sign)."""
+    size = reference.shape[-1]
+    flips = [display(-raw, size), display(raw, size)]
+    errors = torch.stack([(f - reference).abs().amax(dim=(-2, -1)) for f in flips])
+    return torch.where((errors[0] < errors[1])[:, None, None], flips[0], flips[1])
+
+
+def pytorch_grad_cam(name, model, layer, images, targets, reshape_transform=None) -> torch.Tensor:
+    with PGC_CLASSES[name](model, [layer], reshape_transform=reshape_transform) as cam:
         maps = cam(images, [ClassifierOutputTarget(int(t)) for t in targets])
     return torch.from_numpy(maps)
 
@@ -96,12 +109,7 @@ def test_maps_equal_pytorch_grad_cam(setup, name):
     # ... and pytorch-grad-cam's is the same formula, up to the differences the module states.
     inputs = (a.clamp_min(0), g) if arch == "densenet121" and name in SEES_RELU_A_ON_DENSENET else (a, g)
     raw = METHODS[name](*inputs)
-    if name in EIGEN:  # its sign is LAPACK's: per image, the closer of the two signs
-        flips = [display(-raw), display(raw)]
-        errors = torch.stack([(f - reference).abs().amax(dim=(-2, -1)) for f in flips])
-        expected = torch.where((errors[0] < errors[1])[:, None, None], flips[0], flips[1])
-    else:
-        expected = display(raw)
+    expected = closer_sign(raw, reference) if name in EIGEN else display(raw)  # its sign is LAPACK's
     assert (expected - reference).abs().max() < 1e-4
     if name not in EIGEN and not (arch == "densenet121" and name in SEES_RELU_A_ON_DENSENET):
         assert (ours - reference).abs().max() < 1e-4  # the same maps, no caveat
@@ -124,3 +132,34 @@ def test_scorecam_equals_pytorch_grad_cam_with_its_mask_upsampling():
     ours = minmax(F.interpolate(raw.clamp_min(0)[:, None], size=(32, 32), mode="bilinear")[:, 0])
     assert reference.amax() > 0
     assert (ours - reference).abs().max() < 1e-4
+
+
+# pytorch-grad-cam's reshape_transform for each tiny transformer (tests/conftest.py), as its docs write them.
+TRANSFORMERS = {
+    "vit": (
+        "encoder.layers.encoder_layer_1.ln_1",
+        lambda t: t[:, 1:].reshape(t.shape[0], 4, 4, -1).permute(0, 3, 1, 2),
+    ),
+    "swin": ("features", lambda t: t.permute(0, 3, 1, 2)),
+}
+
+
+@pytest.mark.parametrize("name", list(PGC_CLASSES))
+@pytest.mark.parametrize("model_name", list(TRANSFORMERS))
+def test_transformer_maps_equal_pytorch_grad_cam_with_its_reshape_transform(request, gen, model_name, name):
+    model = request.getfixturevalue(model_name)
+    layer_name, reshape = TRANSFORMERS[model_name]
+    layer = get_layer(model, layer_name)
+    images = torch.randn(2, 3, 32, 32, generator=gen)
+    explanation = Explainer(model, methods=(name,))(images)
+    assert explanation.layer == layer_name
+    reference = pytorch_grad_cam(name, model, layer, images, explanation.targets, reshape_transform=reshape)
+    ours = minmax(explanation.maps[name])
+    assert reference.amax() > 0 and ours.amax() > 0
+    a, g = (reshape(t) for t in full_autograd(model, layer, images, explanation.targets))
+    raw = METHODS[name](a, g)
+    if name in EIGEN:
+        torch.testing.assert_close(ours, closer_sign(raw, ours), atol=1e-4, rtol=0)
+        assert (closer_sign(raw, reference) - reference).abs().max() < 1e-4
+    else:
+        assert (ours - reference).abs().max() < 1e-4

@@ -10,6 +10,7 @@ from captum.attr import LayerAttribution, LayerGradCam
 from torch import nn
 
 from auditcam.cam import METHODS, Explainer, HeadOnlyFallbackWarning
+from auditcam.cam.layers import get_layer
 from auditcam.cam.methods import scorecam
 from auditcam.errors import InputError
 from tests.cam.reference import full_autograd
@@ -469,3 +470,182 @@ def test_the_hot_path_never_reads_a_value_on_the_host():
         explanation = Explainer(model, layer="features", methods=methods)(x, targets, top_k=top_k)
         for name in methods:
             assert explanation.maps[name].shape == shape and explanation.maps[name].is_meta, name
+
+
+# ---------------------------------------------------------------------------------------------
+# vision transformers: token and channels-last layers, read as grids
+
+
+def vit_grid(tokens: torch.Tensor, side: int = 4) -> torch.Tensor:
+    """ViT tokens (N, 1 + side^2, D) as (N, D, side, side), written out independently of the engine."""
+    n, _, d = tokens.shape
+    return tokens[:, 1:].reshape(n, side, side, d).permute(0, 3, 1, 2)
+
+
+def swin_grid(channels_last: torch.Tensor) -> torch.Tensor:
+    """Swin's (N, h, w, C) as (N, C, h, w)."""
+    return channels_last.permute(0, 3, 1, 2)
+
+
+def _upsampled(raw: torch.Tensor, size: int) -> torch.Tensor:
+    return F.interpolate(raw.clamp_min(0)[:, None], size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+
+
+TRANSFORMER_LAYERS = [
+    ("vit", "encoder.layers.encoder_layer_1.ln_1", vit_grid),  # the default layer
+    ("vit", "encoder.layers.encoder_layer_0.ln_1", vit_grid),  # one the user names
+    ("swin", "features", swin_grid),  # the default layer, 4 x 4 x 24
+    ("swin", "features.1", swin_grid),  # the first stage, 8 x 8 x 12
+]
+
+
+@pytest.mark.parametrize(("model_name", "layer", "to_grid"), TRANSFORMER_LAYERS)
+def test_gradcam_on_transformer_layers_equals_a_brute_force_computation(request, gen, model_name, layer, to_grid):
+    model = request.getfixturevalue(model_name)
+    x = torch.randn(3, 3, 32, 32, generator=gen)
+    explanation = Explainer(model, layer=layer)(x)
+    a, g = full_autograd(model, get_layer(model, layer), x, explanation.targets)
+    a, g = to_grid(a), to_grid(g)
+    # Grad-CAM by its definition: channel weights = the gradient's mean over the cells.
+    expected = _upsampled(torch.einsum("nc,nchw->nhw", g.mean(dim=(2, 3)), a), 32)
+    assert expected.amax() > 0
+    torch.testing.assert_close(explanation.maps["gradcam"], expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(("model_name", "layer", "to_grid"), TRANSFORMER_LAYERS[::2])
+def test_every_method_works_on_transformer_layers(request, gen, model_name, layer, to_grid):
+    model = request.getfixturevalue(model_name)
+    x = torch.randn(2, 3, 32, 32, generator=gen)
+    methods = (*ALL_GRADIENT_METHODS, "scorecam")
+    explanation = Explainer(model, methods=methods)(x)
+    assert explanation.layer == layer
+    a, g = full_autograd(model, get_layer(model, layer), x, explanation.targets)
+    a, g = to_grid(a), to_grid(g)
+    with torch.no_grad():
+        raws = {name: METHODS[name](a, g) for name in ALL_GRADIENT_METHODS}
+        raws["scorecam"] = scorecam(model, x, a, explanation.targets[:, None])[:, 0]
+    for name, raw in raws.items():
+        expected = _upsampled(raw, 32)
+        if name == "eigencam" and model_name == "vit":
+            # Every token's channels leave a LayerNorm at init with the same sum, so the first principal
+            # axis is orthogonal to (1, ..., 1) and Eigen-CAM's sign convention is decided by rounding.
+            got, flipped = explanation.maps[name], _upsampled(-raw, 32)
+            use_flipped = (got - flipped).abs().amax(dim=(1, 2)) < (got - expected).abs().amax(dim=(1, 2))
+            expected = torch.where(use_flipped[:, None, None], flipped, expected)
+        assert expected.amax() > 0, name
+        torch.testing.assert_close(explanation.maps[name], expected, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_top_k_on_a_vit_explains_each_column_like_a_single_target(vit, gen):
+    x = torch.randn(2, 3, 32, 32, generator=gen)
+    explanation = Explainer(vit, methods=("gradcam", "layercam"))(x, top_k=2)
+    for name, maps in explanation.maps.items():
+        assert maps.shape == (2, 2, 32, 32), name
+        for j in range(2):
+            single = Explainer(vit, methods=(name,))(x, explanation.targets[:, j]).maps[name]
+            torch.testing.assert_close(maps[:, j], single, msg=name)
+
+
+def test_the_default_vit_layer_is_the_last_whose_patch_tokens_reach_the_logits(vit, gen):
+    # After the last attention each token is transformed alone, and the head reads the class token:
+    # the patch tokens of the last block's output get no gradient at all.
+    x = torch.randn(2, 3, 32, 32, generator=gen)
+    assert Explainer(vit)(x).maps["gradcam"].amax(dim=(1, 2)).gt(0).all()
+    last_block = Explainer(vit, layer="encoder.layers.encoder_layer_1")(x).maps["gradcam"]
+    assert torch.equal(last_block, torch.zeros_like(last_block))
+
+
+def test_a_vit_is_explained_in_one_pass_through_its_head_only(vit, gen, monkeypatch):
+    seen, forwards, grads = {}, [], []
+
+    def record(name):
+        def hook(_module, _inputs, output):
+            seen[name] = output.requires_grad
+
+        return hook
+
+    modules = dict(vit.named_modules())
+    names = ("conv_proj", "encoder.layers.encoder_layer_0", "encoder.layers.encoder_layer_1", "heads")
+    handles = [modules[name].register_forward_hook(record(name)) for name in names]
+    handles.append(vit.register_forward_pre_hook(lambda *_: forwards.append(1)))
+    real_grad = torch.autograd.grad
+
+    def counting_grad(*args, **kwargs):
+        grads.append(1)
+        return real_grad(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", counting_grad)
+    layer = "encoder.layers.encoder_layer_1.ln_1"
+    Explainer(vit, layer=layer, methods=ALL_GRADIENT_METHODS)(torch.randn(2, 3, 32, 32, generator=gen))
+    for handle in handles:
+        handle.remove()
+    assert (len(forwards), len(grads)) == (1, 1)
+    assert seen == dict(zip(names, (False, False, True, True), strict=True))
+
+
+def test_a_transformer_is_unchanged_after_every_kind_of_method(vit, gen):
+    vit.train()
+    vit.conv_proj.weight.requires_grad_(False)
+    vit.encoder.ln.eval()
+    handle = vit.heads.register_forward_hook(lambda *_: None)
+    before = _snapshot(vit)
+    methods = (*ALL_GRADIENT_METHODS, "scorecam", "captum:IntegratedGradients")
+    Explainer(vit, methods=methods)(torch.randn(2, 3, 32, 32, generator=gen), top_k=2)
+    _assert_unchanged(vit, before)
+    with pytest.raises(InputError):
+        Explainer(vit, layer="heads.head")(torch.randn(2, 3, 32, 32, generator=gen))
+    _assert_unchanged(vit, before)
+    handle.remove()
+
+
+@pytest.mark.parametrize(
+    ("layer", "message"),
+    [
+        ("heads.head", r"layer 'heads.head' outputs \(2, 3\), which is no feature map \(N, C, H, W\), "),
+        ("encoder.layers.encoder_layer_1.self_attention", r"outputs tuple, which is no feature map .* 32x32 input"),
+    ],
+)
+def test_a_layer_that_is_no_grid_is_an_input_error(vit, gen, layer, message):
+    with pytest.raises(InputError, match=message):
+        Explainer(vit, layer=layer)(torch.randn(2, 3, 32, 32, generator=gen))
+
+
+@pytest.mark.parametrize(
+    ("model_name", "layer", "layout"),
+    [
+        ("vit", "encoder.layers.encoder_layer_1.ln_1", r"\(N, \[class token \+\] H\*W, D\)"),
+        ("swin", "features", r"\(N, H, W, C\)"),
+    ],
+)
+def test_captum_layer_methods_on_transformer_layers_are_input_errors(request, gen, model_name, layer, layout):
+    model = request.getfixturevalue(model_name)
+    x = torch.randn(2, 3, 32, 32, generator=gen)
+    message = rf"captum:LayerGradCam reads layer '{layer}' as a feature map \(N, C, H, W\), but it outputs {layout}; "
+    with pytest.raises(InputError, match=message):
+        Explainer(model, methods=("gradcam", "captum:LayerGradCam"))(x)
+    saliency = Explainer(model, methods=("captum:Saliency",))(x).maps["captum:Saliency"]  # input attributions work
+    assert saliency.shape == (2, 32, 32) and saliency.amax() > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "size", "layer", "to_grid"),
+    [
+        ("vit_b_16", 224, "encoder.layers.encoder_layer_11.ln_1", lambda tokens: vit_grid(tokens, side=14)),
+        ("swin_t", 64, "features", swin_grid),
+    ],
+)
+def test_random_init_torchvision_transformers_are_explained_at_the_layer_found(gen, name, size, layer, to_grid):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = torchvision.models.get_model(name, weights=None, num_classes=4).eval()
+        if name.startswith("vit"):  # torchvision zero-initialises the ViT head: every gradient would be 0
+            nn.init.normal_(model.heads.head.weight, std=0.02)
+    x = torch.randn(1, 3, size, size, generator=gen)
+    explanation = Explainer(model)(x)
+    assert explanation.layer == layer
+    a, g = full_autograd(model, get_layer(model, layer), x, explanation.targets)
+    a, g = to_grid(a), to_grid(g)
+    expected = _upsampled(torch.einsum("nc,nchw->nhw", g.mean(dim=(2, 3)), a), size)
+    assert expected.amax() > 0
+    torch.testing.assert_close(explanation.maps["gradcam"], expected, atol=1e-5, rtol=1e-4)

@@ -37,9 +37,33 @@ def test_finds_the_final_feature_map(name, expected, device):
     assert find_target_layer(model, example) == expected
 
 
+@pytest.mark.parametrize(
+    ("name", "size", "expected"),
+    [
+        # The head reads the class token alone: the patch tokens reach it through the last attention.
+        ("vit_b_16", 224, "encoder.layers.encoder_layer_11.ln_1"),
+        ("vit_b_32", 224, "encoder.layers.encoder_layer_11.ln_1"),
+        # Channels-last stages; the trunk's output comes before `norm` and `permute`.
+        ("swin_t", 64, "features"),
+        ("swin_v2_t", 64, "features"),
+    ],
+)
+def test_finds_the_layer_of_vision_transformers(name, size, expected):
+    with torch.device("meta"):
+        model = torchvision.models.get_model(name, num_classes=5).eval()
+        example = torch.zeros(1, 3, size, size)
+    assert find_target_layer(model, example) == expected
+
+
+def test_finds_the_layer_of_the_tiny_transformers(vit, swin, gen):
+    x = torch.randn(1, 3, 32, 32, generator=gen)
+    assert find_target_layer(vit, x) == "encoder.layers.encoder_layer_1.ln_1"
+    assert find_target_layer(swin, x) == "features"
+
+
 def test_a_model_without_feature_maps_is_an_input_error(gen):
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 2))
-    with pytest.raises(InputError, match="found no 4-D feature map"):
+    with pytest.raises(InputError, match="found no feature map"):
         find_target_layer(model, torch.randn(1, 3, 2, 2, generator=gen))
 
 
