@@ -145,9 +145,22 @@ def _is_weight_layer(module: nn.Module) -> bool:
     return isinstance(weight, nn.Parameter) and weight.dim() >= 2
 
 
+def _parameterised_children_that_never_ran(module: nn.Module, name: str, taken: set[str]) -> list[str]:
+    """Submodules of ``module`` with parameters of their own that it uses without calling them
+    (``nn.MultiheadAttention`` reads ``out_proj.weight`` directly): they belong to its stage."""
+    return [
+        f"{name}.{child}" if name else child
+        for child, sub in module.named_modules()
+        if child
+        and (f"{name}.{child}" if name else child) not in taken
+        and next(sub.parameters(recurse=False), None) is not None
+    ]
+
+
 def cascade(model: nn.Module, example: torch.Tensor) -> list[Stage]:
     """The stages of ``model``, top (output side) first, from the order its parameterised
-    modules run in on ``example``; modules that do not run are left out."""
+    modules run in on ``example`` (with the parameterised submodules they use without calling
+    them); modules that are never used are left out."""
     ran: list[str] = []
 
     def recorder(name: str):
@@ -165,11 +178,15 @@ def cascade(model: nn.Module, example: torch.Tensor) -> list[Stage]:
             model(example)
     modules = dict(model.named_modules())
     groups: list[list[str]] = []
+    taken = set(ran)
     for name in ran:
         if _is_weight_layer(modules[name]) or not groups:
             groups.append([name])
         else:
             groups[-1].append(name)
+        orphans = _parameterised_children_that_never_ran(modules[name], name, taken)
+        groups[-1].extend(orphans)
+        taken.update(orphans)
     if not any(_is_weight_layer(modules[g[0]]) for g in groups):
         raise InputError(NO_WEIGHT_LAYERS)
     return [Stage(g[0], tuple(g)) for g in reversed(groups)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -86,6 +88,22 @@ def test_the_cascade_runs_top_down_and_keeps_norms_with_their_layer(demo_model, 
     assert checkpoints(5, 16) == [0, 1, 2, 3, 4]
     picked = checkpoints(54, 16)
     assert len(picked) == 16 and picked[0] == 0 and picked[-1] == 53
+
+
+def test_the_full_cascade_redraws_every_parameter_of_a_vit_attention_included(vit, gen):
+    model = copy.deepcopy(vit)
+    with torch.no_grad():  # "trained": no parameter at the value its reset would give it
+        for p in model.parameters():
+            p.add_(0.5)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    stages = cascade(model, torch.randn(1, 3, 32, 32, generator=gen))
+    attention = [s for s in stages if "encoder.layers.encoder_layer_1.self_attention" in s.modules]
+    assert len(attention) == 1 and "encoder.layers.encoder_layer_1.self_attention.out_proj" in attention[0].modules
+    modules = dict(model.named_modules())
+    for k, stage in enumerate(stages):
+        randomise([modules[m] for m in stage.modules], seed=k)
+    kept = [name for name, p in model.named_parameters() if torch.equal(p, before[name])]
+    assert kept == []
 
 
 def test_randomise_is_seeded_and_leaves_the_global_random_state(tiny_net):
