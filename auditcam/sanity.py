@@ -149,11 +149,9 @@ def _parameterised_children_that_never_ran(module: nn.Module, name: str, taken: 
     """Submodules of ``module`` with parameters of their own that it uses without calling them
     (``nn.MultiheadAttention`` reads ``out_proj.weight`` directly): they belong to its stage."""
     return [
-        f"{name}.{child}" if name else child
-        for child, sub in module.named_modules()
-        if child
-        and (f"{name}.{child}" if name else child) not in taken
-        and next(sub.parameters(recurse=False), None) is not None
+        full
+        for full, sub in module.named_modules(prefix=name)
+        if full not in taken and next(sub.parameters(recurse=False), None) is not None
     ]
 
 
