@@ -7,17 +7,17 @@ as a self-contained HTML report.
 
 __version__ = "0.1.0"
 
-from auditcam.analysis import Analysis, analyse
-from auditcam.audit import AuditResult, audit
+from auditcam.audit import audit
 from auditcam.cam import Explainer, Explanation, find_target_layer
-from auditcam.comparison import Comparison, compare
 from auditcam.config import AnalysisOptions, Checks, GroupGap, load_config
-from auditcam.counterfactual import CounterfactualOptions
 from auditcam.data import LabelledDataset, open_dataset
 from auditcam.errors import InputError
 from auditcam.models import Preprocessing, load_model
-from auditcam.sanity import SanityOptions
+from auditcam.probes.counterfactual import CounterfactualOptions
+from auditcam.probes.sanity import SanityOptions
+from auditcam.result import AuditResult, Comparison, compare
 from auditcam.scoring import score
+from auditcam.stats.analysis import Analysis, analyse
 
 __all__ = [
     "Analysis",

@@ -506,9 +506,9 @@ def _add_beyond_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _beyond_options(args: argparse.Namespace, dataset) -> dict:
     """The ``counterfactual`` and ``sanity`` arguments of :func:`auditcam.audit` from the flags."""
-    from auditcam.counterfactual import CounterfactualOptions
     from auditcam.data import LabelledDataset
-    from auditcam.sanity import SanityOptions
+    from auditcam.probes.counterfactual import CounterfactualOptions
+    from auditcam.probes.sanity import SanityOptions
 
     if args.bg_donors is not None and not args.counterfactual:
         raise InputError("--bg-donors needs --counterfactual")
@@ -560,8 +560,8 @@ def _run_featuremaps(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from torchvision import tv_tensors
 
     from auditcam.data import SampleFault, read_image
-    from auditcam.featuremaps import capture
     from auditcam.models import load_model_info, parse_size, parse_triple
+    from auditcam.probes.featuremaps import capture
     from auditcam.report.featuremaps import ImageMaps, write_featuremaps
 
     model, info = load_model_info(
@@ -638,10 +638,10 @@ def _pair(values: list | None, flag: str) -> list:
 
 def _run_compare(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from auditcam.audit import audit
-    from auditcam.comparison import compare
     from auditcam.data import LabelledDataset, read_classes
     from auditcam.models import load_model_info, parse_size, parse_triple
     from auditcam.report import write_comparison
+    from auditcam.result import compare
 
     config = load_config_from_args(args)
     specs, weights = _pair(args.model, "--model"), _pair(args.weights, "--weights")
@@ -710,7 +710,7 @@ def _run_compare(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``auditcam`` command; returns the exit code (under torchrun, every
     process returns the same one)."""
-    from auditcam import distributed
+    from auditcam.run import distributed
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if not distributed.launched():
@@ -725,7 +725,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(argv: list[str]) -> tuple[int, str]:
     """Run one command; map what escapes to an exit code and a one-line message."""
-    from auditcam import distributed
+    from auditcam.run import distributed
 
     group = distributed.current()
     prefix = "auditcam" if group.world == 1 else f"auditcam[rank {group.rank}]"

@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from auditcam.audit import AuditResult
-from auditcam.checks import check_message
+from auditcam.result import AuditResult
+from auditcam.stats.checks import check_message
 
 FAILED_CHECKS = "auditcam: {n} of {total} check(s) did not pass for {name}:"
 

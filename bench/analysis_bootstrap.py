@@ -15,8 +15,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from auditcam.analysis import analyse
 from auditcam.config import AnalysisOptions
+from auditcam.stats.analysis import analyse
 
 
 def records(n: int, seed: int = 0) -> pd.DataFrame:

@@ -39,7 +39,7 @@ from PIL import Image
 from auditcam import audit
 from auditcam.data import LabelledDataset, default_workers, loader
 from auditcam.demo.synthetic import CLASSES, make_split
-from auditcam.device import to_device
+from auditcam.run.device import to_device
 
 
 def write_dataset(folder: Path, n: int, size: int) -> Path:

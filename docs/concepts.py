@@ -18,7 +18,7 @@ import auditcam
 from auditcam.demo import CLEAN_AGREEMENT, SHORTCUT_AGREEMENT
 from auditcam.demo.models import PREPROCESSING, train
 from auditcam.demo.synthetic import CLASSES, make_split
-from auditcam.featuremaps import capture, top_channels
+from auditcam.probes.featuremaps import capture, top_channels
 from auditcam.report.figures import outline, overlay
 
 OUT = Path(__file__).with_name("concepts.png")

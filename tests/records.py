@@ -68,7 +68,7 @@ def gallery(frame: pd.DataFrame, size: int = 4, pixels: int = 48, seed: int = 0)
     """A Gallery over the valid rows of ``frame`` with drawn exemplars: a disc-shaped subject of
     the row's subject_area on a striped background, heat split between subject and background
     in the row's subject_share."""
-    from auditcam.gallery import Exemplar, Gallery
+    from auditcam.run.gallery import Exemplar, Gallery
 
     rng = np.random.default_rng(seed)
     kept = Gallery(size=size)
@@ -95,10 +95,10 @@ def audit_result(
 ):
     """An AuditResult over synthetic records (no model run): for the report views; ``exemplars``
     is its Gallery (default: empty)."""
-    from auditcam.analysis import analyse
-    from auditcam.audit import AuditResult
-    from auditcam.checks import evaluate_checks
-    from auditcam.gallery import Gallery
+    from auditcam.result import AuditResult
+    from auditcam.run.gallery import Gallery
+    from auditcam.stats.analysis import analyse
+    from auditcam.stats.checks import evaluate_checks
 
     analysis = analyse(frame, attributes, options)
     meta = {

@@ -12,7 +12,7 @@ from auditcam import Checks, LabelledDataset, audit
 from auditcam.config import AnalysisOptions
 from auditcam.errors import InputError
 from auditcam.models import Preprocessing
-from auditcam.sanity import SanityOptions
+from auditcam.probes.sanity import SanityOptions
 from auditcam.scoring import METRICS
 
 
@@ -162,7 +162,9 @@ def test_a_vision_transformer_is_audited_like_a_cnn(small_dataset, vit, tmp_path
     assert (samples.loc[~ok, "reason"] == "heatmap is all zero").all()
     assert ok[samples["method"] == "eigencam"].all() and ok.mean() > 0.8
     scored = samples[ok]
-    assert scored["subject_share"].between(0, 1).all() and scored["focus_lift"].gt(0).all()
+    assert (
+        scored["subject_share"].between(0, 1).all() and scored["focus_lift"].ge(0).all()
+    )  # a map may miss the subject entirely
     assert {grid.shape for grid in result.featuremaps} == {(16, 4, 4)}  # the layer's tokens as a grid
     assert result.sanity.stages[-1].name == "conv_proj"
     paths = result.write(tmp_path / "out")

@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from auditcam import cli
-from auditcam.records import samples_schema
-from auditcam.shards import salvage
+from auditcam.run.records import samples_schema
+from auditcam.run.shards import salvage
 
 # A demo TinyCNN with seeded weights that logs every batch it sees and can be slowed down, so a
 # signal lands mid-run at a known point.
@@ -228,9 +228,9 @@ def test_the_gallery_picked_from_the_merged_samples_matches_the_one_kept_while_e
     import numpy as np
 
     from auditcam import LabelledDataset, audit
-    from auditcam.audit import _gallery
     from auditcam.cam import Explainer
     from auditcam.demo.models import tiny_cnn
+    from auditcam.run.gallery import pick_gallery as _gallery
 
     manifest, classes = small_dataset
     dataset = LabelledDataset.from_manifest(manifest, classes=classes)

@@ -21,14 +21,15 @@ from pathlib import Path
 from PIL import Image
 from safetensors.torch import save_file
 
-from auditcam.audit import AuditResult, audit
-from auditcam.counterfactual import CounterfactualOptions
+from auditcam.audit import audit
 from auditcam.data import LabelledDataset
 from auditcam.demo.models import train
 from auditcam.demo.synthetic import CLASSES, Split, make_split
 from auditcam.models import load_model_info
+from auditcam.probes.counterfactual import CounterfactualOptions
+from auditcam.probes.sanity import SanityOptions
 from auditcam.report import atomic_write, render_index
-from auditcam.sanity import SanityOptions
+from auditcam.result import AuditResult
 
 MODEL_SPEC = "auditcam.demo.models:tiny_cnn"
 # Probability that the background texture is forced to agree with the class, per site.

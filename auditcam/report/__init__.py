@@ -18,8 +18,7 @@ from auditcam.report.junit import render_junit
 if TYPE_CHECKING:
     import pandas as pd
 
-    from auditcam.audit import AuditResult
-    from auditcam.comparison import Comparison
+    from auditcam.result import AuditResult, Comparison
 
 __all__ = [
     "SUMMARY_SCHEMA",

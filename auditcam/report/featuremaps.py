@@ -14,7 +14,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from auditcam.featuremaps import LayerMaps, channel_grid
+from auditcam.probes.featuremaps import LayerMaps, channel_grid
 from auditcam.report import atomic_write
 from auditcam.report.html import _environment, page_assets
 

@@ -17,14 +17,13 @@ import pandas as pd
 import pyarrow.compute as pc
 from markupsafe import Markup
 
-from auditcam.gallery import Exemplar
 from auditcam.report import figures, plots, sections
 from auditcam.report.reproduce import config_toml
 from auditcam.report.templates import environment, template_dir
+from auditcam.run.gallery import Exemplar
 
 if TYPE_CHECKING:
-    from auditcam.audit import AuditResult
-    from auditcam.comparison import Comparison
+    from auditcam.result import AuditResult, Comparison
 
 MAX_PROBLEMS_LISTED = 200
 MAX_CHANGED_LISTED = 200

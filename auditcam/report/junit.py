@@ -14,9 +14,9 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from typing import Any
 
-from auditcam.checks import FAIL, INSUFFICIENT, check_message
+from auditcam.stats.checks import FAIL, INSUFFICIENT, check_message
 
-CLASSNAME = "auditcam.checks"
+CLASSNAME = "auditcam.stats.checks"
 # characters XML 1.0 cannot carry, even escaped
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 

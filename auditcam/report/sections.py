@@ -11,7 +11,7 @@ import numpy as np
 from auditcam.report import figures
 
 if TYPE_CHECKING:
-    from auditcam.audit import AuditResult
+    from auditcam.result import AuditResult
 
 THUMBNAIL = 112  # largest stored side of the small pictures, pixels; smaller ones are enlarged by CSS
 
@@ -31,7 +31,7 @@ def _grey(heatmap: np.ndarray) -> np.ndarray:
 
 def counterfactual(result: AuditResult) -> dict[str, Any] | None:
     """Accuracy per background variant, BG-gap and flip rates per breakdown, a few examples."""
-    from auditcam.counterfactual import VARIANT_HELP, VARIANTS
+    from auditcam.probes.counterfactual import VARIANT_HELP, VARIANTS
 
     test = result.counterfactual
     if test is None:

@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
-from auditcam.comparison import compare
 from auditcam.config import AnalysisOptions, Checks
 from auditcam.report import atomic_write, render_comparison, render_html, render_index
+from auditcam.result import compare
 from tests.records import audit_result, gallery, samples
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

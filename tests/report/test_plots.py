@@ -11,9 +11,9 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from auditcam.analysis import analyse
 from auditcam.config import AnalysisOptions
 from auditcam.report import plots
+from auditcam.stats.analysis import analyse
 from tests.records import samples
 
 SVG = "{http://www.w3.org/2000/svg}"

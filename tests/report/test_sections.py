@@ -15,9 +15,9 @@ from auditcam import AnalysisOptions, LabelledDataset, audit
 from auditcam.demo import MODEL_SPEC, write_split
 from auditcam.demo.synthetic import CLASSES, make_split
 from auditcam.models import load_model_info
+from auditcam.probes.sanity import SanityOptions
 from auditcam.report import render_html, summary_schema
 from auditcam.report.html import extra_sections
-from auditcam.sanity import SanityOptions
 from tests.htmlcheck import external_references, parse_page
 
 IMAGE_URIS = ("data:image/png;base64,", "data:image/webp;base64,", "data:image/svg+xml;base64,")

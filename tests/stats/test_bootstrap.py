@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from auditcam import bootstrap
+from auditcam.stats import bootstrap
 
 
 def _table(rng: np.random.Generator, n: int) -> tuple[bootstrap.Table, pd.DataFrame]:

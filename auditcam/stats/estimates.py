@@ -1,9 +1,9 @@
 """Ratio estimates with seeded bootstrap CIs over the breakdowns of a per-sample table.
 
 The counterfactual and sanity results estimate their own statistics (accuracy per background
-variant, BG-gap, rank correlation per randomised layer) the way :mod:`auditcam.analysis` does
+variant, BG-gap, rank correlation per randomised layer) the way :mod:`auditcam.stats.analysis` does
 for the heatmap metrics: every statistic of every group from the same resamples of the
-samples (:mod:`auditcam.bootstrap`), percentile intervals, and ``sufficient`` when at least
+samples (:mod:`auditcam.stats.bootstrap`), percentile intervals, and ``sufficient`` when at least
 ``min_group_size`` samples count.
 """
 
@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from auditcam import bootstrap
-from auditcam.analysis import ALL, CLASS, MISSING_GROUP, OVERALL, json_number
 from auditcam.config import AnalysisOptions
+from auditcam.stats import bootstrap
+from auditcam.stats.analysis import ALL, CLASS, MISSING_GROUP, OVERALL, json_number
 
 # dimension -> (group names in report order, each row's group index; -1: in no group)
 Breakdowns = dict[str, tuple[list[str], np.ndarray]]

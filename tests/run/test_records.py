@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from auditcam.cam import Explainer
-from auditcam.records import POSITION, batch_records, columns, samples_schema, score_explanation
+from auditcam.run.records import POSITION, batch_records, columns, samples_schema, score_explanation
 from auditcam.scoring import INVALID_REASONS, METRICS, score
 
 CLASSES = ("circle", "square", "cross")

@@ -9,9 +9,8 @@ import pytest
 import torch
 from scipy import ndimage, stats
 
-from auditcam.checks import sanity_check
 from auditcam.config import AnalysisOptions, Checks, Threshold, load_config
-from auditcam.sanity import (
+from auditcam.probes.sanity import (
     SanityOptions,
     average_ranks,
     cascade,
@@ -21,6 +20,7 @@ from auditcam.sanity import (
     rank_correlation,
     ssim,
 )
+from auditcam.stats.checks import sanity_check
 
 # the demo's trained models: heatmaps of the fully randomised model keep at most this much of
 # the originals' pixel ranking (Adebayo et al. report Grad-CAM near 0 after full randomisation)

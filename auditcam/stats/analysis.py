@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from auditcam import bootstrap
 from auditcam.config import AnalysisOptions
 from auditcam.errors import InputError
+from auditcam.stats import bootstrap
 
 OVERALL, ALL = "overall", "all"
 CLASS, CORRECTNESS = "class", "correctness"

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from auditcam.errors import InputError
-from auditcam.records import POSITION
+from auditcam.run.records import POSITION
 
 # a chunk holds about this many batches unless the dataset is small or huge (see default_shard_size)
 SHARDS_PER_RUN = 64

@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from auditcam.errors import InputError
-from auditcam.records import POSITION, samples_schema
-from auditcam.shards import (
+from auditcam.run.records import POSITION, samples_schema
+from auditcam.run.shards import (
     Journal,
     Layout,
     default_shard_size,

@@ -9,8 +9,8 @@ from contextlib import nullcontext
 import pytest
 import torch
 
-from auditcam.device import amp_dtype, model_device, on_device, pin_memory, resolve_device, to_device
 from auditcam.errors import InputError
+from auditcam.run.device import amp_dtype, model_device, on_device, pin_memory, resolve_device, to_device
 
 
 def test_cpu_and_auto_resolve_to_a_device():

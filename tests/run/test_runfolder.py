@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from auditcam.errors import InputError
-from auditcam.runfolder import (
+from auditcam.run.runfolder import (
     COMPLETE,
     RunFolder,
     dataset_identity,

@@ -40,13 +40,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from auditcam.analysis import ALL, CLASS, OVERALL
 from auditcam.cam import preserved
 from auditcam.config import AnalysisOptions
 from auditcam.data import as_audit_dataset, default_workers
 from auditcam.errors import InputError
-from auditcam.estimates import breakdowns, estimate_dict, ratio_estimates, slices
 from auditcam.models import Preprocessing
+from auditcam.stats.analysis import ALL, CLASS, OVERALL
+from auditcam.stats.estimates import breakdowns, estimate_dict, ratio_estimates, slices
 
 ORIGINAL, ONLY_FG, NO_FG, MIXED_SAME, MIXED_RAND = "original", "only_fg", "no_fg", "mixed_same", "mixed_rand"
 VARIANTS = (ORIGINAL, ONLY_FG, NO_FG, MIXED_SAME, MIXED_RAND)
@@ -333,7 +333,7 @@ def _collate(items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 class CounterfactualResult:
     """``samples``: one row per (sample, variant) with the prediction, the background donor and
     status/reason; ``estimates``: accuracy per variant, BG-gap and flip rates per breakdown
-    with CIs (columns as :data:`auditcam.estimates.ESTIMATE_COLUMNS`); ``examples``: a few
+    with CIs (columns as :data:`auditcam.stats.estimates.ESTIMATE_COLUMNS`); ``examples``: a few
     samples' variants as displayable uint8 images with their predictions."""
 
     samples: pd.DataFrame

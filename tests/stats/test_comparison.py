@@ -8,11 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from auditcam import comparison
-from auditcam.analysis import analyse
-from auditcam.comparison import compare, focus_transitions, paired_deltas
 from auditcam.config import AnalysisOptions, Checks
 from auditcam.report import write_comparison
+from auditcam.result import compare
+from auditcam.stats import comparison
+from auditcam.stats.analysis import analyse
+from auditcam.stats.comparison import focus_transitions, paired_deltas
 from tests.htmlcheck import assert_self_contained, external_references, parse_page
 from tests.records import audit_result, samples
 

@@ -47,7 +47,7 @@ _ARROW = {
     "boolean": pa.bool_(),
     "float64": pa.float64(),
 }
-# columns the analysis reads back (see auditcam.analysis.REQUIRED_COLUMNS), besides the attributes
+# columns the analysis reads back (see auditcam.stats.analysis.REQUIRED_COLUMNS), besides the attributes
 ANALYSIS_COLUMNS = (
     "id",
     "label",

@@ -15,7 +15,14 @@ from torch import nn
 from auditcam import cli
 from auditcam.demo import MODEL_SPEC
 from auditcam.errors import InputError
-from auditcam.featuremaps import SEPARATOR_RGB, capture, channel_grid, conv_output_size, predicted_shape, top_channels
+from auditcam.probes.featuremaps import (
+    SEPARATOR_RGB,
+    capture,
+    channel_grid,
+    conv_output_size,
+    predicted_shape,
+    top_channels,
+)
 from tests.htmlcheck import external_references, parse_page
 
 

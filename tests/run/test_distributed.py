@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from auditcam import cli
-from auditcam.distributed import Group, PeerStopped, _decide
+from auditcam.run.distributed import Group, PeerStopped, _decide
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -33,11 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from auditcam.analysis import ALL, OVERALL
 from auditcam.cam import Explainer, preserved
 from auditcam.config import AnalysisOptions
 from auditcam.errors import InputError
-from auditcam.estimates import ESTIMATE_COLUMNS, estimate_dict, ratio_estimates
+from auditcam.stats.analysis import ALL, OVERALL
+from auditcam.stats.estimates import ESTIMATE_COLUMNS, estimate_dict, ratio_estimates
 
 # (model, images, targets) -> maps (N, H, W): how the maps under test are computed
 Explain = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]

@@ -12,7 +12,12 @@ import torch
 
 from auditcam import cli
 from auditcam.config import AnalysisOptions, Checks, Threshold, load_config
-from auditcam.counterfactual import (
+from auditcam.data import LabelledDataset
+from auditcam.demo import MODEL_SPEC
+from auditcam.demo.synthetic import CLASSES
+from auditcam.errors import InputError
+from auditcam.models import load_model_info
+from auditcam.probes.counterfactual import (
     NO_SAME_DONOR,
     NO_SUBJECT,
     VARIANTS,
@@ -26,11 +31,6 @@ from auditcam.counterfactual import (
     tile_background,
     variants,
 )
-from auditcam.data import LabelledDataset
-from auditcam.demo import MODEL_SPEC
-from auditcam.demo.synthetic import CLASSES
-from auditcam.errors import InputError
-from auditcam.models import load_model_info
 from tests.htmlcheck import parse_page
 
 IMAGE_URIS = ("data:image/png;base64,", "data:image/webp;base64,", "data:image/svg+xml;base64,")

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 from fairlearn.metrics import MetricFrame
 
-from auditcam import analysis, checks
-from auditcam.analysis import analyse
-from auditcam.checks import FAIL, INSUFFICIENT, PASS, decide, evaluate_checks
 from auditcam.config import AnalysisOptions, Checks, GroupGap, WorstGroupAccuracy
 from auditcam.errors import InputError
+from auditcam.stats import analysis, checks
+from auditcam.stats.analysis import analyse
+from auditcam.stats.checks import FAIL, INSUFFICIENT, PASS, decide, evaluate_checks
 from tests.records import samples
 
 FAST = AnalysisOptions(bootstrap=400)

@@ -27,8 +27,8 @@ from auditcam.cam import preserved
 from auditcam.cam.grids import NOT_A_GRID, Grid, grid_of
 from auditcam.cam.layers import get_layer
 from auditcam.errors import InputError
-from auditcam.gallery import Exemplar
 from auditcam.models import Preprocessing
+from auditcam.run.gallery import Exemplar
 
 DEFAULT_CHANNELS = 16
 CELL = 48  # minimum display size of a channel map, pixels

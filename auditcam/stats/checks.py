@@ -1,5 +1,5 @@
 """Checks: decide each gate of :class:`~auditcam.config.Checks` on an
-:class:`~auditcam.analysis.Analysis`, with its value, CI, threshold and outcome.
+:class:`~auditcam.stats.analysis.Analysis`, with its value, CI, threshold and outcome.
 
 An outcome is ``pass``, ``fail`` or ``insufficient data`` (the value rests on fewer than
 ``min_group_size`` samples, or a gap on fewer than two such groups). A check *blocks* the
@@ -13,9 +13,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from auditcam.analysis import ALL, OVERALL, STATISTICS, UNKNOWN_ATTRIBUTE, Analysis, intersection_name
 from auditcam.config import AnalysisOptions, Checks, GroupGap, Threshold, WorstGroupAccuracy
 from auditcam.errors import InputError
+from auditcam.stats.analysis import ALL, OVERALL, STATISTICS, UNKNOWN_ATTRIBUTE, Analysis, intersection_name
 
 PASS, FAIL, INSUFFICIENT = "pass", "fail", "insufficient data"
 OUTCOMES = (PASS, FAIL, INSUFFICIENT)

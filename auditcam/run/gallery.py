@@ -1,0 +1,192 @@
+"""The gallery: the few samples the report shows (most background-reliant, most subject-focused),
+kept while the audit streams past in two bounded heaps (memory never grows with the dataset), or
+picked afterwards by streaming samples.parquet and explaining only those samples again."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+
+from auditcam.cam import Explainer
+from auditcam.data import collate
+from auditcam.models import Preprocessing
+from auditcam.run.device import to_device
+from auditcam.run.records import POSITION
+
+if TYPE_CHECKING:
+    pass
+
+
+import heapq
+import itertools
+from dataclasses import field
+
+
+@dataclass(frozen=True)
+class Exemplar:
+    """A sample to show: the displayed input image, its normalised heatmap and subject mask."""
+
+    record: dict[str, Any]
+    image: np.ndarray  # uint8 (H, W, 3)
+    heatmap: np.ndarray  # float32 (H, W) in [0, 1]
+    mask: np.ndarray  # bool (H, W)
+
+
+@dataclass
+class Gallery:
+    """Top-``size`` exemplars at each end of ``subject_share``."""
+
+    size: int = 8
+    _worst: list = field(default_factory=list)
+    _best: list = field(default_factory=list)
+    _tie: itertools.count = field(default_factory=itertools.count)
+
+    def offer(self, share: float, make: Any) -> None:
+        """Consider a sample with this subject_share; ``make()`` builds its Exemplar only
+        if it is kept, so the images of samples that are not kept are never copied."""
+        if self.size <= 0:
+            return
+        tie = next(self._tie)
+        # _worst is a max-heap on share (keeps the lowest), _best a min-heap (keeps the highest).
+        wanted = [
+            (heap, key)
+            for heap, key in ((self._worst, -share), (self._best, share))
+            if len(heap) < self.size or key > heap[0][0]
+        ]
+        if not wanted:
+            return
+        exemplar = make()
+        for heap, key in wanted:
+            if len(heap) < self.size:
+                heapq.heappush(heap, (key, -tie, exemplar))
+            else:
+                heapq.heapreplace(heap, (key, -tie, exemplar))
+
+    @property
+    def background_reliant(self) -> list[Exemplar]:
+        """Lowest subject_share first."""
+        return [item for _, _, item in sorted(self._worst, key=lambda t: (-t[0], -t[1]))]
+
+    @property
+    def subject_focused(self) -> list[Exemplar]:
+        """Highest subject_share first."""
+        return [item for _, _, item in sorted(self._best, key=lambda t: (-t[0], -t[1]))]
+
+
+GALLERY_READ_ROWS = 8192
+
+
+def pick_gallery(
+    path: Path,
+    explainer: Explainer,
+    dataset: Any,
+    methods: Sequence[str],
+    size: int,
+    batch_size: int,
+    device: torch.device,
+    seen: dict[int, Exemplar],
+) -> Gallery:
+    """The exemplars at each end of the first method's subject_share, picked by streaming
+    samples.parquet (sample k's rows are rows k*M .. k*M+M-1). Those this process kept while it
+    explained (``seen``, by position) are used as they are; the others (explained by another
+    process or before a resume) are read and explained again for display."""
+    primary, width = methods[0], len(methods)
+    picks = Gallery(size=size)
+    offset = 0
+    for rows in pq.ParquetFile(path).iter_batches(batch_size=GALLERY_READ_ROWS):
+        scored = pc.and_(pc.equal(rows.column("method"), primary), pc.equal(rows.column("status"), "ok"))
+        shares = rows.column("subject_share").to_numpy(zero_copy_only=False)
+        for i in np.flatnonzero(scored.to_numpy(zero_copy_only=False)):
+            picks.offer(float(shares[i]), _pick(rows, int(i), (offset + int(i)) // width))
+        offset += rows.num_rows
+    chosen = {pick[0]: pick for pick in (*picks.background_reliant, *picks.subject_focused)}
+    ordered = sorted(chosen)
+    exemplars = {p: seen[p] for p in ordered if p in seen}
+    missing = [p for p in ordered if p not in seen]
+    for start in range(0, len(missing), batch_size):
+        exemplars.update(
+            explain_exemplars(
+                [chosen[p] for p in missing[start : start + batch_size]], explainer, dataset, primary, device
+            )
+        )
+    gallery = Gallery(size=size)
+    for position in ordered:
+        if position in exemplars:
+            gallery.offer(chosen[position][1]["subject_share"], lambda e=exemplars[position]: e)
+    return gallery
+
+
+def _pick(rows: pa.RecordBatch, i: int, position: int) -> Callable[[], tuple[int, dict[str, Any]]]:
+    return lambda: (position, rows.slice(i, 1).to_pylist()[0])
+
+
+def explain_exemplars(
+    picks: Sequence[tuple[int, dict[str, Any]]], explainer: Explainer, dataset: Any, method: str, device: torch.device
+) -> dict[int, Exemplar]:
+    """Read and explain the picked samples (for the class recorded for them); skip any that
+    can no longer be read."""
+    items = [dataset[position] for position, _ in picks]
+    batch = collate(items)
+    if not batch["ok"].any():
+        return {}
+    readable = [pick for pick, ok in zip(picks, batch["ok"].tolist(), strict=True) if ok]
+    targets = torch.tensor([record["target"] for _, record in readable], device=device)
+    explanation = explainer(to_device(batch, device)["image"], targets)
+    heatmaps = explanation.normalised(method)
+    return {
+        position: exemplar(record, batch["image"][j], heatmaps[j], batch["mask"][j], dataset.preprocessing)
+        for j, (position, record) in enumerate(readable)
+    }
+
+
+def exemplar(
+    record: dict[str, Any], image: torch.Tensor, heatmap: torch.Tensor, mask: torch.Tensor, preprocessing: Preprocessing
+) -> Exemplar:
+    """One sample as the report shows it: the displayed input, its [0, 1] heatmap and mask, on the host."""
+    picture = preprocessing.denormalise(image.float().cpu())
+    return Exemplar(
+        record=record,
+        image=(picture.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8),
+        heatmap=heatmap.float().cpu().numpy().astype(np.float32),
+        mask=mask.cpu().numpy().copy(),
+    )
+
+
+def offer(
+    shown: Gallery,
+    records: pa.RecordBatch,
+    batch: dict[str, Any],
+    explanation: Any,
+    methods: Sequence[str],
+    preprocessing: Preprocessing,
+) -> None:
+    """Offer a batch's samples scored on the first method to ``shown``; pixels are copied only
+    for the samples it keeps."""
+    if shown.size <= 0:
+        return
+    width = len(methods)
+    status = records.column("status").to_pylist()[::width]
+    shares = records.column("subject_share").to_numpy()[::width]
+    readable = np.cumsum(batch["ok"].numpy()) - 1
+
+    def keep(i: int) -> Callable[[], tuple[int, Exemplar]]:
+        def make() -> tuple[int, Exemplar]:
+            record = records.slice(i * width, 1).to_pylist()[0]
+            position = record.pop(POSITION)
+            j = int(readable[i])
+            heatmap = explanation.normalised(methods[0])[j]
+            return position, exemplar(record, batch["image"][j], heatmap, batch["mask"][j], preprocessing)
+
+        return make
+
+    for i, state in enumerate(status):
+        if state == "ok":
+            shown.offer(float(shares[i]), keep(i))
