@@ -5,8 +5,6 @@ whole dataset, broken down per class and per group, gated by pass/fail checks an
 as a self-contained HTML report.
 """
 
-__version__ = "0.1.0"
-
 from auditcam.audit import audit
 from auditcam.cam import Explainer, Explanation, find_target_layer
 from auditcam.config import AnalysisOptions, Checks, GroupGap, load_config
@@ -18,6 +16,7 @@ from auditcam.probes.sanity import SanityOptions
 from auditcam.result import AuditResult, Comparison, compare
 from auditcam.scoring import score
 from auditcam.stats.analysis import Analysis, analyse
+from auditcam.version import __version__
 
 __all__ = [
     "Analysis",

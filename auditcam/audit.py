@@ -36,6 +36,7 @@ from auditcam.stats.checks import (
     required_intersections,
     validate_checks,
 )
+from auditcam.version import __version__
 
 if TYPE_CHECKING:
     from auditcam.probes.counterfactual import CounterfactualOptions
@@ -43,12 +44,6 @@ if TYPE_CHECKING:
 
 
 TARGETS = ("pred", "label")
-
-
-def _version() -> str:
-    from auditcam import __version__
-
-    return __version__
 
 
 def audit(
@@ -206,7 +201,7 @@ def audit(
             "name": name or _default_name(model_info),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "versions": {
-                "auditcam": _version(),
+                "auditcam": __version__,
                 "torch": torch.__version__,
                 "torchvision": torchvision.__version__,
                 "python": platform.python_version(),

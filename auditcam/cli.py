@@ -24,6 +24,7 @@ from auditcam.config import (
     INSUFFICIENT_DATA,
 )
 from auditcam.errors import InputError, Interrupted
+from auditcam.version import __version__
 
 EXIT_PASS, EXIT_FAIL, EXIT_INPUT, EXIT_BUG = 0, 1, 2, 3
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
@@ -173,8 +174,6 @@ def load_config_from_args(args: argparse.Namespace):
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``auditcam`` parser with its subcommands."""
-    from auditcam import __version__
-
     parser = _Parser(prog="auditcam", description="Audit image classifiers for background bias with Grad-CAM.")
     parser.add_argument("--version", action="version", version=f"auditcam {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)

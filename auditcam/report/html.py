@@ -21,6 +21,7 @@ from auditcam.report import figures, plots, sections
 from auditcam.report.reproduce import config_toml
 from auditcam.report.templates import environment, template_dir
 from auditcam.run.gallery import Exemplar
+from auditcam.version import __version__
 
 if TYPE_CHECKING:
     from auditcam.result import AuditResult, Comparison
@@ -131,14 +132,8 @@ def page_assets(script: bool = True) -> dict[str, Any]:
         "script": Markup(js) if script else "",
         "csp": f"default-src 'none'; img-src data:; style-src '{sha256_source(css)}'; "
         f"script-src {script_src}; base-uri 'none'; form-action 'none'",
-        "generator": _version(),
+        "generator": __version__,
     }
-
-
-def _version() -> str:
-    from auditcam import __version__
-
-    return __version__
 
 
 def _environment():

@@ -26,6 +26,7 @@ import torchvision
 from torch import nn
 
 from auditcam.errors import InputError
+from auditcam.version import __version__
 
 MANIFEST_VERSION = 1
 MANIFEST = "run.json"
@@ -101,8 +102,6 @@ def fingerprint(
     settings: Mapping[str, Any],
 ) -> dict[str, Any]:
     """The configuration a run's shards depend on (JSON-ready)."""
-    from auditcam import __version__
-
     return {
         "model": {**(model_spec or {}), "state_sha256": state_sha256(model)},
         "dataset": dataset_identity(dataset),
