@@ -21,6 +21,7 @@ from auditcam.report import figures, plots, sections
 from auditcam.report.reproduce import config_toml
 from auditcam.report.templates import environment, template_dir
 from auditcam.run.gallery import Exemplar
+from auditcam.stats.checks import OUTCOMES
 from auditcam.version import __version__
 
 if TYPE_CHECKING:
@@ -389,7 +390,7 @@ def context(result: AuditResult) -> dict[str, Any]:
         "model_name": meta["name"],
         "passed": result.passed,
         "checks": checks,
-        "outcome_counts": {o: sum(c["outcome"] == o for c in checks) for o in ("pass", "fail", "insufficient data")},
+        "outcome_counts": {o: sum(c["outcome"] == o for c in checks) for o in OUTCOMES},
         "decide_on_help": DECIDE_ON_HELP,
         "analysis": meta["analysis"],
         "primary": primary,

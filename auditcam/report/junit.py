@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from typing import Any
 
-from auditcam.stats.checks import FAIL, INSUFFICIENT, check_message
+from auditcam.stats.checks import FAIL, INSUFFICIENT, NOT_APPLICABLE, check_message
 
 CLASSNAME = "auditcam.stats.checks"
 # characters XML 1.0 cannot carry, even escaped
@@ -34,7 +34,7 @@ def _testcase(check: Mapping[str, Any]) -> tuple[ET.Element, str]:
         kind = "CheckFailed" if check["outcome"] == FAIL else "InsufficientData"
         ET.SubElement(case, "failure", {"message": message, "type": kind}).text = body
         return case, "failure"
-    if check["outcome"] == INSUFFICIENT:
+    if check["outcome"] in (INSUFFICIENT, NOT_APPLICABLE):
         ET.SubElement(case, "skipped", {"message": message})
         return case, "skipped"
     ET.SubElement(case, "system-out").text = body

@@ -1,9 +1,11 @@
 """Checks: decide each gate of :class:`~auditcam.config.Checks` on an
 :class:`~auditcam.stats.analysis.Analysis`, with its value, CI, threshold and outcome.
 
-An outcome is ``pass``, ``fail`` or ``insufficient data`` (the value rests on fewer than
-``min_group_size`` samples, or a gap on fewer than two such groups). A check *blocks* the
-verdict when it failed, or lacks data while ``insufficient_data = "fail"``.
+An outcome is ``pass``, ``fail``, ``insufficient data`` (the value rests on fewer than
+``min_group_size`` samples, or a gap on fewer than two such groups) or ``not applicable`` (the
+dataset does not carry what the check needs, e.g. subjects or groups; its ``detail`` says why).
+A check *blocks* the verdict when it failed, or lacks data while ``insufficient_data = "fail"``;
+a check that is not applicable never blocks.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from auditcam.config import AnalysisOptions, Checks, GroupGap, Threshold, WorstG
 from auditcam.errors import InputError
 from auditcam.stats.analysis import ALL, OVERALL, STATISTICS, UNKNOWN_ATTRIBUTE, Analysis, intersection_name
 
-PASS, FAIL, INSUFFICIENT = "pass", "fail", "insufficient data"
-OUTCOMES = (PASS, FAIL, INSUFFICIENT)
+PASS, FAIL, INSUFFICIENT, NOT_APPLICABLE = "pass", "fail", "insufficient data", "not applicable"
+OUTCOMES = (PASS, FAIL, INSUFFICIENT, NOT_APPLICABLE)
 MISSING_BREAKDOWN = "max_group_gap: the analysis has no breakdown {dimension!r}; add it to the intersections"
 
 
@@ -30,8 +32,9 @@ def _dimension_of(attribute: str) -> str:
 @dataclass(frozen=True)
 class CheckResult:
     """One gate: the estimate picked by ``decide_on`` (point, or a CI bound) ``op threshold``
-    decides ``outcome``: pass, fail, or insufficient data (fewer than the minimum samples or
-    groups). ``blocking``: whether this outcome stops the audit from passing."""
+    decides ``outcome``: pass, fail, insufficient data (fewer than the minimum samples or
+    groups) or not applicable (the data lacks what the check needs; ``detail`` says what).
+    ``blocking``: whether this outcome stops the audit from passing."""
 
     name: str
     metric: str

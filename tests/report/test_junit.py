@@ -6,6 +6,7 @@ import xml.etree.ElementTree as ET
 
 from auditcam.config import AnalysisOptions, Checks, GroupGap
 from auditcam.report import render_junit
+from auditcam.stats.checks import NOT_APPLICABLE, CheckResult
 from tests.records import audit_result, samples
 
 COUNTS = ("tests", "failures", "errors", "skipped")
@@ -75,6 +76,19 @@ def test_insufficient_data_fails_or_is_skipped_as_configured():
         (child,) = list(case)
         assert child.tag == tag and "insufficient data; n = 20 < min_group_size 30" in child.get("message")
         assert root.get("failures" if policy == "fail" else "skipped") == "1"
+
+
+def test_a_check_that_is_not_applicable_is_skipped_and_never_blocks():
+    frame = samples({"light": 200, "dark": 200})
+    summary = audit_result(frame, Checks(), AnalysisOptions(bootstrap=50)).summary()
+    (check,) = summary["checks"]
+    check.update(outcome=NOT_APPLICABLE, value=None, ci=None, detail="the dataset has no subject masks")
+    assert not CheckResult(**{k: v for k, v in check.items() if k != "blocking"}).blocking
+    root = assert_junit_shape(render_junit(summary))
+    (case,) = root.findall("testsuite/testcase")
+    (child,) = list(case)
+    assert child.tag == "skipped" and child.get("message").endswith("not applicable; the dataset has no subject masks")
+    assert root.get("failures") == "0" and root.get("skipped") == "1"
 
 
 def test_names_are_escaped_and_control_characters_replaced():
