@@ -7,7 +7,7 @@ as a self-contained HTML report.
 
 from auditcam.audit import audit
 from auditcam.cam import Explainer, Explanation, find_target_layer
-from auditcam.config import AnalysisOptions, Checks, GroupGap, load_config
+from auditcam.config import AnalysisOptions, AuditSettings, Checks, GroupGap, load_config
 from auditcam.data import LabelledDataset, open_dataset
 from auditcam.errors import InputError
 from auditcam.models import Preprocessing, load_model
@@ -22,6 +22,7 @@ __all__ = [
     "Analysis",
     "AnalysisOptions",
     "AuditResult",
+    "AuditSettings",
     "Checks",
     "Comparison",
     "CounterfactualOptions",

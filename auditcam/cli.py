@@ -21,7 +21,10 @@ from auditcam.config import (
     DEFAULT_MAX_BG_GAP,
     DEFAULT_MAX_SANITY_CORRELATION,
     DEFAULT_MIN_GROUP_SIZE,
+    FLAGS,
     INSUFFICIENT_DATA,
+    RUN_KEYS,
+    RunKey,
 )
 from auditcam.errors import InputError, Interrupted
 from auditcam.version import __version__
@@ -29,6 +32,16 @@ from auditcam.version import __version__
 EXIT_PASS, EXIT_FAIL, EXIT_INPUT, EXIT_BUG = 0, 1, 2, 3
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 ISSUES_URL = "https://github.com/auditcam/auditcam/issues"
+# API parameters named in library messages -> the flag a command-line user gave
+PARAMETER_FLAGS = {
+    **FLAGS,
+    "run_dir": "--out",
+    "resume": "--resume",
+    "overwrite": "--overwrite",
+    "num_workers": "--workers",
+    "num_classes": "--num-classes",
+    "classes": "--classes",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,10 +71,6 @@ def _rate(text: str) -> float:
     return value
 
 
-def _methods(text: str) -> list[str]:
-    return [m.strip() for m in text.split(",") if m.strip()]
-
-
 def _threshold(text: str) -> float | bool:
     """A check threshold, or ``off`` (False: turn a default check off)."""
     return False if text.strip().lower() in ("off", "none") else _rate(text)
@@ -87,7 +96,7 @@ def add_check_arguments(parser: argparse.ArgumentParser) -> None:
         "Flags override --config, which overrides [tool.auditcam] in the closest pyproject.toml. "
         "A threshold of 'off' turns a check off.",
     )
-    checks.add_argument("--config", type=Path, metavar="TOML", help="checks and options from this TOML file")
+    checks.add_argument("--config", type=Path, metavar="TOML", help="settings, checks and options from this TOML file")
     checks.add_argument("--isolated", action="store_true", help="ignore [tool.auditcam] in pyproject.toml")
     checks.add_argument(
         "--max-background-reliant-rate",
@@ -172,6 +181,41 @@ def load_config_from_args(args: argparse.Namespace):
     return load_config(given, args.config, use_pyproject=not args.isolated)
 
 
+def add_setting_arguments(parser: argparse.ArgumentParser) -> None:
+    """The run-setting flags of ``audit`` and ``compare``, one per key of :data:`auditcam.config.RUN_KEYS`;
+    like the checks, each overrides --config and [tool.auditcam]."""
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for key in RUN_KEYS.values():
+        group = groups.get(key.group) or groups.setdefault(key.group, parser.add_argument_group(key.group))
+        group.add_argument(key.option, dest=key.name, default=argparse.SUPPRESS, **_argument(key))
+
+
+def _text_of(key: RunKey):
+    """argparse ``type`` of a run key: its command-line text converter, with argparse's error."""
+
+    def convert(text: str):
+        try:
+            return key.text(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = key.name
+    return convert
+
+
+def _argument(key: RunKey) -> dict:
+    """argparse options of one run key; the value is parsed (and errors named) by the config layer."""
+    if key.action in ("store_true", "store_false"):
+        return {"action": key.action, "help": key.help}
+    default = key.default
+    shown = ",".join(default) if isinstance(default, tuple) else "off" if default is False else default
+    shown = "" if default is None or "(default:" in key.help else f" (default: {shown})"
+    options = {"type": _text_of(key), "metavar": key.metavar, "help": key.help + shown}
+    if key.action == "optional":
+        options.update(nargs="?", const=key.const)
+    return options
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``auditcam`` parser with its subcommands."""
     parser = _Parser(prog="auditcam", description="Audit image classifiers for background bias with Grad-CAM.")
@@ -204,41 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="record samples whose files are missing as errors instead of stopping",
     )
-    explain = run.add_argument_group("explanations")
-    explain.add_argument(
-        "--method",
-        type=_methods,
-        default=["gradcam"],
-        help="CAM method(s), comma-separated, from gradcam, gradcam++, xgradcam, hirescam, layercam, eigencam, "
-        "eigengradcam, scorecam, or captum:NAME for a captum.attr attribution (e.g. captum:IntegratedGradients); "
-        "the first decides the checks (default: gradcam)",
-    )
-    explain.add_argument(
-        "--layer",
-        help="module name of the layer to explain; several comma-separated are fused (default: found automatically)",
-    )
-    explain.add_argument(
-        "--target",
-        choices=("pred", "label"),
-        default="pred",
-        help="class each heatmap explains: the prediction or the true label (default: pred)",
-    )
-    explain.add_argument(
-        "--reliance-threshold",
-        type=float,
-        default=1.0,
-        help="focus_lift below this counts as background-reliant (default: 1.0)",
-    )
-    _add_beyond_arguments(run)
+    add_setting_arguments(run)
     add_check_arguments(run)
     runtime = run.add_argument_group("run")
     runtime.add_argument("--out", required=True, type=Path, help="output folder for the report and results")
     runtime.add_argument("--name", help="model name shown in the report (default: the weights file's stem)")
-    runtime.add_argument(
-        "--batch-size", type=_positive_int, help="images per batch (default: 32, or the resumed run's)"
-    )
     _add_workers_argument(runtime)
-    runtime.add_argument("--gallery-size", type=int, default=8, help="samples shown at each end of the gallery")
     runtime.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_scale_arguments(run)
     run.set_defaults(handler=_run_audit)
@@ -249,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_scale_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of long runs: resume, overwrite, device, autocast, shard size."""
+    """Flags of long runs: resume, overwrite (device, autocast and shard size are run settings)."""
     scale = parser.add_argument_group(
         "large runs",
         "Records stream to shards in --out as the run goes; a killed or interrupted run continues with --resume. "
@@ -263,22 +278,6 @@ def _add_scale_arguments(parser: argparse.ArgumentParser) -> None:
         "on a finished run, analyse its samples again with the current checks",
     )
     again.add_argument("--overwrite", action="store_true", help="delete the run or results in --out and start again")
-    scale.add_argument(
-        "--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto = cuda when available)"
-    )
-    scale.add_argument(
-        "--amp",
-        nargs="?",
-        const="auto",
-        choices=("auto", "bf16", "fp16"),
-        help="run the model under autocast (default dtype: bf16 on the CPU, fp16 or bf16 on CUDA)",
-    )
-    scale.add_argument(
-        "--shard-size",
-        type=_positive_int,
-        metavar="N",
-        help="samples per shard, a multiple of the batch size (default: about 64 shards, at most 128 batches each)",
-    )
 
 
 def _workers(text: str) -> int | None:
@@ -406,8 +405,6 @@ def _run_audit(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from auditcam.data import LabelledDataset, read_classes
     from auditcam.models import load_model_info, parse_size, parse_triple
 
-    if not args.method:
-        raise InputError("--method: give at least one method, e.g. --method gradcam")
     config = load_config_from_args(args)
     model, info = load_model_info(
         args.model,
@@ -428,30 +425,21 @@ def _run_audit(args: argparse.Namespace, argv: Sequence[str]) -> int:
     result = audit(
         model,
         dataset,
-        methods=args.method,
-        layer=args.layer,
+        _with_donors(config.settings, dataset, args.allow_missing),
         checks=config.checks,
         analysis=config.analysis,
-        target=args.target,
-        batch_size=args.batch_size,
-        num_workers=args.workers,
-        reliance_threshold=args.reliance_threshold,
-        gallery_size=args.gallery_size,
         model_info=info,
         name=args.name,
-        progress=not args.no_progress,
         run_dir=args.out,
         resume=args.resume,
         overwrite=args.overwrite,
-        device=args.device,
-        amp=args.amp,
-        shard_size=args.shard_size,
-        **_beyond_options(args, dataset),
+        num_workers=args.workers,
+        progress=not args.no_progress,
+        command="auditcam " + shlex.join(argv),
+        config_sources=config.sources,
     )
     if result is None:  # another process of a torchrun job: rank 0 reports
         return EXIT_PASS
-    result.meta["command"] = "auditcam " + shlex.join(argv)
-    result.meta["config_sources"] = list(config.sources)
     paths = result.write(args.out)
     for check in result.checks:
         print(f"{check.outcome.upper():>17}  {check.message}")
@@ -459,77 +447,22 @@ def _run_audit(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return EXIT_PASS if result.passed else EXIT_FAIL
 
 
-def _add_beyond_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of the tests beyond heatmaps: counterfactual backgrounds and the sanity check."""
-    group = parser.add_argument_group("beyond heatmaps")
-    group.add_argument(
-        "--counterfactual",
-        action="store_true",
-        help="also test the model on background-swapped images (ImageNet-9 variants) and report BG-gap",
-    )
-    group.add_argument(
-        "--bg-donors",
-        type=Path,
-        metavar="PATH",
-        help="take the swapped-in backgrounds from this labelled dataset (manifest, COCO JSON or folder; "
-        "same classes), e.g. in-distribution data (default: the audited data)",
-    )
-    group.add_argument(
-        "--bg-any-group", action="store_true", help="draw background donors from any group, not the sample's own"
-    )
-    group.add_argument(
-        "--bg-fill",
-        choices=("mean", "black"),
-        default="mean",
-        help="background of the subject-only variant: the normalisation mean or black (default: mean)",
-    )
-    group.add_argument(
-        "--counterfactual-samples",
-        type=_positive_int,
-        metavar="N",
-        help="test a seeded random subset of N samples (default: all)",
-    )
-    group.add_argument(
-        "--sanity",
-        action="store_true",
-        help="also check that the heatmaps change when the model's weights are randomised (Adebayo et al.)",
-    )
-    group.add_argument(
-        "--sanity-samples",
-        type=_positive_int,
-        default=32,
-        metavar="N",
-        help="samples explained at every randomisation stage (default: 32)",
-    )
+def _with_donors(settings, dataset, allow_missing: bool):
+    """The settings with ``bg_donors`` (a path) opened as a dataset of the audited classes, so
+    --allow-missing applies to it too."""
+    import dataclasses
 
-
-def _beyond_options(args: argparse.Namespace, dataset) -> dict:
-    """The ``counterfactual`` and ``sanity`` arguments of :func:`auditcam.audit` from the flags."""
     from auditcam.data import LabelledDataset
-    from auditcam.probes.counterfactual import CounterfactualOptions
-    from auditcam.probes.sanity import SanityOptions
 
-    if args.bg_donors is not None and not args.counterfactual:
-        raise InputError("--bg-donors needs --counterfactual")
-    options: dict = {}
-    if args.counterfactual:
-        donors = None
-        if args.bg_donors is not None:
-            donors = LabelledDataset.open(
-                args.bg_donors,
-                classes=dataset.classes,
-                preprocessing=dataset.preprocessing,
-                allow_missing=args.allow_missing,
-            )
-        options["counterfactual"] = CounterfactualOptions(
-            donors=donors,
-            fill=args.bg_fill,
-            match_groups=not args.bg_any_group,
-            samples=args.counterfactual_samples,
-        )
-    if args.sanity:
-        options["sanity"] = SanityOptions(samples=args.sanity_samples)
-    return options
+    if settings.bg_donors is None:
+        return settings
+    donors = LabelledDataset.open(
+        settings.bg_donors,
+        classes=dataset.classes,
+        preprocessing=dataset.preprocessing,
+        allow_missing=allow_missing,
+    )
+    return dataclasses.replace(settings, bg_donors=donors)
 
 
 def _add_featuremaps(sub: argparse._SubParsersAction) -> None:
@@ -612,15 +545,10 @@ def _add_compare(sub) -> None:
     data = compare.add_argument_group("data")
     _add_data_arguments(data)
     data.add_argument("--allow-missing", action="store_true", help="record missing files as errors")
-    explain = compare.add_argument_group("explanations")
-    explain.add_argument("--method", default="gradcam", help="CAM method (default: gradcam)")
-    explain.add_argument("--layer", help="module name of the layer to explain (default: found automatically)")
-    explain.add_argument("--target", choices=("pred", "label"), default="pred", help="class each heatmap explains")
-    explain.add_argument("--reliance-threshold", type=float, default=1.0, help="focus_lift below this is background")
+    add_setting_arguments(compare)
     add_check_arguments(compare)
     runtime = compare.add_argument_group("run")
     runtime.add_argument("--out", required=True, type=Path, help="output folder for the comparison")
-    runtime.add_argument("--batch-size", type=_positive_int, default=32, help="images per batch (default: 32)")
     _add_workers_argument(runtime)
     runtime.add_argument("--no-progress", action="store_true", help="no progress bars")
     compare.set_defaults(handler=_run_compare)
@@ -667,26 +595,23 @@ def _run_compare(args: argparse.Namespace, argv: Sequence[str]) -> int:
         allow_missing=args.allow_missing,
         **_data_options(args),
     )
-    results = []
-    for (model, info), name in zip(loaded, names, strict=True):
-        result = audit(
+    settings = _with_donors(config.settings, dataset, args.allow_missing)
+    results = [
+        audit(
             model,
             dataset,
-            methods=[args.method],
-            layer=args.layer,
+            settings,
             checks=config.checks,
             analysis=config.analysis,
-            target=args.target,
-            batch_size=args.batch_size,
-            num_workers=args.workers,
-            reliance_threshold=args.reliance_threshold,
             model_info=info,
             name=name,
+            num_workers=args.workers,
             progress=not args.no_progress,
+            command="auditcam " + shlex.join(argv),
+            config_sources=config.sources,
         )
-        result.meta["command"] = "auditcam " + shlex.join(argv)
-        result.meta["config_sources"] = list(config.sources)
-        results.append(result)
+        for (model, info), name in zip(loaded, names, strict=True)
+    ]
     comparison = compare(*results)
     paths = write_comparison(comparison, args.out)
     focus = comparison.focus_counts
@@ -718,7 +643,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with distributed.session() as group:
             return group.stop(*_run(argv))
     except InputError as exc:
-        print(f"auditcam: error: {exc}", file=sys.stderr)
+        print(f"auditcam: error: {exc.render(PARAMETER_FLAGS)}", file=sys.stderr)
         return EXIT_INPUT
 
 
@@ -734,8 +659,9 @@ def _run(argv: list[str]) -> tuple[int, str]:
             raise InputError(distributed.NOT_DISTRIBUTED.format(command=args.command))
         return args.handler(args, argv), ""
     except InputError as exc:
-        print(f"{prefix}: error: {exc}", file=sys.stderr)
-        return EXIT_INPUT, str(exc)
+        message = exc.render(PARAMETER_FLAGS)
+        print(f"{prefix}: error: {message}", file=sys.stderr)
+        return EXIT_INPUT, message
     except distributed.PeerStopped as exc:
         print(f"{prefix}: {exc}", file=sys.stderr)
         return exc.code, str(exc)

@@ -1,4 +1,5 @@
-"""Checks (the pass/fail gates an audit is judged by) and analysis options, and where they come from.
+"""Run settings, checks (the pass/fail gates an audit is judged by) and analysis options, and
+where they come from.
 
 Settings are read from four layers; for each key the first layer that sets it wins:
 
@@ -6,16 +7,19 @@ Settings are read from four layers; for each key the first layer that sets it wi
 2. a TOML file named by ``--config`` (keys at the top level, or a ``[tool.auditcam]`` table);
 3. the ``[tool.auditcam]`` table of the closest ``pyproject.toml`` at or above the working
    directory that has one (the convention of ruff and pytest);
-4. the defaults of :class:`Checks` and :class:`AnalysisOptions`.
+4. the defaults of :class:`AuditSettings`, :class:`Checks` and :class:`AnalysisOptions`.
 
 A list key (``max_group_gap``, ``intersections``) is replaced as a whole by a higher layer.
 An unknown key or a bad value is an :class:`~auditcam.errors.InputError` naming the file and key.
+The run settings are one key table (:data:`RUN_KEYS`): the ``audit`` and ``compare`` flags, the
+TOML keys and :class:`AuditSettings` all come from it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -176,12 +180,96 @@ class AnalysisOptions:
         return dataclasses.asdict(self)
 
 
+BAD_SETTING = "AuditSettings `{key}`: {reason}"
+DONORS_NEED_COUNTERFACTUAL = "`bg_donors` needs `counterfactual`: the donors are only used by the background swap"
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """Every setting of a run: what is explained and how (the per-sample records depend on these),
+    the gallery and the probes beyond heatmaps. One key each of :data:`RUN_KEYS`.
+
+    - ``methods``: CAM methods (names or :class:`~auditcam.cam.CaptumMethod`); the first decides the checks.
+    - ``layer``: module name(s) of the explained layer, comma-separated are fused (None: found).
+    - ``target``: class each heatmap explains, one of :data:`TARGETS`.
+    - ``reliance_threshold``: focus_lift below this counts as background-reliant.
+    - ``batch_size`` (None: 32, or the resumed run's), ``shard_size`` (None: from the dataset size).
+    - ``device``: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda[:N]"``, or None (where the model is).
+    - ``amp``: autocast: False, True/``"auto"``, ``"bf16"`` or ``"fp16"``.
+    - ``gallery_size``: samples shown at each end of the gallery; ``featuremap_channels`` drawn per exemplar.
+    - ``counterfactual``: the background-swap test, on ``counterfactual_samples`` samples (None: all),
+      backgrounds from ``bg_donors`` (a path or a dataset; None: the audited data), of the sample's
+      groups when ``bg_match_groups``, the subject-only variant filled with ``bg_fill``.
+    - ``sanity``: the model-randomisation check, on ``sanity_samples`` samples, comparing the maps after
+      at most ``sanity_stages`` stages of the cascade.
+    """
+
+    methods: tuple[Any, ...] = ("gradcam",)
+    layer: str | None = None
+    target: str = "pred"
+    reliance_threshold: float = 1.0
+    batch_size: int | None = None
+    shard_size: int | None = None
+    device: Any = "auto"
+    amp: bool | str = False
+    gallery_size: int = 8
+    featuremap_channels: int = 9
+    counterfactual: bool = False
+    counterfactual_samples: int | None = None
+    bg_donors: Any = None
+    bg_fill: str = "mean"
+    bg_match_groups: bool = True
+    sanity: bool = False
+    sanity_samples: int = 32
+    sanity_stages: int = 16
+
+    def __post_init__(self) -> None:
+        methods = (self.methods,) if isinstance(self.methods, str) else tuple(self.methods)
+        object.__setattr__(self, "methods", methods)
+        for key in RUN_KEYS.values():
+            value = getattr(self, key.name)
+            if value is None or _an_object(key.name, value):
+                continue
+            try:
+                object.__setattr__(self, key.name, key.parse(value))
+            except ValueError as exc:
+                raise InputError(BAD_SETTING.format(key=key.name, reason=exc), key.name) from None
+        if self.bg_donors is not None and not self.counterfactual:
+            raise InputError(DONORS_NEED_COUNTERFACTUAL, "bg_donors")
+
+    def describe(self, records_only: bool = False) -> dict[str, Any]:
+        """JSON-ready settings, written into the summary's ``meta``; ``records_only``: only those
+        the per-sample records depend on (the run fingerprint that ``--resume`` compares)."""
+        described = {}
+        for key in RUN_KEYS.values():
+            if records_only and not key.records:
+                continue
+            value = getattr(self, key.name)
+            if key.name == "methods":
+                value = [m if isinstance(m, str) else getattr(m, "name", repr(m)) for m in value]
+            elif key.name == "bg_donors" and value is not None:
+                path = isinstance(value, (str, os.PathLike))
+                value = str(value if path else getattr(value, "source", None) or type(value).__name__)
+            elif key.name == "device" and value is not None:
+                value = str(value)
+            described[key.name] = value
+        return described
+
+
+def _an_object(key: str, value: Any) -> bool:
+    """A torch.device, a Dataset of donors, or methods with a CaptumMethod: taken as they are."""
+    if key == "methods":
+        return not all(isinstance(m, str) for m in value)
+    return key in ("device", "bg_donors") and not isinstance(value, str)
+
+
 @dataclass(frozen=True)
 class Config:
-    """Checks and analysis options after merging every layer; ``sources`` lists the files read."""
+    """Settings, checks and analysis options after merging every layer; ``sources`` lists the files read."""
 
     checks: Checks = field(default_factory=Checks)
     analysis: AnalysisOptions = field(default_factory=AnalysisOptions)
+    settings: AuditSettings = field(default_factory=AuditSettings)
     sources: tuple[str, ...] = ()
 
 
@@ -344,7 +432,253 @@ ANALYSIS_KEYS: dict[str, Callable[[Any], Any]] = {
     "seed": _integer(0),
     "intersections": _intersections,
 }
-KEYS = {**CHECK_KEYS, **ANALYSIS_KEYS}
+
+
+def _text(raw: Any) -> str:
+    if not isinstance(raw, str) or not raw.strip():
+        raise ValueError(f"expected a non-empty string, got {raw!r}")
+    return raw.strip()
+
+
+def _flag(raw: Any) -> bool:
+    if not isinstance(raw, bool):
+        raise ValueError(f"expected true or false, got {raw!r}")
+    return raw
+
+
+def _methods(raw: Any) -> tuple[str, ...]:
+    """``"gradcam,layercam"`` or ``["gradcam", "layercam"]``."""
+    if isinstance(raw, str):
+        names = [m.strip() for m in raw.split(",") if m.strip()]
+    elif isinstance(raw, (list, tuple)) and all(isinstance(m, str) and m.strip() for m in raw):
+        names = [m.strip() for m in raw]
+    else:
+        raise ValueError(f'expected method names like "gradcam,layercam" or ["gradcam"], got {raw!r}')
+    if not names:
+        raise ValueError(f"give at least one method, e.g. gradcam; got {raw!r}")
+    return tuple(names)
+
+
+def _count_text(minimum: int) -> Callable[[str], int]:
+    """Command-line text of a count -> int (the value parser then checks it as a TOML value)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            expected = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+            raise ValueError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _number_text(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"expected a number, got {text!r}") from None
+
+
+def _amp(raw: Any) -> bool | str:
+    return raw if isinstance(raw, bool) else _choice(raw, AMP)
+
+
+TARGETS = ("pred", "label")
+AMP = ("auto", "bf16", "fp16")
+BG_FILLS = ("mean", "black")  # mean: the normalisation mean (0 in model input); black: 0 in pixels
+
+
+@dataclass(frozen=True)
+class RunKey:
+    """One run setting: the :class:`AuditSettings` field ``name``, its parser (a TOML value, or the
+    command-line text after ``text``, to the value; ValueError says what was expected), its help,
+    and how the ``audit`` and ``compare`` flag is spelled (``flag``; default ``--name-with-dashes``).
+
+    ``action``: ``"store_true"``/``"store_false"`` for a switch, ``"optional"`` for a flag whose
+    value may be left out (then ``const``); ``records``: the per-sample records depend on it, so it is
+    part of the run fingerprint; ``group``: the section of ``--help``."""
+
+    name: str
+    parse: Callable[[Any], Any]
+    help: str
+    group: str
+    flag: str = ""
+    metavar: str | None = None
+    text: Callable[[str], Any] = str
+    action: str | None = None
+    const: Any = None
+    records: bool = False
+
+    @property
+    def option(self) -> str:
+        """The command-line flag."""
+        return self.flag or "--" + self.name.replace("_", "-")
+
+    @property
+    def default(self) -> Any:
+        """The default, from :class:`AuditSettings` (one place)."""
+        return AuditSettings.__dataclass_fields__[self.name].default
+
+
+_EXPLAIN, _RUN, _BEYOND = "explanations", "batches and devices", "beyond heatmaps"
+RUN_KEYS: dict[str, RunKey] = {
+    k.name: k
+    for k in (
+        RunKey(
+            "methods",
+            _methods,
+            "CAM method(s), comma-separated, from gradcam, gradcam++, xgradcam, hirescam, layercam, eigencam, "
+            "eigengradcam, scorecam, or captum:NAME for a captum.attr attribution (e.g. captum:IntegratedGradients); "
+            "the first decides the checks",
+            _EXPLAIN,
+            flag="--method",
+            metavar="NAMES",
+            records=True,
+        ),
+        RunKey(
+            "layer",
+            _text,
+            "module name of the layer to explain; several comma-separated are fused (default: found automatically)",
+            _EXPLAIN,
+            records=True,
+        ),
+        RunKey(
+            "target",
+            lambda raw: _choice(raw, TARGETS),
+            "class each heatmap explains: the prediction or the true label",
+            _EXPLAIN,
+            metavar="|".join(TARGETS),
+            records=True,
+        ),
+        RunKey(
+            "reliance_threshold",
+            _non_negative,
+            "focus_lift below this counts as background-reliant",
+            _EXPLAIN,
+            metavar="X",
+            text=_number_text,
+            records=True,
+        ),
+        RunKey(
+            "batch_size",
+            _integer(1),
+            "images per batch (default: 32, or the resumed run's)",
+            _RUN,
+            metavar="N",
+            text=_count_text(1),
+            records=True,
+        ),
+        RunKey(
+            "shard_size",
+            _integer(1),
+            "samples per shard, a multiple of the batch size (default: about 64 shards, at most 128 batches each)",
+            _RUN,
+            metavar="N",
+            text=_count_text(1),
+            records=True,
+        ),
+        RunKey(
+            "device", _text, "cpu, cuda, cuda:N or auto (= cuda when available)", _RUN, metavar="NAME", records=True
+        ),
+        RunKey(
+            "amp",
+            _amp,
+            "run the model under autocast (auto: bf16 on the CPU, fp16 or bf16 on CUDA)",
+            _RUN,
+            metavar="|".join(AMP),
+            action="optional",
+            const="auto",
+            records=True,
+        ),
+        RunKey(
+            "gallery_size",
+            _integer(0),
+            "samples shown at each end of the gallery",
+            _RUN,
+            metavar="N",
+            text=_count_text(0),
+        ),
+        RunKey(
+            "featuremap_channels",
+            _integer(0),
+            "feature-map channels of the explained layer drawn per gallery exemplar (0: none)",
+            _RUN,
+            metavar="K",
+            text=_count_text(0),
+        ),
+        RunKey(
+            "counterfactual",
+            _flag,
+            "also test the model on background-swapped images (ImageNet-9 variants) and report BG-gap",
+            _BEYOND,
+            action="store_true",
+        ),
+        RunKey(
+            "counterfactual_samples",
+            _integer(1),
+            "test a seeded random subset of N samples (default: all)",
+            _BEYOND,
+            metavar="N",
+            text=_count_text(1),
+        ),
+        RunKey(
+            "bg_donors",
+            _text,
+            "take the swapped-in backgrounds from this labelled dataset (manifest, COCO JSON or folder; "
+            "same classes), e.g. in-distribution data (default: the audited data)",
+            _BEYOND,
+            metavar="PATH",
+        ),
+        RunKey(
+            "bg_fill",
+            lambda raw: _choice(raw, BG_FILLS),
+            "background of the subject-only variant: the normalisation mean or black",
+            _BEYOND,
+            metavar="|".join(BG_FILLS),
+        ),
+        RunKey(
+            "bg_match_groups",
+            _flag,
+            "draw background donors from any group, not the sample's own",
+            _BEYOND,
+            flag="--bg-any-group",
+            action="store_false",
+        ),
+        RunKey(
+            "sanity",
+            _flag,
+            "also check that the heatmaps change when the model's weights are randomised (Adebayo et al.)",
+            _BEYOND,
+            action="store_true",
+        ),
+        RunKey(
+            "sanity_samples",
+            _integer(1),
+            "samples explained at every randomisation stage",
+            _BEYOND,
+            metavar="N",
+            text=_count_text(1),
+        ),
+        RunKey(
+            "sanity_stages",
+            _integer(2),
+            "compare the maps after at most this many randomisation stages, first and last included",
+            _BEYOND,
+            metavar="N",
+            text=_count_text(2),
+        ),
+    )
+}
+KEYS: dict[str, Callable[[Any], Any]] = {**CHECK_KEYS, **ANALYSIS_KEYS, **{k: v.parse for k, v in RUN_KEYS.items()}}
+FLAGS: dict[str, str] = {
+    **{key: "--" + key.replace("_", "-") for key in (*CHECK_KEYS, *ANALYSIS_KEYS)},
+    "intersections": "--intersection",  # the flag is singular, repeated
+    **{key: k.option for key, k in RUN_KEYS.items()},
+}
+"""The command-line flag of every key."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -420,7 +754,8 @@ def build_config(*layers: Mapping[str, Any], sources: Sequence[str] = ()) -> Con
         merged.update(layer)
     checks = Checks(**{k: v for k, v in merged.items() if k in CHECK_KEYS})
     analysis = AnalysisOptions(**{k: v for k, v in merged.items() if k in ANALYSIS_KEYS})
-    return Config(checks=checks, analysis=analysis, sources=tuple(sources))
+    settings = AuditSettings(**{k: v for k, v in merged.items() if k in RUN_KEYS})
+    return Config(checks=checks, analysis=analysis, settings=settings, sources=tuple(sources))
 
 
 def load_config(
@@ -440,6 +775,5 @@ def load_config(
     if config_file is not None:
         layers.append(read_config_file(config_file))
         sources.append(str(config_file))
-    flags = {"intersections": "--intersection"}  # the flag is singular, repeated
-    layers.append(parse_settings(cli or {}, lambda key: flags.get(key, f"--{key.replace('_', '-')}")))
+    layers.append(parse_settings(cli or {}, lambda key: FLAGS.get(key, key)))
     return build_config(*layers, sources=sources)

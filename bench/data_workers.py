@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from auditcam import audit
+from auditcam.config import AuditSettings
 from auditcam.data import LabelledDataset, default_workers
 from auditcam.demo import MODEL_SPEC
 from auditcam.demo.synthetic import CLASSES, make_split
@@ -57,7 +58,14 @@ def main() -> None:
             best = float("inf")
             for _ in range(args.repeats):
                 start = time.perf_counter()
-                audit(model, dataset, model_info=info, batch_size=args.batch_size, num_workers=workers, progress=False)
+                audit(
+                    model,
+                    dataset,
+                    AuditSettings(batch_size=args.batch_size),
+                    model_info=info,
+                    num_workers=workers,
+                    progress=False,
+                )
                 best = min(best, time.perf_counter() - start)
             times[f"auto ({auto})" if workers is None else str(workers)] = best
     base = times["0"]

@@ -70,6 +70,7 @@ class Tiny(nn.Module):
 def child(n: int, batch_size: int, workers: int) -> dict:
     """One audit of ``n`` samples in this process; its peak RSS and wall time."""
     from auditcam import AnalysisOptions, audit
+    from auditcam.config import AuditSettings
 
     torch.manual_seed(0)
     model = Tiny().eval()
@@ -78,7 +79,7 @@ def child(n: int, batch_size: int, workers: int) -> dict:
         result = audit(
             model,
             Synthetic(n),
-            batch_size=batch_size,
+            AuditSettings(batch_size=batch_size),
             num_workers=workers,
             analysis=AnalysisOptions(min_group_size=30, bootstrap=1000),
             run_dir=Path(tmp) / "run",

@@ -37,6 +37,7 @@ import torchvision
 from PIL import Image
 
 from auditcam import audit
+from auditcam.config import AuditSettings
 from auditcam.data import LabelledDataset, default_workers, loader
 from auditcam.demo.synthetic import CLASSES, make_split
 from auditcam.run.device import to_device
@@ -82,11 +83,9 @@ def auditcam_case(model, dataset, args, device, scratch: Path) -> Callable[[], i
         result = audit(
             model,
             dataset,
-            batch_size=args.batch,
+            AuditSettings(batch_size=args.batch, device=device, amp=args.amp),
             num_workers=args.workers,
             run_dir=scratch / f"audit-{next(rounds)}",
-            device=device,
-            amp=args.amp,
             progress=False,
         )
         return int(result.meta["dataset"]["n_samples"])

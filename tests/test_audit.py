@@ -9,10 +9,9 @@ import pytest
 import torch
 
 from auditcam import Checks, LabelledDataset, audit
-from auditcam.config import AnalysisOptions
+from auditcam.config import AnalysisOptions, AuditSettings
 from auditcam.errors import InputError
 from auditcam.models import Preprocessing
-from auditcam.probes.sanity import SanityOptions
 from auditcam.scoring import METRICS
 
 
@@ -45,7 +44,7 @@ def test_every_sample_gets_a_row_per_method(faulty_manifest, demo_model):
     model, info = demo_model
     manifest, classes = faulty_manifest
     dataset = LabelledDataset.from_manifest(manifest, classes=classes)
-    result = audit(model, dataset, methods=("gradcam",), model_info=info, batch_size=5, progress=False)
+    result = audit(model, dataset, AuditSettings(methods=("gradcam",), batch_size=5), model_info=info, progress=False)
     samples = result.samples
     assert len(samples) == 14
     assert list(samples["id"]) == [f"demo-{i:05d}" for i in range(12)] + ["broken", "empty"]
@@ -111,7 +110,7 @@ def test_explaining_the_true_label(small_dataset, demo_model):
     model, info = demo_model
     manifest, classes = small_dataset
     dataset = LabelledDataset.from_manifest(manifest, classes=classes)
-    result = audit(model, dataset, target="label", model_info=info, progress=False)
+    result = audit(model, dataset, AuditSettings(target="label"), model_info=info, progress=False)
     assert (result.samples["target"] == result.samples["label"]).all()
 
 
@@ -127,7 +126,7 @@ def test_gallery_is_bounded_and_ordered(small_dataset, demo_model):
     model, info = demo_model
     manifest, classes = small_dataset
     dataset = LabelledDataset.from_manifest(manifest, classes=classes)
-    result = audit(model, dataset, gallery_size=3, model_info=info, progress=False, batch_size=4)
+    result = audit(model, dataset, AuditSettings(gallery_size=3, batch_size=4), model_info=info, progress=False)
     worst = [e.record["subject_share"] for e in result.gallery.background_reliant]
     best = [e.record["subject_share"] for e in result.gallery.subject_focused]
     shares = sorted(result.samples["subject_share"])
@@ -152,8 +151,8 @@ def test_a_vision_transformer_is_audited_like_a_cnn(small_dataset, vit, tmp_path
     at_32_px = Preprocessing(image_size=(32, 32), resize=None, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
     dataset = LabelledDataset.from_manifest(manifest, classes=classes, preprocessing=at_32_px)
     methods = ("gradcam", "layercam", "eigencam")
-    sanity = SanityOptions(samples=4, max_stages=3)
-    result = audit(vit, dataset, methods=methods, sanity=sanity, batch_size=5, progress=False)
+    settings = AuditSettings(methods=methods, sanity=True, sanity_samples=4, sanity_stages=3, batch_size=5)
+    result = audit(vit, dataset, settings, progress=False)
     assert result.meta["layer"] == "encoder.layers.encoder_layer_1.ln_1"
     samples = result.samples
     assert len(samples) == 12 * len(methods)

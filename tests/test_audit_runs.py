@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from auditcam import cli
+from auditcam.config import AuditSettings
 from auditcam.run.records import samples_schema
 from auditcam.run.shards import salvage
 
@@ -237,7 +238,9 @@ def test_the_gallery_picked_from_the_merged_samples_matches_the_one_kept_while_e
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = tiny_cnn()
-    result = audit(model, dataset, gallery_size=3, batch_size=4, run_dir=tmp_path / "run", progress=False)
+    result = audit(
+        model, dataset, AuditSettings(gallery_size=3, batch_size=4), run_dir=tmp_path / "run", progress=False
+    )
     with Explainer(model) as explainer:
         again = _gallery(result.samples_path, explainer, dataset, ["gradcam"], 3, 4, torch.device("cpu"), {})
     for kept, redone in (

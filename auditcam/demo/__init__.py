@@ -22,12 +22,11 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from auditcam.audit import audit
+from auditcam.config import AuditSettings
 from auditcam.data import LabelledDataset
 from auditcam.demo.models import train
 from auditcam.demo.synthetic import CLASSES, Split, make_split
 from auditcam.models import load_model_info
-from auditcam.probes.counterfactual import CounterfactualOptions
-from auditcam.probes.sanity import SanityOptions
 from auditcam.report import atomic_write, render_index
 from auditcam.result import AuditResult
 
@@ -117,16 +116,17 @@ def run_demo(
         result = audit(
             model,
             dataset,
+            AuditSettings(
+                counterfactual=True, bg_donors=backgrounds, counterfactual_samples=n_counterfactual, sanity=True
+            ),
             model_info=info,
             name=f"{name} model",
             progress=progress,
-            counterfactual=CounterfactualOptions(donors=backgrounds, samples=n_counterfactual),
-            sanity=SanityOptions(),
-        )
-        result.meta["command"] = (
-            f"auditcam audit --model {MODEL_SPEC} --weights {path} --data {manifest} --out {out / name} "
-            f"--name '{name} model' --counterfactual --bg-donors {donors} "
-            f"--counterfactual-samples {n_counterfactual} --sanity"
+            command=(
+                f"auditcam audit --model {MODEL_SPEC} --weights {path} --data {manifest} --out {out / name} "
+                f"--name '{name} model' --counterfactual --bg-donors {donors} "
+                f"--counterfactual-samples {n_counterfactual} --sanity"
+            ),
         )
         reports[name] = result.write(out / name)["report.html"]
         results[name] = result

@@ -17,6 +17,11 @@ import torch
 from auditcam.errors import InputError
 
 DEVICES = ("auto", "cpu", "cuda")
+UNKNOWN_DEVICE = "`device` {name!r}: choose from {choices} (or cuda:N)"
+NO_CUDA = "`device` {device}: CUDA is not available on this machine; use `device` cpu"
+UNKNOWN_AMP = "`amp` {amp!r}: choose bf16 or fp16"
+UNKNOWN_AMP_DTYPE = "`amp`: autocast dtype {dtype}: choose torch.bfloat16 or torch.float16"
+FP16_ON_CPU = "`amp` fp16 runs on CUDA only; on the CPU use bf16"
 
 
 def resolve_device(name: str | torch.device | None = "auto", local_rank: int | None = None) -> torch.device:
@@ -31,17 +36,17 @@ def resolve_device(name: str | torch.device | None = "auto", local_rank: int | N
         try:
             device = torch.device(text)
         except RuntimeError:
-            raise InputError(f"--device {name!r}: choose from {', '.join(DEVICES)} (or cuda:N)") from None
+            raise InputError(UNKNOWN_DEVICE.format(name=name, choices=", ".join(DEVICES)), "device") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise InputError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+            raise InputError(NO_CUDA.format(device=device), "device")
         if device.index is None:
             index = (
                 local_rank if local_rank is not None else int(os.environ.get("LOCAL_RANK", torch.cuda.current_device()))
             )
             device = torch.device("cuda", index % torch.cuda.device_count())
     elif device.type != "cpu":
-        raise InputError(f"--device {name!r}: choose from {', '.join(DEVICES)} (or cuda:N)")
+        raise InputError(UNKNOWN_DEVICE.format(name=name, choices=", ".join(DEVICES)), "device")
     return device
 
 
@@ -64,11 +69,11 @@ def amp_dtype(device: torch.device, amp: bool | str | torch.dtype | None) -> tor
             "float16": torch.float16,
         }.get(str(amp).lower())
         if dtype is None:
-            raise InputError(f"--amp {amp!r}: choose bf16 or fp16")
+            raise InputError(UNKNOWN_AMP.format(amp=amp), "amp")
     if dtype not in (torch.bfloat16, torch.float16):
-        raise InputError(f"autocast dtype {dtype}: choose torch.bfloat16 or torch.float16")
+        raise InputError(UNKNOWN_AMP_DTYPE.format(dtype=dtype), "amp")
     if device.type == "cpu" and dtype == torch.float16:
-        raise InputError("--amp fp16 runs on CUDA only; on the CPU use bf16")
+        raise InputError(FP16_ON_CPU, "amp")
     return dtype
 
 

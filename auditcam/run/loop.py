@@ -33,6 +33,11 @@ from auditcam.run.records import ANALYSIS_COLUMNS, batch_records, samples_schema
 from auditcam.run.runfolder import COMPLETE, RunFolder
 from auditcam.run.shards import Journal, finish_chunk, journal_path, merge, salvage, scan
 
+CLASSES_MISMATCH = (
+    "the model has {outputs} outputs but the class list has {names} names; check `num_classes` and `classes`"
+)
+LABEL_BEYOND_OUTPUTS = "a label is {label} but the model has only {outputs} outputs; check `num_classes` and the labels"
+
 if TYPE_CHECKING:
     pass
 
@@ -40,15 +45,9 @@ if TYPE_CHECKING:
 def check_outputs(logits: torch.Tensor, labels: torch.Tensor, classes: Sequence[str] | None) -> None:
     n_outputs = logits.shape[1]
     if classes is not None and len(classes) != n_outputs:
-        raise InputError(
-            f"the model has {n_outputs} outputs but the class list has {len(classes)} names; "
-            "check --num-classes and --classes"
-        )
+        raise InputError(CLASSES_MISMATCH.format(outputs=n_outputs, names=len(classes)), "classes")
     if labels.numel() and int(labels.max()) >= n_outputs:
-        raise InputError(
-            f"a label is {int(labels.max())} but the model has only {n_outputs} outputs; "
-            "check --num-classes and the manifest's labels"
-        )
+        raise InputError(LABEL_BEYOND_OUTPUTS.format(label=int(labels.max()), outputs=n_outputs), "num_classes")
 
 
 def explain_share(

@@ -9,23 +9,21 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import sys
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from auditcam.errors import InputError
 from auditcam.run.records import samples_schema
 from auditcam.run.runfolder import COMPLETE, RunFolder, new_manifest, open_run
 from auditcam.run.shards import Layout, default_shard_size, scan
 
-if TYPE_CHECKING:
-    pass
-
-
 DEFAULT_BATCH_SIZE = 32
+SAMPLES_MISSING = "`run_dir` {path}: the finished run's samples.parquet is missing; pass `overwrite` to start again"
+SHARD_DELETED = "deleted {path}: unreadable or incomplete; its samples are explained again"
 
 
 @contextlib.contextmanager
@@ -77,13 +75,11 @@ def prepare(
         folder.write_manifest(manifest)
     if manifest.get("state") == COMPLETE:
         if not folder.samples.is_file():
-            raise InputError(
-                f"--out {folder.path}: the finished run's samples.parquet is missing; pass --overwrite to start again"
-            )
+            raise InputError(SAMPLES_MISSING.format(path=folder.path), "run_dir")
         return Run(layout, [], True, layout.n_samples, manifest)
     progress = scan(folder.shards, layout, samples_schema(dataset.attributes, shard=True), len(methods))
     for name in progress.dropped:
-        print(f"auditcam: deleted {folder.shards / name}: unreadable or incomplete", file=sys.stderr)
+        warnings.warn(SHARD_DELETED.format(path=folder.shards / name), stacklevel=2)
     return Run(layout, progress.work(layout), False, progress.samples_done(layout), manifest)
 
 

@@ -16,7 +16,7 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,24 +35,25 @@ SAMPLES = "samples.parquet"
 BUNDLE = ("report.html", "summary.json", "junit.xml", SAMPLES)
 EXPLAINING, COMPLETE = "explaining", "complete"
 
+# `name`: an API parameter, shown by the CLI as its flag (auditcam.errors.InputError.render)
 FINISHED_RUN = (
-    "--out {path} already holds a finished audit; pass --overwrite to replace it, "
-    "or --resume to analyse its samples again with the current checks"
+    "`run_dir` {path} already holds a finished audit; pass `overwrite` to replace it, "
+    "or `resume` to analyse its samples again with the current checks"
 )
 UNFINISHED_RUN = (
-    "--out {path} holds an unfinished audit ({done} of {total} shards written); "
-    "pass --resume to continue it, or --overwrite to start again"
+    "`run_dir` {path} holds an unfinished audit ({done} of {total} shards written); "
+    "pass `resume` to continue it, or `overwrite` to start again"
 )
 OTHER_RESULTS = (
-    "--out {path} already holds audit results ({names}) that this run would replace; "
-    "pass --overwrite to replace them, or choose another folder"
+    "`run_dir` {path} already holds audit results ({names}) that this run would replace; "
+    "pass `overwrite` to replace them, or choose another folder"
 )
 OTHER_CONFIGURATION = (
-    "--resume: the run in {path} was made with another configuration ({differences}); "
-    "rerun it as it was, or pass --overwrite to start again"
+    "`resume`: the run in {path} was made with another configuration ({differences}); "
+    "rerun it as it was, or pass `overwrite` to start again"
 )
-UNREADABLE_MANIFEST = "--out {path}: {manifest} cannot be read ({reason}); pass --overwrite to start again"
-NOT_WRITABLE = "--out {path}: cannot write there ({reason}); choose a writable folder"
+UNREADABLE_MANIFEST = "`run_dir` {path}: {manifest} cannot be read ({reason}); pass `overwrite` to start again"
+NOT_WRITABLE = "`run_dir` {path}: cannot write there ({reason}); choose a writable folder"
 
 
 def _sha256(chunks) -> str:
@@ -154,10 +155,12 @@ class RunFolder:
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
-            raise InputError(UNREADABLE_MANIFEST.format(path=self.path, manifest=MANIFEST, reason=exc)) from None
+            reason = UNREADABLE_MANIFEST.format(path=self.path, manifest=MANIFEST, reason=exc)
+            raise InputError(reason, "run_dir") from None
         if not isinstance(data, dict) or data.get("manifest_version") != MANIFEST_VERSION:
             raise InputError(
-                UNREADABLE_MANIFEST.format(path=self.path, manifest=MANIFEST, reason="not a manifest of this version")
+                UNREADABLE_MANIFEST.format(path=self.path, manifest=MANIFEST, reason="not a manifest of this version"),
+                "run_dir",
             )
         return data
 
@@ -169,7 +172,7 @@ class RunFolder:
             tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
             os.replace(tmp, self.manifest_path)
         except OSError as exc:
-            raise InputError(NOT_WRITABLE.format(path=self.path, reason=exc.strerror or exc)) from None
+            raise InputError(NOT_WRITABLE.format(path=self.path, reason=exc.strerror or exc), "run_dir") from None
 
     def clear(self) -> None:
         """Delete this run's files (manifest, shards, bundle); anything else in the folder stays."""
@@ -181,7 +184,7 @@ class RunFolder:
         try:
             self.shards.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise InputError(NOT_WRITABLE.format(path=self.path, reason=exc.strerror or exc)) from None
+            raise InputError(NOT_WRITABLE.format(path=self.path, reason=exc.strerror or exc), "run_dir") from None
 
 
 def _now() -> str:
@@ -203,7 +206,7 @@ def open_run(
     fingerprint (and starts one where there is none, so a restarted job can always pass it).
     """
     if folder.path.exists() and not folder.path.is_dir():
-        raise InputError(NOT_WRITABLE.format(path=folder.path, reason="it is a file, not a folder"))
+        raise InputError(NOT_WRITABLE.format(path=folder.path, reason="it is a file, not a folder"), "run_dir")
     if overwrite:
         folder.clear()
         return None
@@ -211,49 +214,21 @@ def open_run(
     if manifest is None:
         present = [name for name in BUNDLE if (folder.path / name).exists()]
         if present:
-            raise InputError(OTHER_RESULTS.format(path=folder.path, names=", ".join(present)))
+            raise InputError(OTHER_RESULTS.format(path=folder.path, names=", ".join(present)), "run_dir")
         shutil.rmtree(folder.shards, ignore_errors=True)  # shards without a manifest cannot be trusted
         return None
     if not resume:
         if manifest.get("state") == COMPLETE:
-            raise InputError(FINISHED_RUN.format(path=folder.path))
+            raise InputError(FINISHED_RUN.format(path=folder.path), "run_dir")
         layout = manifest.get("layout", {})
         total = math.ceil(layout.get("n_samples", 0) / max(layout.get("shard_size", 1), 1))
         written = len(list(folder.shards.glob("shard-*.parquet")))
-        raise InputError(UNFINISHED_RUN.format(path=folder.path, done=written, total=total))
+        raise InputError(UNFINISHED_RUN.format(path=folder.path, done=written, total=total), "run_dir")
     changed = differences(manifest.get("fingerprint", {}), fingerprint)
     if changed:
-        raise InputError(OTHER_CONFIGURATION.format(path=folder.path, differences="; ".join(changed)))
+        raise InputError(OTHER_CONFIGURATION.format(path=folder.path, differences="; ".join(changed)), "resume")
     return manifest
 
 
 def new_manifest(fingerprint: dict[str, Any], layout: Mapping[str, int]) -> dict[str, Any]:
     return {"state": EXPLAINING, "created": _now(), "fingerprint": fingerprint, "layout": dict(layout)}
-
-
-def fingerprint_settings(
-    *,
-    methods: Sequence[str],
-    layer: str | None,
-    target: str,
-    reliance_threshold: float,
-    preprocessing: Mapping[str, Any],
-    upsampling: str,
-    batch_size: int,
-    shard_size: int,
-    device: torch.device,
-    amp: torch.dtype | None,
-) -> dict[str, Any]:
-    """The run settings that go into the fingerprint (the number of processes does not)."""
-    return {
-        "methods": list(methods),
-        "layer": layer,
-        "target": target,
-        "reliance_threshold": reliance_threshold,
-        "preprocessing": dict(preprocessing),
-        "upsampling": upsampling,
-        "batch_size": batch_size,
-        "shard_size": shard_size,
-        "device": device.type,
-        "amp": None if amp is None else str(amp).removeprefix("torch."),
-    }

@@ -36,7 +36,8 @@ from auditcam.run.records import POSITION
 SHARDS_PER_RUN = 64
 MAX_BATCHES_PER_SHARD = 128
 TMP_SUFFIX = ".tmp"
-WRITE_FAILED = "cannot write {path} ({reason}); the finished shards are kept: fix the folder, then rerun with --resume"
+WRITE_FAILED = "cannot write {path} ({reason}); the finished shards are kept: fix the folder, then rerun with `resume`"
+SHARD_NOT_A_MULTIPLE = "`shard_size` {shard} must be a positive multiple of the batch size {batch}"
 
 
 def default_shard_size(n_samples: int, batch_size: int) -> int:
@@ -56,9 +57,7 @@ class Layout:
 
     def __post_init__(self) -> None:
         if self.shard_size < 1 or self.shard_size % self.batch_size:
-            raise InputError(
-                f"shard size {self.shard_size} must be a positive multiple of the batch size {self.batch_size}"
-            )
+            raise InputError(SHARD_NOT_A_MULTIPLE.format(shard=self.shard_size, batch=self.batch_size), "shard_size")
 
     @property
     def n_shards(self) -> int:
@@ -122,7 +121,7 @@ class Journal:
             os.replace(tmp, path)
         except OSError as exc:
             self.abort()
-            raise InputError(WRITE_FAILED.format(path=path, reason=exc.strerror or exc)) from None
+            raise InputError(WRITE_FAILED.format(path=path, reason=exc.strerror or exc), "run_dir") from None
 
     def append(self, batch: pa.RecordBatch) -> None:
         try:
@@ -130,7 +129,7 @@ class Journal:
             self._sink.flush()
         except OSError as exc:
             self.abort()
-            raise InputError(WRITE_FAILED.format(path=self.path, reason=exc.strerror or exc)) from None
+            raise InputError(WRITE_FAILED.format(path=self.path, reason=exc.strerror or exc), "run_dir") from None
 
     def close(self) -> None:
         self._writer.close()
@@ -154,7 +153,7 @@ def write_parquet(path: Path, tables: Callable[[pq.ParquetWriter], None], schema
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise InputError(WRITE_FAILED.format(path=path, reason=exc.strerror or exc)) from None
+        raise InputError(WRITE_FAILED.format(path=path, reason=exc.strerror or exc), "run_dir") from None
 
 
 def finish_chunk(folder: Path, c: int, schema: pa.Schema) -> Path:

@@ -8,6 +8,7 @@ from captum.attr import IntegratedGradients, NoiseTunnel, Occlusion, Saliency
 
 from auditcam import LabelledDataset, audit
 from auditcam.cam import CaptumMethod, Explainer
+from auditcam.config import AuditSettings
 from auditcam.errors import InputError
 
 
@@ -95,7 +96,7 @@ def test_captum_methods_flow_through_the_audit(small_dataset, demo_model):
     manifest, classes = small_dataset
     dataset = LabelledDataset.from_manifest(manifest, classes=classes)
     methods = ("gradcam", "captum:Saliency", CaptumMethod("IntegratedGradients", n_steps=4))
-    result = audit(model, dataset, methods=methods, model_info=info, batch_size=6, progress=False)
+    result = audit(model, dataset, AuditSettings(methods=methods, batch_size=6), model_info=info, progress=False)
     names = ["gradcam", "captum:Saliency", "captum:IntegratedGradients"]
     assert result.meta["methods"] == names
     assert list(result.samples["method"].unique()) == names

@@ -8,6 +8,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from auditcam import audit
+from auditcam.config import AuditSettings
 from auditcam.data import WrappedDataset, as_audit_dataset
 from auditcam.errors import InputError
 
@@ -57,7 +58,7 @@ def test_items_are_checked_and_completed():
 
 def test_a_custom_dataset_is_audited_with_its_faults(demo_model):
     model, info = demo_model
-    result = audit(model, Shapes(), model_info=info, batch_size=4, progress=False)
+    result = audit(model, Shapes(), AuditSettings(batch_size=4), model_info=info, progress=False)
     samples = result.samples
     assert list(samples["id"]) == ["shape-0", "1", "cam-2", "3", "4", "5"]
     assert list(samples["status"]) == ["ok", "ok", "error", "ok", "error", "error"]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from auditcam import LabelledDataset, audit
-from auditcam.config import AnalysisOptions, Checks, GroupGap
+from auditcam.config import AnalysisOptions, AuditSettings, Checks, GroupGap
 from auditcam.report import html as report_html
 from auditcam.report import render_html, write_bundle
 from auditcam.report.figures import THUMBNAIL
@@ -51,7 +51,7 @@ def hostile_result(tmp_path_factory):
         model, info = load_model_info(MODEL_SPEC)
     classes = (EVIL_CLASS, "square", "cross")
     dataset = LabelledDataset.from_manifest(manifest, classes=classes)
-    return audit(model, dataset, model_info=info, name="<b>model</b>", gallery_size=4, progress=False)
+    return audit(model, dataset, AuditSettings(gallery_size=4), model_info=info, name="<b>model</b>", progress=False)
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from auditcam import AnalysisOptions, LabelledDataset, audit
+from auditcam.config import AuditSettings
 from auditcam.demo import MODEL_SPEC, write_split
 from auditcam.demo.synthetic import CLASSES, make_split
 from auditcam.models import load_model_info
-from auditcam.probes.sanity import SanityOptions
 from auditcam.report import render_html, summary_schema
 from auditcam.report.html import extra_sections
 from tests.htmlcheck import external_references, parse_page
@@ -51,14 +51,11 @@ def hostile_result(tmp_path_factory):
     return audit(
         model,
         dataset,
+        AuditSettings(gallery_size=2, counterfactual=True, sanity=True, sanity_samples=6, featuremap_channels=4),
         model_info=info,
         name="<b>model</b>",
-        gallery_size=2,
         progress=False,
         analysis=AnalysisOptions(bootstrap=50, min_group_size=5),
-        counterfactual=True,
-        sanity=SanityOptions(samples=6),
-        featuremap_channels=4,
     )
 
 
@@ -83,9 +80,9 @@ def test_sections_are_left_out_when_not_run(small_dataset, demo_model):
     plain = audit(
         model,
         LabelledDataset.from_manifest(manifest, classes=classes),
+        AuditSettings(featuremap_channels=0),
         model_info=info,
         progress=False,
-        featuremap_channels=0,
     )
     assert extra_sections(plain) == {"counterfactual": None, "sanity": None, "featuremaps": None}
     html = render_html(plain)

@@ -9,8 +9,19 @@ from contextlib import nullcontext
 import pytest
 import torch
 
+from auditcam.cli import PARAMETER_FLAGS
+from auditcam.config import AuditSettings
 from auditcam.errors import InputError
-from auditcam.run.device import amp_dtype, model_device, on_device, pin_memory, resolve_device, to_device
+from auditcam.run.device import (
+    FP16_ON_CPU,
+    NO_CUDA,
+    amp_dtype,
+    model_device,
+    on_device,
+    pin_memory,
+    resolve_device,
+    to_device,
+)
 
 
 def test_cpu_and_auto_resolve_to_a_device():
@@ -21,8 +32,11 @@ def test_cpu_and_auto_resolve_to_a_device():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_without_a_gpu_is_one_clear_error():
-    with pytest.raises(InputError, match="--device cuda: CUDA is not available on this machine; use --device cpu"):
+    with pytest.raises(InputError) as error:
         resolve_device("cuda")
+    assert str(error.value) == NO_CUDA.format(device="cuda") and error.value.parameter == "device"
+    shown = error.value.render(PARAMETER_FLAGS)
+    assert shown == "--device cuda: CUDA is not available on this machine; use --device cpu"
 
 
 @pytest.mark.parametrize("name", ["tpu", "gpu0", "mps"])
@@ -36,8 +50,10 @@ def test_amp_picks_bfloat16_on_the_cpu_and_refuses_float16_there():
     assert amp_dtype(cpu, False) is None and amp_dtype(cpu, None) is None
     assert amp_dtype(cpu, True) == torch.bfloat16 and amp_dtype(cpu, "auto") == torch.bfloat16
     assert amp_dtype(cpu, "bf16") == torch.bfloat16
-    with pytest.raises(InputError, match="--amp fp16 runs on CUDA only"):
+    with pytest.raises(InputError) as error:
         amp_dtype(cpu, "fp16")
+    assert str(error.value) == FP16_ON_CPU and error.value.parameter == "amp"
+    assert error.value.render(PARAMETER_FLAGS).startswith("--amp fp16 runs on CUDA only")
     with pytest.raises(InputError, match="choose bf16 or fp16"):
         amp_dtype(cpu, "int8")
 
@@ -126,8 +142,8 @@ def test_an_audit_under_amp_records_it_and_agrees_with_float32(small_dataset, de
     model, info = demo_model
     manifest, classes = small_dataset
     dataset = LabelledDataset.from_manifest(manifest, classes=classes)
-    full = audit(model, dataset, model_info=info, device="cpu", progress=False)
-    half = audit(model, dataset, model_info=info, device="cpu", amp=True, progress=False)
+    full = audit(model, dataset, AuditSettings(device="cpu"), model_info=info, progress=False)
+    half = audit(model, dataset, AuditSettings(device="cpu", amp=True), model_info=info, progress=False)
     assert full.meta["run"]["amp"] is None and half.meta["run"]["amp"] == "bfloat16"
     gap = (full.samples["subject_share"] - half.samples["subject_share"]).abs()
     assert float(gap.max()) <= BF16_SHARE

@@ -5,9 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from auditcam.cli import PARAMETER_FLAGS
 from auditcam.errors import InputError
 from auditcam.run.runfolder import (
     COMPLETE,
+    FINISHED_RUN,
+    UNFINISHED_RUN,
     RunFolder,
     dataset_identity,
     differences,
@@ -37,7 +40,9 @@ def test_an_unfinished_run_is_refused_without_resume(tmp_path):
     (folder.shards / "shard-000000.parquet").write_bytes(b"x")
     with pytest.raises(InputError) as error:
         open_run(folder, FINGERPRINT, resume=False, overwrite=False)
-    assert str(error.value) == (
+    assert str(error.value) == UNFINISHED_RUN.format(path=folder.path, done=1, total=3)
+    assert error.value.parameter == "run_dir"
+    assert error.value.render(PARAMETER_FLAGS) == (
         f"--out {folder.path} holds an unfinished audit (1 of 3 shards written); "
         "pass --resume to continue it, or --overwrite to start again"
     )
@@ -46,8 +51,12 @@ def test_an_unfinished_run_is_refused_without_resume(tmp_path):
 
 def test_a_finished_run_is_refused_without_resume(tmp_path):
     folder = _run(tmp_path, state=COMPLETE)
-    with pytest.raises(InputError, match="already holds a finished audit; pass --overwrite to replace it, or --resume"):
+    with pytest.raises(InputError) as error:
         open_run(folder, FINGERPRINT, resume=False, overwrite=False)
+    assert str(error.value) == FINISHED_RUN.format(path=folder.path)
+    assert "already holds a finished audit; pass --overwrite to replace it, or --resume" in error.value.render(
+        PARAMETER_FLAGS
+    )
 
 
 def test_resume_refuses_another_configuration_naming_what_changed(tmp_path):
@@ -55,7 +64,8 @@ def test_resume_refuses_another_configuration_naming_what_changed(tmp_path):
     changed = {**FINGERPRINT, "methods": ["hirescam"], "model": {"state_sha256": "b" * 64}}
     with pytest.raises(InputError) as error:
         open_run(folder, changed, resume=True, overwrite=False)
-    message = str(error.value)
+    message = error.value.render(PARAMETER_FLAGS)
+    assert error.value.parameter == "resume"
     assert message.startswith(f"--resume: the run in {folder.path} was made with another configuration (")
     assert "methods: ['gradcam'] then, ['hirescam'] now" in message
     assert "model.state_sha256: 'aaaaaaaaaaaaaaa… then, 'bbbbbbbbbbbbbbb… now" in message
@@ -88,7 +98,7 @@ def test_a_file_in_place_of_the_folder_is_an_error(tmp_path):
 def test_an_unreadable_manifest_is_an_error(tmp_path):
     folder = _run(tmp_path)
     folder.manifest_path.write_text("{not json")
-    with pytest.raises(InputError, match=r"run.json cannot be read .*pass --overwrite"):
+    with pytest.raises(InputError, match=r"run.json cannot be read .*pass `overwrite`"):
         open_run(folder, FINGERPRINT, resume=True, overwrite=False)
 
 

@@ -116,7 +116,7 @@ def test_a_shard_with_missing_rows_is_not_done(tmp_path):
 def test_a_failed_write_is_one_clear_error_and_leaves_no_partial_file(tmp_path):
     Journal(journal_path(tmp_path, 0), SCHEMA, [_rows([0, 1])]).close()
     (tmp_path / "shard-000000.parquet").mkdir()  # the rename target cannot be replaced
-    with pytest.raises(InputError, match=r"cannot write .*shard-000000.parquet .*rerun with --resume"):
+    with pytest.raises(InputError, match=r"cannot write .*shard-000000.parquet .*rerun with `resume`"):
         finish_chunk(tmp_path, 0, SCHEMA)
     assert not list(tmp_path.glob(".*.tmp"))
     assert len(salvage(journal_path(tmp_path, 0), SCHEMA)) == 1  # the journal is intact
