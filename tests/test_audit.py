@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 
 import pytest
 import torch
 
 from auditcam import Checks, LabelledDataset, audit
-from auditcam.config import AnalysisOptions, AuditSettings
+from auditcam.cam import Explainer
+from auditcam.config import RUN_KEYS, AnalysisOptions, AuditSettings
 from auditcam.errors import InputError
 from auditcam.models import Preprocessing
 from auditcam.scoring import METRICS
@@ -168,3 +170,25 @@ def test_a_vision_transformer_is_audited_like_a_cnn(small_dataset, vit, tmp_path
     assert result.sanity.stages[-1].name == "conv_proj"
     paths = result.write(tmp_path / "out")
     assert 'aria-label="feature maps"' in paths["report.html"].read_text(encoding="utf-8")
+
+
+def test_the_summary_meta_and_the_resume_fingerprint_come_from_the_settings(small_dataset, demo_model, tmp_path):
+    model, info = demo_model
+    manifest, classes = small_dataset
+    dataset = LabelledDataset.from_manifest(manifest, classes=classes)
+    with Explainer(model) as explainer:
+        explainer(torch.zeros(1, 3, 64, 64))
+        layer = explainer.layer  # the one found automatically, given explicitly
+    settings = AuditSettings(
+        layer=layer, batch_size=4, shard_size=8, device="cpu", gallery_size=2, featuremap_channels=0
+    )
+    result = audit(
+        model, dataset, settings, model_info=info, run_dir=tmp_path / "run", progress=False, command="auditcam audit"
+    )
+    result.write(tmp_path / "run")
+    meta = json.loads((tmp_path / "run" / "summary.json").read_text(encoding="utf-8"))["meta"]
+    assert {key: meta[key] for key in RUN_KEYS} == settings.describe()
+    assert meta["command"] == "auditcam audit" and meta["config_sources"] == []
+    fingerprint = json.loads((tmp_path / "run" / "run.json").read_text(encoding="utf-8"))["fingerprint"]
+    recorded = settings.describe(records_only=True)
+    assert {key: fingerprint[key] for key in recorded} == {**recorded, "amp": None}  # amp: the dtype, None when off

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from auditcam import cli
+from auditcam.config import RUN_KEYS, AuditSettings
 from auditcam.demo import MODEL_SPEC
 from tests.htmlcheck import parse_page
 
@@ -248,3 +249,53 @@ def test_the_cli_reference_says_which_audit_options_compare_lacks():
     counterfactual_and_sanity = {o for o in lacks if o.startswith(("--bg", "--counterfactual", "--sanity"))}
     assert said | counterfactual_and_sanity == lacks
     assert _options("compare") - _options("audit") == set()
+
+
+def _subcommand(command: str) -> argparse.ArgumentParser:
+    parser = cli.build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return commands.choices[command]
+
+
+def _run_flags(command: str) -> dict[str, argparse.Action]:
+    return {a.dest: a for a in _subcommand(command)._actions if a.dest in RUN_KEYS}
+
+
+def test_audit_and_compare_take_every_run_setting_from_the_one_key_table():
+    audit, compare = _run_flags("audit"), _run_flags("compare")
+    assert set(audit) == set(compare) == set(RUN_KEYS)  # a key missing from either parser fails here
+    for name, key in RUN_KEYS.items():
+        a, b = audit[name], compare[name]
+        assert a.option_strings == b.option_strings == [key.option]
+        assert (a.help, a.nargs, a.const, a.metavar) == (b.help, b.nargs, b.const, b.metavar)
+        assert a.default is b.default is argparse.SUPPRESS  # absent unless given: the config layers show through
+        if key.action is None and key.default is not None:
+            shown = ",".join(key.default) if isinstance(key.default, tuple) else key.default
+            assert f"(default: {shown})" in a.help
+
+
+@pytest.mark.parametrize("command", ["audit", "compare"])
+def test_both_commands_parse_the_same_flags_into_the_same_settings(command):
+    flags = ["--method", "layercam,gradcam", "--batch-size", "8", "--amp", "--bg-any-group", "--sanity"]
+    args = cli.build_parser().parse_args(
+        [command, "--model", "m:f", "--data", "x.csv", "--out", "o", "--isolated", *flags]
+    )
+    settings = cli.load_config_from_args(args).settings
+    assert settings == AuditSettings(
+        methods=("layercam", "gradcam"), batch_size=8, amp="auto", bg_match_groups=False, sanity=True
+    )
+
+
+@pytest.mark.parametrize("command", ["audit", "compare"])
+def test_a_bad_run_setting_exits_2_naming_the_flag(command, capsys):
+    argv = [command, "--model", "m:f", "--data", "x.csv", "--out", "o", "--isolated", "--target", "logit"]
+    assert cli.main(argv) == cli.EXIT_INPUT
+    err = capsys.readouterr().err.strip()
+    assert err == "auditcam: error: --target: expected one of 'pred', 'label', got 'logit'"
+
+
+def test_a_library_error_about_a_parameter_is_shown_with_its_flag(demo_run, tmp_path, capsys):
+    argv = [*_audit_args(demo_run, "clean", tmp_path / "out"), "--device", "tpu"]
+    assert cli.main(argv) == cli.EXIT_INPUT
+    err = capsys.readouterr().err.strip()
+    assert err == "auditcam: error: --device 'tpu': choose from auto, cpu, cuda (or cuda:N)"

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import textwrap
 
 import pytest
 
 from auditcam.config import (
+    BAD_SETTING,
+    DONORS_NEED_COUNTERFACTUAL,
     KEYS,
+    RUN_KEYS,
     AnalysisOptions,
+    AuditSettings,
     Checks,
     GroupGap,
     Threshold,
@@ -163,3 +169,126 @@ def test_checks_built_in_python_are_validated():
     with pytest.raises(InputError, match=r"^Checks.min_subject_share: expected a number between 0 and 1, got 2$"):
         Checks(min_subject_share=2)
     assert Checks(min_subject_share=0.5).min_subject_share == Threshold(0.5)
+
+
+RUN = """
+methods = ["layercam", "gradcam"]
+layer = "features.3"
+target = "label"
+reliance_threshold = 0.8
+batch_size = 16
+shard_size = 64
+device = "cpu"
+amp = "bf16"
+gallery_size = 4
+featuremap_channels = 0
+counterfactual = true
+counterfactual_samples = 20
+bg_donors = "donors.csv"
+bg_fill = "black"
+bg_match_groups = false
+sanity = true
+sanity_samples = 8
+sanity_stages = 3
+"""
+
+
+def test_every_run_setting_comes_from_a_toml_file(tmp_path):
+    config = load_config(config_file=_write(tmp_path / "audit.toml", RUN), cwd=tmp_path, use_pyproject=False)
+    assert config.settings == AuditSettings(
+        methods=("layercam", "gradcam"),
+        layer="features.3",
+        target="label",
+        reliance_threshold=0.8,
+        batch_size=16,
+        shard_size=64,
+        device="cpu",
+        amp="bf16",
+        gallery_size=4,
+        featuremap_channels=0,
+        counterfactual=True,
+        counterfactual_samples=20,
+        bg_donors="donors.csv",
+        bg_fill="black",
+        bg_match_groups=False,
+        sanity=True,
+        sanity_samples=8,
+        sanity_stages=3,
+    )
+    assert set(RUN_KEYS) == {f.name for f in dataclasses.fields(AuditSettings)}  # the table covers every setting
+    assert config.checks == Checks() and config.analysis == AnalysisOptions()
+
+
+def test_run_settings_from_pyproject_under_the_config_file_under_the_flags(tmp_path):
+    _write(tmp_path / "pyproject.toml", '[tool.auditcam]\nbatch_size = 8\ntarget = "label"\nmethods = "hirescam"\n')
+    _write(tmp_path / "audit.toml", "batch_size = 16\nsanity = true\n")
+    config = load_config({"methods": "gradcam,layercam"}, tmp_path / "audit.toml", cwd=tmp_path)
+    settings = config.settings
+    assert (settings.methods, settings.batch_size, settings.target) == (("gradcam", "layercam"), 16, "label")
+    assert settings.sanity and settings.device == AuditSettings().device  # untouched keys keep the defaults
+    assert config.sources == (str(tmp_path / "pyproject.toml"), str(tmp_path / "audit.toml"))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("batch_size = 0", "batch_size: expected an integer >= 1, got 0"),
+        ('target = "logit"', "target: expected one of 'pred', 'label', got 'logit'"),
+        ('amp = "int8"', "amp: expected one of 'auto', 'bf16', 'fp16', got 'int8'"),
+        ("methods = []", "methods: give at least one method, e.g. gradcam; got []"),
+        ('sanity = "yes"', "sanity: expected true or false, got 'yes'"),
+        ("reliance_threshold = -1", "reliance_threshold: expected a number >= 0, got -1"),
+    ],
+)
+def test_bad_run_settings_name_the_file_and_key(tmp_path, text, message):
+    path = _write(tmp_path / "audit.toml", text + "\n")
+    with pytest.raises(InputError) as error:
+        load_config(config_file=path, cwd=tmp_path, use_pyproject=False)
+    assert str(error.value) == f"{path}: {message}"
+    pyproject = _write(tmp_path / "pyproject.toml", f"[tool.auditcam]\n{text}\n")
+    with pytest.raises(InputError) as error:
+        load_config(cwd=tmp_path)
+    assert str(error.value) == f"{pyproject}: [tool.auditcam] {message}"
+
+
+def test_an_unknown_run_key_names_the_file_and_lists_the_run_keys(tmp_path):
+    path = _write(tmp_path / "audit.toml", "batchsize = 8\n")
+    with pytest.raises(InputError) as error:
+        load_config(config_file=path, cwd=tmp_path, use_pyproject=False)
+    assert str(error.value).startswith(f"{path}: batchsize: unknown key; known keys: ")
+    assert all(key in str(error.value) for key in RUN_KEYS)
+
+
+def test_settings_built_in_python_raise_a_value_error_naming_the_parameter():
+    with pytest.raises(ValueError) as error:  # an InputError is a ValueError
+        AuditSettings(batch_size=0)
+    assert isinstance(error.value, InputError) and error.value.parameter == "batch_size"
+    assert str(error.value) == BAD_SETTING.format(key="batch_size", reason="expected an integer >= 1, got 0")
+    with pytest.raises(InputError) as error:
+        AuditSettings(bg_donors="donors.csv")
+    assert str(error.value) == DONORS_NEED_COUNTERFACTUAL and error.value.parameter == "bg_donors"
+
+
+def test_describe_is_json_ready_and_its_records_part_is_what_the_records_depend_on():
+    from auditcam.cam import CaptumMethod
+
+    donors = type("Donors", (), {"source": "donors.csv"})()
+    settings = AuditSettings(
+        methods=("gradcam", CaptumMethod("Saliency")), counterfactual=True, bg_donors=donors, batch_size=8
+    )
+    described = settings.describe()
+    assert json.loads(json.dumps(described)) == described
+    assert described["methods"] == ["gradcam", "captum:Saliency"] and described["bg_donors"] == "donors.csv"
+    assert list(described) == list(RUN_KEYS)
+    records = settings.describe(records_only=True)
+    assert records == {k: described[k] for k in RUN_KEYS if RUN_KEYS[k].records}
+    assert set(records) == {
+        "methods",
+        "layer",
+        "target",
+        "reliance_threshold",
+        "batch_size",
+        "shard_size",
+        "device",
+        "amp",
+    }
