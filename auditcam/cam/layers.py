@@ -22,6 +22,11 @@ from torchvision.ops.misc import Permute
 from auditcam.cam.grids import TOKENS, grid_of
 from auditcam.errors import InputError
 
+NO_FEATURE_MAP = (
+    "found no feature map (N, C, H, W), channels-last map or token sequence in the model; "
+    "pass the layer to explain with `layer`"
+)
+
 # Modules that resample, regularise or rearrange a feature map on its way to the classifier:
 # their output is not a feature map of the trunk (VGG's AdaptiveAvgPool2d(7) keeps 7x7, Swin's
 # Permute turns it channels-first, say).
@@ -148,10 +153,7 @@ def find_target_layer(model: nn.Module, example: torch.Tensor) -> str:
             maps.append((position, name, grid))
     trunk = [(name, grid) for _, name, grid in maps if not isinstance(modules[name], _NORMALISATIONS)]
     if not trunk:
-        raise InputError(
-            "found no feature map (N, C, H, W), channels-last map or token sequence in the model; "
-            "pass the layer to explain with --layer"
-        )
+        raise InputError(NO_FEATURE_MAP, "layer")
     name, grid = trunk[-1]
     if grid.layout == TOKENS and grid.prefix and trace.attention_starts:
         start = trace.attention_starts[-1]
