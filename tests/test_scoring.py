@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from auditcam.scoring import INVALID_REASONS, METRICS, reasons, score
+from auditcam.scoring import INVALID_REASONS, MASK_FREE_METRICS, METRICS, reasons, score
 
 
 def test_hand_computed_metrics():
@@ -59,6 +59,8 @@ def test_invalid_samples_get_nan_and_a_reason(heat, mask, code):
     for name in METRICS:
         if name == "subject_area":
             assert s[name][0].item() == pytest.approx(float(np.mean(mask)))
+        elif name in MASK_FREE_METRICS:  # a mask fault leaves them measured, a heatmap fault does not
+            assert math.isnan(s[name][0].item()) == (code in (3, 4)), name
         else:
             assert math.isnan(s[name][0].item()), name  # never counted as 0
             assert not math.isnan(s[name][1].item()), name  # a valid neighbour is unaffected

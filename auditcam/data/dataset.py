@@ -16,16 +16,20 @@ from torchvision import tv_tensors
 from auditcam.data.formats import DataOptions, read_source
 from auditcam.data.io import SampleFault, decode, image_tensor
 from auditcam.data.rows import Row
-from auditcam.data.subjects import DEFAULT_MASKS, Geometry, MaskOptions, rasterise
+from auditcam.data.subjects import DEFAULT_MASKS, Geometry, MaskOptions, NoSubjectFault, rasterise
 from auditcam.models import IMAGENET, Preprocessing
 
 
-def load_sample(row: Row, options: MaskOptions) -> tuple[torch.Tensor, Geometry, list[str]]:
+def load_sample(row: Row, options: MaskOptions) -> tuple[torch.Tensor, Geometry | NoSubjectFault, list[str]]:
     """Decode a row's image (uint8, 3 x H x W, upright) and place its subject on it, in the
-    image's frame; the notes say what was done (a resized mask, PIL's warnings)."""
+    image's frame (or the :class:`NoSubjectFault` saying why it has none); the notes say what
+    was done (a resized mask, PIL's warnings)."""
     decoded = decode(row.image_path, "image")
     image = image_tensor(decoded)
-    subject, notes = row.subject.place(tuple(image.shape[-2:]), decoded.orientation, options)
+    try:
+        subject, notes = row.subject.place(tuple(image.shape[-2:]), decoded.orientation, options)
+    except NoSubjectFault as missing:
+        return image, missing, list(decoded.warnings)
     return image, subject, [*decoded.warnings, *notes]
 
 
@@ -34,7 +38,9 @@ class LabelledDataset(Dataset):
 
     Each item is a dict: ``index``, ``id``, ``image_path`` (as written in the source), ``label``,
     ``attributes``, ``note`` ('' or what was done to read it), and either ``image`` (3, H, W)
-    normalised + ``mask`` (H, W) bool, or ``status``/``reason`` saying why it could not be read.
+    normalised + ``mask`` (H, W) bool + ``has_subject`` (False: the mask is empty because the
+    sample has no subject, ``reason`` says why), or ``status``/``reason`` saying why it could not
+    be read.
     """
 
     def __init__(
@@ -146,9 +152,14 @@ class LabelledDataset(Dataset):
         except SampleFault as fault:
             item["status"], item["reason"] = fault.status, fault.reason
             return item
-        image_tv, subject_tv = self._geometry(tv_tensors.Image(image), subject)
+        if isinstance(subject, NoSubjectFault):
+            image_tv = self._geometry(tv_tensors.Image(image))
+            item["mask"] = torch.zeros(image_tv.shape[-2:], dtype=torch.bool)
+            item["has_subject"], item["reason"] = False, subject.reason
+        else:
+            image_tv, subject_tv = self._geometry(tv_tensors.Image(image), subject)
+            item["mask"], item["has_subject"] = rasterise(subject_tv), True
         item["image"] = self.preprocessing.normalise(image_tv.as_subclass(torch.Tensor).float() / 255.0)
-        item["mask"] = rasterise(subject_tv)
         item["note"] = "; ".join(notes)
         return item
 
@@ -156,7 +167,8 @@ class LabelledDataset(Dataset):
 def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Stack the readable samples; keep every sample's metadata and fault in order.
 
-    ``ok`` (bool, N) marks which items have an image; ``image``/``mask`` hold only those, in order.
+    ``ok`` (bool, N) marks which items have an image; ``image``/``mask`` hold only those, in order;
+    ``has_subject`` (bool, N) marks the readable items with a subject (an item without the key has one).
     """
     ok = [("image" in item) for item in items]
     readable = [item for item, good in zip(items, ok, strict=True) if good]
@@ -170,6 +182,10 @@ def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "reason": [item.get("reason", "") for item in items],
         "note": [item.get("note", "") for item in items],
         "ok": torch.tensor(ok, dtype=torch.bool),
+        "has_subject": torch.tensor(
+            [good and bool(item.get("has_subject", True)) for item, good in zip(items, ok, strict=True)],
+            dtype=torch.bool,
+        ),
     }
     if readable:
         batch["image"] = torch.stack([item["image"] for item in readable])

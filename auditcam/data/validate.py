@@ -18,7 +18,7 @@ from auditcam.data.formats import DEFAULT_OPTIONS, DataOptions, Source, read_sou
 from auditcam.data.io import SampleFault
 from auditcam.data.problems import EMPTY_MASK, FULL_MASK, NO_SAMPLES, Problem, Problems
 from auditcam.data.rows import Row
-from auditcam.data.subjects import DEFAULT_MASKS, MaskOptions, rasterise
+from auditcam.data.subjects import DEFAULT_MASKS, NO_SUBJECT, MaskOptions, NoSubjectFault, rasterise
 
 EMPTY_REASON = "empty subject mask"
 CHECK_BATCH = 16
@@ -43,6 +43,9 @@ def check_row(row: Row, masks: MaskOptions) -> list[Problem]:
         _image, subject, _notes = load_sample(row, masks)
     except SampleFault as fault:
         return [Problem(row.where, "", fault.kind, fault.reason)]
+    if isinstance(subject, NoSubjectFault):  # none given is fine; one given but unusable is a problem
+        detail = subject.reason.removeprefix(NO_SUBJECT).removeprefix(": ")
+        return [Problem(row.where, "", EMPTY_MASK, detail)] if detail else []
     mask = rasterise(subject)
     if not mask.any():
         return [Problem(row.where, "", EMPTY_MASK, EMPTY_REASON)]

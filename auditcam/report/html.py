@@ -42,6 +42,7 @@ STATISTIC_LABELS = {
     "focus_lift_mean": ("mean focus_lift", "fmt"),
     "background_reliant_rate": ("background-reliant", "pct"),
     "pointing_hit_rate": ("pointing hits", "pct"),
+    "border_share_mean": ("mean border_share", "fmt"),
     "error_rate": ("not scored", "pct"),
 }
 
@@ -54,6 +55,8 @@ METRIC_HELP = {
     "pointing_hit": "Whether the single hottest pixel lies on the subject (pointing game).",
     "iou": "Overlap (intersection over union) of the pixels at or above half the peak heat with the subject.",
     "background_reliant": "A sample counts as background-reliant when its focus_lift is below the reliance threshold.",
+    "border_share": "Share of the heatmap in the image's outer band (1/8 of each side) over the band's share of "
+    "the image: 1 means no preference, above 1 drawn to tags, rulers or scanner borders. Needs no subject.",
 }
 METRIC_DEFINITIONS = {
     "subject_share": "sum(H·M) / sum(H)",
@@ -63,6 +66,7 @@ METRIC_DEFINITIONS = {
     "pointing_hit": "argmax H lies in M",
     "iou": "IoU of {H ≥ 0.5·max H} with M",
     "background_reliant": "focus_lift < reliance threshold",
+    "border_share": "(sum(H·B) / sum(H)) / mean(B), B = outer band",
 }
 DECIDE_ON_HELP = {
     "point": "the estimate",
