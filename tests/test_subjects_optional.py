@@ -3,6 +3,7 @@ the subject results are measured on the rows with a subject or stated as not mea
 
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
@@ -110,3 +111,31 @@ def test_a_box_off_the_image_or_of_zero_area_is_a_sample_without_subject(small_d
     assert samples.loc[2, "reason"] == "no subject: box (5, 5, 5, 20) has zero area"
     assert (samples["status"] == "ok").all() and samples["border_share"].notna().all()
     assert math.isnan(samples.loc[1, "subject_share"]) and not math.isnan(samples.loc[0, "subject_share"])
+
+
+def test_a_folder_tree_without_masks_is_audited_end_to_end(small_dataset, tmp_path, capsys):
+    from auditcam import cli
+    from auditcam.demo import MODEL_SPEC
+
+    manifest, classes = small_dataset
+    frame = pd.read_csv(manifest, dtype=str)
+    tree = tmp_path / "tree"
+    for row in frame.itertuples():
+        (tree / row.label).mkdir(parents=True, exist_ok=True)
+        (tree / row.label / f"{row.id}.png").write_bytes((manifest.parent / row.image).read_bytes())
+    out = tmp_path / "out"
+    argv = ["audit", "--model", MODEL_SPEC, "--data", str(tree), "--out", str(out), "--no-progress"]
+    argv += ["--classes", str(manifest.parent / "classes.txt"), "--min-group-size", "3"]
+    code = cli.main(argv)
+    capsys.readouterr()
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    outcomes = {c["name"]: c["outcome"] for c in summary["checks"]}
+    assert outcomes["background_reliant_rate"] == NOT_APPLICABLE
+    blocking = [c for c in summary["checks"] if c["blocking"]]
+    assert code == (cli.EXIT_FAIL if blocking else cli.EXIT_PASS)  # decided by the mask-free checks alone
+    assert summary["aggregates"]["gradcam"]["not_measured"]["subject_share_mean"] == NO_SUBJECTS
+    samples = pd.read_parquet(out / "samples.parquet")
+    assert len(samples) == 12 and not samples["has_subject"].any() and samples["border_share"].notna().all()
+    report = (out / "report.html").read_text(encoding="utf-8")
+    assert f'<div class="value not-measured">{NO_SUBJECTS}</div>' in report  # a key number, not a 0
+    assert "No sample has a subject label" in report
