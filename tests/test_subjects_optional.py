@@ -117,7 +117,7 @@ def test_a_folder_tree_without_masks_is_audited_end_to_end(small_dataset, tmp_pa
     from auditcam import cli
     from auditcam.demo import MODEL_SPEC
 
-    manifest, classes = small_dataset
+    manifest, _classes = small_dataset
     frame = pd.read_csv(manifest, dtype=str)
     tree = tmp_path / "tree"
     for row in frame.itertuples():
