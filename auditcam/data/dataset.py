@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 
 from auditcam.data.formats import DataOptions, read_source
+from auditcam.data.grabcut import check_subject_from_boxes, refine_boxes
 from auditcam.data.io import SampleFault, decode, image_tensor
 from auditcam.data.rows import Row
 from auditcam.data.subjects import DEFAULT_MASKS, Geometry, MaskOptions, NoSubjectFault, rasterise
@@ -28,6 +29,8 @@ def load_sample(row: Row, options: MaskOptions) -> tuple[torch.Tensor, Geometry 
     image = image_tensor(decoded)
     try:
         subject, notes = row.subject.place(tuple(image.shape[-2:]), decoded.orientation, options)
+        if options.subject_from_boxes == "grabcut" and isinstance(subject, tv_tensors.BoundingBoxes):
+            subject = refine_boxes(image, subject)
     except NoSubjectFault as missing:
         return image, missing, list(decoded.warnings)
     return image, subject, [*decoded.warnings, *notes]
@@ -75,13 +78,16 @@ class LabelledDataset(Dataset):
         allow_missing: bool = False,
         mask_value: int | None = None,
         resize_masks: bool = False,
+        subject_from_boxes: str | None = None,
     ) -> LabelledDataset:
         """Open a manifest (CSV/Parquet), a COCO instances JSON or a class-per-folder tree.
 
         ``format`` overrides the guess from the path (``csv``, ``parquet``, ``coco``, ``folder``);
         ``images``/``labels`` are COCO's images folder and labels CSV, ``masks`` the folder
         layout's mask tree; ``mask_value`` picks the subject id in instance-id masks;
-        ``resize_masks`` resizes masks of the image's aspect ratio but another size.
+        ``resize_masks`` resizes masks of the image's aspect ratio but another size;
+        ``subject_from_boxes="grabcut"`` refines each box into a mask with GrabCut (the dataset
+        must have boxes). Samples without subject labels are audited on everything mask-free.
         A missing file stops with an ``InputError`` naming the row unless ``allow_missing``.
         """
         options = DataOptions(
@@ -91,13 +97,14 @@ class LabelledDataset(Dataset):
             allow_missing=allow_missing,
         )
         found = read_source(path, format=format, classes=classes, options=options)
+        check_subject_from_boxes(subject_from_boxes, found.rows, path)
         return cls(
             found.rows,
             classes=found.classes,
             attributes=found.attributes,
             preprocessing=preprocessing,
             source=str(path),
-            masks=MaskOptions(subject_value=mask_value, resize=resize_masks),
+            masks=MaskOptions(subject_value=mask_value, resize=resize_masks, subject_from_boxes=subject_from_boxes),
         )
 
     @classmethod

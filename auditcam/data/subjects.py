@@ -18,10 +18,12 @@ from auditcam.data.io import decode, fit_mask, mask_tensor
 @dataclass(frozen=True)
 class MaskOptions:
     """How masks are read: ``subject_value`` picks one id of an instance map (None: any pixel
-    > 0 is subject); ``resize`` resizes a mask of the image's aspect ratio but another size."""
+    > 0 is subject); ``resize`` resizes a mask of the image's aspect ratio but another size;
+    ``subject_from_boxes`` (``"grabcut"``) refines each box into a mask (None: the box is the subject)."""
 
     subject_value: int | None = None
     resize: bool = False
+    subject_from_boxes: str | None = None
 
 
 DEFAULT_MASKS = MaskOptions()

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from auditcam.data.dataset import default_workers, load_sample
 from auditcam.data.formats import DEFAULT_OPTIONS, DataOptions, Source, read_source
+from auditcam.data.grabcut import check_subject_from_boxes
 from auditcam.data.io import SampleFault
 from auditcam.data.problems import EMPTY_MASK, FULL_MASK, NO_SAMPLES, Problem, Problems
 from auditcam.data.rows import Row
@@ -86,6 +87,7 @@ def validate(
     :func:`~auditcam.data.default_workers`."""
     problems = Problems(str(path), collect=True)
     source = read_source(path, format=format, classes=classes, options=options, problems=problems)
+    check_subject_from_boxes(masks.subject_from_boxes, source.rows, path)
     found = list(problems.found)
     if workers is None:
         workers = default_workers(len(source.rows), CHECK_BATCH)
