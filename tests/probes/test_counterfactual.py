@@ -262,7 +262,8 @@ def test_the_run_records_every_variant_of_every_sample_and_leaves_the_model(smal
     model.train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     dataset = LabelledDataset.from_manifest(manifest, classes=classes, allow_missing=True)
-    result = run_counterfactual(model, dataset, analysis=AnalysisOptions(bootstrap=50), batch_size=5)
+    options = CounterfactualOptions(match=("site",))
+    result = run_counterfactual(model, dataset, options, analysis=AnalysisOptions(bootstrap=50), batch_size=5)
     assert model.training and all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert all(not m._forward_hooks for m in model.modules())
     samples = result.samples
@@ -281,6 +282,9 @@ def test_the_run_records_every_variant_of_every_sample_and_leaves_the_model(smal
     )
     mixed = samples[(samples["variant"] == "mixed_same") & (samples["status"] == "ok")]
     assert mixed["donor"].notna().all() and (mixed["donor"] != mixed["id"]).all()
+    # a usable donor's image and background were predicted; the unreadable donor's were not
+    assert mixed["donor_pred"].notna().all() and mixed["donor_bg_pred"].notna().all()
+    assert unreadable["donor_pred"].isna().all() and (unreadable["donor_label"] == classes.index(rows[0]["label"])).all()
 
 
 def test_shortcut_model_has_a_large_bg_gap_and_the_clean_model_a_small_one(demo_run):
@@ -342,17 +346,24 @@ def test_audit_cli_with_counterfactual_and_sanity(demo_run, tmp_path, capsys):
     out = tmp_path / "out"
     args = ["audit", "--model", MODEL_SPEC, "--weights", str(demo_run.weights["shortcut"]), "--data", str(manifest)]
     args += ["--out", str(out), "--no-progress", "--bootstrap", "200", "--min-group-size", "10", "--isolated"]
-    args += ["--counterfactual", "--bg-donors", str(demo_run.donors), "--sanity", "--sanity-samples", "12"]
-    assert cli.main(args) == cli.EXIT_FAIL
+    args += ["--counterfactual", "--bg-donors", str(demo_run.donors), "--bg-match", "site"]
+    assert cli.main([*args, "--sanity", "--sanity-samples", "12"]) == cli.EXIT_FAIL
     printed = capsys.readouterr().out
-    assert "bg_gap" in printed and "sanity:model_randomisation" in printed
+    assert "FAIL  background_following" in printed and "bg_gap" in printed and "sanity:model_randomisation" in printed
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     jsonschema.Draft202012Validator(summary_schema()).validate(summary)
     assert summary["bg_gap"]["value"] > 0.3 and "site" in summary["bg_gap"]["by_group"]
     assert summary["counterfactual"]["settings"]["donors"] == str(demo_run.donors)
+    assert (
+        summary["counterfactual"]["matched"] == ["site"]
+        and summary["counterfactual"]["bg_gap_informative"]["informative"]
+    )
+    assert summary["counterfactual"]["background_following"]["value"] > 0.5
     assert summary["sanity"]["settings"]["samples"] == 12 and summary["sanity"]["check"]["outcome"] == "pass"
-    assert len(pd.read_parquet(out / "counterfactual.parquet")) == 5 * 45
+    table = pd.read_parquet(out / "counterfactual.parquet")
+    assert len(table) == 5 * 45 and table.loc[table["variant"] == "mixed_rand", "donor_pred"].notna().all()
     html = (out / "report.html").read_text(encoding="utf-8")
+    assert "donors matched on site (the sample's own value)" in html and "follow the background" in html
     tags = parse_page(html)
     for label in ("counterfactual backgrounds", "sanity check", "feature maps"):
         assert f'aria-label="{label}"' in html
@@ -363,6 +374,8 @@ def test_bg_donors_without_counterfactual_is_a_usage_error(demo_run, tmp_path, c
     args = ["audit", "--model", MODEL_SPEC, "--data", str(demo_run.manifest), "--out", str(tmp_path)]
     assert cli.main([*args, "--bg-donors", str(demo_run.donors)]) == cli.EXIT_INPUT
     assert "--bg-donors needs --counterfactual" in capsys.readouterr().err
+    assert cli.main([*args, "--bg-match", "site"]) == cli.EXIT_INPUT
+    assert "--bg-match needs --counterfactual" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------
