@@ -284,7 +284,8 @@ def test_the_run_records_every_variant_of_every_sample_and_leaves_the_model(smal
     assert mixed["donor"].notna().all() and (mixed["donor"] != mixed["id"]).all()
     # a usable donor's image and background were predicted; the unreadable donor's were not
     assert mixed["donor_pred"].notna().all() and mixed["donor_bg_pred"].notna().all()
-    assert unreadable["donor_pred"].isna().all() and (unreadable["donor_label"] == classes.index(rows[0]["label"])).all()
+    assert unreadable["donor_pred"].isna().all()
+    assert (unreadable["donor_label"] == classes.index(rows[0]["label"])).all()
 
 
 def test_shortcut_model_has_a_large_bg_gap_and_the_clean_model_a_small_one(demo_run):
