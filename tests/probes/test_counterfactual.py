@@ -304,7 +304,11 @@ def test_shortcut_model_has_a_large_bg_gap_and_the_clean_model_a_small_one(demo_
     assert clean.estimate("accuracy_only_fg")["value"] > 0.9
     assert clean.estimate("accuracy_no_fg")["value"] < 0.5
     checks = {name: {c.name: c.outcome for c in demo_run.results[name].checks} for name in ("shortcut", "clean")}
-    assert checks["shortcut"]["bg_gap"] == "fail" and checks["clean"]["bg_gap"] == "pass"
+    assert checks["shortcut"]["background_following"] == "fail" and checks["clean"]["background_following"] == "pass"
+    # the clean model classifies even in-distribution backgrounds at chance: BG-gap cannot show anything
+    assert shortcut.bg_gap_informative and not clean.bg_gap_informative
+    assert checks["shortcut"]["bg_gap"] == "fail" and checks["clean"]["bg_gap"] == "not applicable"
+    assert shortcut.matched == clean.matched == ("site",)
 
 
 def test_on_the_balanced_split_bg_gap_is_near_zero_but_flips_still_show(demo_run):
