@@ -18,10 +18,9 @@ The gate is the **background-following rate**, valid for any donors: over the ``
 swaps where the model predicts the donor image differently from the sample, the share whose
 prediction moves to the donor's (:func:`background_following`). A model that reads the subject
 keeps its prediction (pasting artefacts move 0.5 % on the demo's balanced split), one that reads
-the background takes the donor's (100 % there); :data:`auditcam.config.DEFAULT_MAX_BACKGROUND_FOLLOWING`
-sits between.
-The flip rate, the share of predictions that change at all (original vs a mixed variant), is
-reported beside it.
+the background takes the donor's (100 % there); the default threshold
+:data:`auditcam.config.DEFAULT_MAX_BACKGROUND_FOLLOWING` sits between. The flip rate, the share
+of predictions that change at all (original vs a mixed variant), is reported beside it.
 
 BG-gap = accuracy(mixed_same) − accuracy(mixed_rand), paired over the samples where both are
 valid: how much a class-typical background helps. It shows reliance only when the donors'
