@@ -80,8 +80,9 @@ def audit(
     ``dataset`` may be any torch Dataset yielding the item dict of :mod:`auditcam.data.custom`;
     ``num_workers`` decodes in worker processes (None: :func:`auditcam.data.default_workers`).
     ``analysis`` sets the minimum group size, bootstrap and intersections of the aggregates.
-    ``counterfactual`` (True or options) adds the background-swap test and its ``max_bg_gap``
-    check, ``sanity`` (True or options) the model-randomisation check of the explanations;
+    ``counterfactual`` (True or options) adds the background-swap test and its
+    ``max_background_following`` and ``max_bg_gap`` checks, ``sanity`` (True or options) the
+    model-randomisation check of the explanations;
     ``featuremap_channels`` channels of the explained layer are drawn per exemplar (0: none).
 
     ``run_dir`` holds the run's manifest, shards and ``samples.parquet`` (default: a temporary
@@ -241,6 +242,12 @@ def audit(
         return AuditResult(folder.samples, check_results, analyses, gallery, meta, temporary=temporary, **beyond)
 
 
+def _largest(cf: Any, statistic: str) -> str:
+    """Where a counterfactual statistic is largest among the groups with enough samples."""
+    worst = cf.largest_group_gap(statistic)
+    return "" if worst is None else f"largest in {worst['dimension']}={worst['group']}: {worst['value']:.3f}"
+
+
 def _beyond_heatmaps(
     model: nn.Module,
     dataset: Any,
@@ -262,18 +269,19 @@ def _beyond_heatmaps(
 ) -> dict[str, Any]:
     """The counterfactual test, the sanity check (each with its check) and the exemplars'
     feature-map grids, as AuditResult fields plus ``checks``. Without ``subjects`` (no sample
-    has one) the background test cannot move any subject: its check is not applicable."""
-    from auditcam.probes.counterfactual import BG_GAP, CounterfactualOptions, run_counterfactual
+    has one) the background test cannot move any subject: its checks are not applicable."""
+    from auditcam.probes.counterfactual import BG_GAP, FOLLOWING, CounterfactualOptions, run_counterfactual
     from auditcam.probes.featuremaps import exemplar_grids
     from auditcam.probes.sanity import SanityOptions, run_sanity
     from auditcam.stats.analysis import NO_SUBJECTS
-    from auditcam.stats.checks import bg_gap_check, not_applicable, sanity_check
+    from auditcam.stats.checks import background_following_check, bg_gap_check, not_applicable, sanity_check
 
     out: dict[str, Any] = {"checks": []}
     if counterfactual and not subjects:
-        check = bg_gap_check({"value": None, "ci": None, "n": 0}, checks, options)
-        if check is not None:
-            out["checks"].append(not_applicable(check, f"{NO_SUBJECTS}: swapping backgrounds needs subject masks"))
+        nothing = {"value": None, "ci": None, "n": 0}
+        for check in (background_following_check(nothing, checks, options), bg_gap_check(nothing, checks, options)):
+            if check is not None:
+                out["checks"].append(not_applicable(check, f"{NO_SUBJECTS}: swapping backgrounds needs subject masks"))
     elif counterfactual:
         cf_options = counterfactual if isinstance(counterfactual, CounterfactualOptions) else CounterfactualOptions()
         cf = run_counterfactual(
@@ -287,9 +295,9 @@ def _beyond_heatmaps(
             progress=progress,
         )
         out["counterfactual"] = cf
-        worst = cf.largest_group_gap()
-        detail = "" if worst is None else f"largest in {worst['dimension']}={worst['group']}: {worst['value']:.3f}"
-        out["checks"].append(bg_gap_check(cf.estimate(BG_GAP), checks, options, detail))
+        following = background_following_check(cf.estimate(FOLLOWING), checks, options, _largest(cf, FOLLOWING))
+        reason = "" if cf.bg_gap_informative else cf.information["reason"]
+        out["checks"] += [following, bg_gap_check(cf.estimate(BG_GAP), checks, options, _largest(cf, BG_GAP), reason)]
     if sanity:
         sanity_options = sanity if isinstance(sanity, SanityOptions) else SanityOptions()
         result = run_sanity(

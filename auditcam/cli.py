@@ -17,6 +17,7 @@ from pathlib import Path
 
 from auditcam.config import (
     DECIDE_ON,
+    DEFAULT_MAX_BACKGROUND_FOLLOWING,
     DEFAULT_MAX_BACKGROUND_RELIANT_RATE,
     DEFAULT_MAX_BG_GAP,
     DEFAULT_MAX_SANITY_CORRELATION,
@@ -125,6 +126,14 @@ def add_check_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="GAP",
         help="with --counterfactual: ceiling on BG-gap, accuracy on same-class minus other-class backgrounds "
         f"(default: {DEFAULT_MAX_BG_GAP})",
+        **kept,
+    )
+    checks.add_argument(
+        "--max-background-following",
+        type=_threshold,
+        metavar="RATE",
+        help="with --counterfactual: ceiling on the share of swaps onto another class's background whose "
+        f"prediction moves to the donor image's (default: {DEFAULT_MAX_BACKGROUND_FOLLOWING})",
         **kept,
     )
     checks.add_argument(
@@ -456,7 +465,7 @@ def _run_audit(args: argparse.Namespace, argv: Sequence[str]) -> int:
         device=args.device,
         amp=args.amp,
         shard_size=args.shard_size,
-        **_beyond_options(args, dataset),
+        **_beyond_options(args, dataset, config.bg_match),
     )
     if result is None:  # another process of a torchrun job: rank 0 reports
         return EXIT_PASS
@@ -485,7 +494,12 @@ def _add_beyond_arguments(parser: argparse.ArgumentParser) -> None:
         "same classes), e.g. in-distribution data (default: the audited data)",
     )
     group.add_argument(
-        "--bg-any-group", action="store_true", help="draw background donors from any group, not the sample's own"
+        "--bg-match",
+        action="append",
+        metavar="ATTR",
+        help="a background donor shares the sample's value of this group attribute (repeatable; "
+        "default: none, donors from any sample)",
+        default=argparse.SUPPRESS,  # absent unless given, so the config layers show through
     )
     group.add_argument(
         "--bg-fill",
@@ -513,14 +527,15 @@ def _add_beyond_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _beyond_options(args: argparse.Namespace, dataset) -> dict:
+def _beyond_options(args: argparse.Namespace, dataset, bg_match: Sequence[str] = ()) -> dict:
     """The ``counterfactual`` and ``sanity`` arguments of :func:`auditcam.audit` from the flags."""
     from auditcam.data import LabelledDataset
     from auditcam.probes.counterfactual import CounterfactualOptions
     from auditcam.probes.sanity import SanityOptions
 
-    if args.bg_donors is not None and not args.counterfactual:
-        raise InputError("--bg-donors needs --counterfactual")
+    for flag, given in (("--bg-donors", args.bg_donors is not None), ("--bg-match", hasattr(args, "bg_match"))):
+        if given and not args.counterfactual:
+            raise InputError(f"{flag} needs --counterfactual")
     options: dict = {}
     if args.counterfactual:
         donors = None
@@ -534,7 +549,7 @@ def _beyond_options(args: argparse.Namespace, dataset) -> dict:
         options["counterfactual"] = CounterfactualOptions(
             donors=donors,
             fill=args.bg_fill,
-            match_groups=not args.bg_any_group,
+            match=bg_match,
             samples=args.counterfactual_samples,
         )
     if args.sanity:

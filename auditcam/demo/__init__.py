@@ -24,7 +24,7 @@ from safetensors.torch import save_file
 from auditcam.audit import audit
 from auditcam.data import LabelledDataset
 from auditcam.demo.models import train
-from auditcam.demo.synthetic import CLASSES, Split, make_split
+from auditcam.demo.synthetic import CLASSES, TEXTURES, Split, make_split
 from auditcam.models import load_model_info
 from auditcam.probes.counterfactual import CounterfactualOptions
 from auditcam.probes.sanity import SanityOptions
@@ -48,21 +48,22 @@ class DemoRun:
     results: dict[str, AuditResult]
 
 
-def write_split(split: Split, folder: Path) -> Path:
-    """Write a split as PNG images and masks plus ``manifest.csv``; return the manifest path."""
+def write_split(split: Split, folder: Path, *, background: bool = False) -> Path:
+    """Write a split as PNG images and masks plus ``manifest.csv``; return the manifest path.
+    ``background`` adds a ``background`` group column naming each image's texture family, as
+    datasets record a site, scanner or location."""
     (folder / "images").mkdir(parents=True, exist_ok=True)
     (folder / "masks").mkdir(parents=True, exist_ok=True)
     manifest = folder / "manifest.csv"
     with manifest.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["id", "image", "mask", "label", "site"])
+        writer.writerow(["id", "image", "mask", "label", "site", *(["background"] if background else [])])
         for i in range(len(split.labels)):
             name = f"{i:05d}.png"
             Image.fromarray(split.images[i].permute(1, 2, 0).numpy()).save(folder / "images" / name)
             Image.fromarray(split.masks[i].numpy().astype("uint8") * 255).save(folder / "masks" / name)
-            writer.writerow(
-                [f"demo-{i:05d}", f"images/{name}", f"masks/{name}", CLASSES[int(split.labels[i])], split.sites[i]]
-            )
+            row = [f"demo-{i:05d}", f"images/{name}", f"masks/{name}", CLASSES[int(split.labels[i])], split.sites[i]]
+            writer.writerow([*row, *([TEXTURES[int(split.textures[i])]] if background else [])])
     (folder / "classes.txt").write_text("\n".join(CLASSES) + "\n", encoding="utf-8")
     return manifest
 
@@ -120,12 +121,12 @@ def run_demo(
             model_info=info,
             name=f"{name} model",
             progress=progress,
-            counterfactual=CounterfactualOptions(donors=backgrounds, samples=n_counterfactual),
+            counterfactual=CounterfactualOptions(donors=backgrounds, match=("site",), samples=n_counterfactual),
             sanity=SanityOptions(),
         )
         result.meta["command"] = (
             f"auditcam audit --model {MODEL_SPEC} --weights {path} --data {manifest} --out {out / name} "
-            f"--name '{name} model' --counterfactual --bg-donors {donors} "
+            f"--name '{name} model' --counterfactual --bg-donors {donors} --bg-match site "
             f"--counterfactual-samples {n_counterfactual} --sanity"
         )
         reports[name] = result.write(out / name)["report.html"]

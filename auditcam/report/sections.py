@@ -30,7 +30,9 @@ def _grey(heatmap: np.ndarray) -> np.ndarray:
 
 
 def counterfactual(result: AuditResult) -> dict[str, Any] | None:
-    """Accuracy per background variant, BG-gap and flip rates per breakdown, a few examples."""
+    """Accuracy per background variant, the background-following rate, BG-gap (and whether the
+    donors let it show anything) and flip rates per breakdown, the matched attributes, the two
+    checks and a few examples."""
     from auditcam.probes.counterfactual import VARIANT_HELP, VARIANTS
 
     test = result.counterfactual
@@ -55,12 +57,14 @@ def counterfactual(result: AuditResult) -> dict[str, Any] | None:
     ]
     return {
         "settings": data["settings"],
+        "matched": data["matched"],
+        "information": data["bg_gap_informative"],
         "variants": [{"key": v, "help": VARIANT_HELP[v]} for v in VARIANTS],
         "status": data["status"],
         "overall": data["overall"],
         "by_class": data["by_class"],
         "by_group": data["by_group"],
-        "check": _check(result, "bg_gap"),
+        "checks": [c for c in (_check(result, "background_following"), _check(result, "bg_gap")) if c is not None],
         "examples": examples,
     }
 

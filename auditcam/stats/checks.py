@@ -246,12 +246,18 @@ def not_applicable(check: CheckResult, detail: str) -> CheckResult:
 
 
 def bg_gap_check(
-    estimate: Mapping[str, Any], checks: Checks, options: AnalysisOptions, detail: str = ""
+    estimate: Mapping[str, Any],
+    checks: Checks,
+    options: AnalysisOptions,
+    detail: str = "",
+    not_informative: str = "",
 ) -> CheckResult | None:
-    """``max_bg_gap`` on the overall BG-gap of the counterfactual test (None: check off)."""
+    """``max_bg_gap`` on the overall BG-gap of the counterfactual test (None: check off); not
+    applicable, with ``not_informative`` as the reason, when the donors' backgrounds carry no
+    class information (BG-gap is then ~0 for any model and cannot show reliance)."""
     if checks.max_bg_gap is None:
         return None
-    return estimate_check(
+    result = estimate_check(
         estimate,
         checks,
         options,
@@ -259,6 +265,26 @@ def bg_gap_check(
         metric="bg_gap",
         threshold=checks.max_bg_gap,
         description="accuracy on same-class backgrounds minus accuracy on other classes' backgrounds",
+        detail=detail,
+    )
+    return not_applicable(result, not_informative) if not_informative else result
+
+
+def background_following_check(
+    estimate: Mapping[str, Any], checks: Checks, options: AnalysisOptions, detail: str = ""
+) -> CheckResult | None:
+    """``max_background_following`` on the counterfactual test's overall background-following
+    rate (None: check off); valid for donors from any split, balanced or not."""
+    if checks.max_background_following is None:
+        return None
+    return estimate_check(
+        estimate,
+        checks,
+        options,
+        name="background_following",
+        metric="background_following_rate",
+        threshold=checks.max_background_following,
+        description="share of swaps onto another class's background whose prediction moves to the donor image's",
         detail=detail,
     )
 
