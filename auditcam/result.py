@@ -64,7 +64,7 @@ AUDIT, COMPARISON = "audit", "comparison"
 COMPARISON_JSON, DELTAS, FOCUS = "comparison.json", "deltas.parquet", "transitions.parquet"
 SIDES = ("a", "b")
 NOT_A_BUNDLE = "{folder}: not an {kind} bundle, {name} is missing; give the --out folder of an auditcam {kind}"
-OTHER_SCHEMA = "{path}: schema_version {found!r} is not one this auditcam ({known}) reads; {hint}"
+OTHER_SCHEMA = "{path}: schema_version {found!r}, but this auditcam reads {known}; {hint}"
 UNKNOWN_FORMAT = "--format {name!r}: choose from {names}"
 NOT_WRITABLE = "--out {out}: cannot write there ({reason}); choose a writable folder"
 
