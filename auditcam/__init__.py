@@ -5,6 +5,7 @@ whole dataset, broken down per class and per group, gated by pass/fail checks an
 as a self-contained HTML report.
 """
 
+from auditcam import report  # noqa: F401  (registers report.html and junit.xml, the views of a bundle)
 from auditcam.audit import audit
 from auditcam.cam import Explainer, Explanation, find_target_layer
 from auditcam.config import AnalysisOptions, Checks, GroupGap, load_config

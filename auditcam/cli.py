@@ -254,7 +254,35 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare(sub)
     _add_validate(sub)
     _add_featuremaps(sub)
+    _add_report(sub)
     return parser
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    """``auditcam report``: render the views of an audit (or comparison) folder again."""
+    report = sub.add_parser(
+        "report",
+        help="render an audit's (or comparison's) report.html and junit.xml again from its folder, "
+        "e.g. after an upgrade",
+    )
+    report.add_argument("out", type=Path, metavar="OUT", help="the --out folder of an audit or comparison")
+    report.add_argument(
+        "--format",
+        type=_methods,
+        metavar="NAMES",
+        help="views to render, comma-separated, from html, junit (default: all)",
+    )
+    report.set_defaults(handler=_run_report)
+
+
+def _run_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from auditcam.result import COMPARISON_JSON, AuditResult, Comparison, render_views
+
+    kind = Comparison if (args.out / COMPARISON_JSON).is_file() else AuditResult
+    bundle = kind.read(args.out)
+    paths = render_views(bundle, args.out, args.format)
+    print(f"{'PASSED' if bundle.passed else 'FAILED'} audit; rendered {', '.join(map(str, paths.values()))}")
+    return EXIT_PASS
 
 
 def _add_scale_arguments(parser: argparse.ArgumentParser) -> None:
@@ -664,7 +692,6 @@ def _run_compare(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from auditcam.audit import audit
     from auditcam.data import LabelledDataset, read_classes
     from auditcam.models import load_model_info, parse_size, parse_triple
-    from auditcam.report import write_comparison
     from auditcam.result import compare
 
     config = load_config_from_args(args)
@@ -713,7 +740,7 @@ def _run_compare(args: argparse.Namespace, argv: Sequence[str]) -> int:
         result.meta["config_sources"] = list(config.sources)
         results.append(result)
     comparison = compare(*results)
-    paths = write_comparison(comparison, args.out)
+    paths = comparison.write(args.out)
     focus = comparison.focus_counts
     print(
         f"focus moved subject -> background in {focus['subject_to_background']} samples, "

@@ -235,7 +235,7 @@ def _readme_section(title: str) -> str:
     return text[start : text.index("\n## ", start + 1)]
 
 
-@pytest.mark.parametrize("command", ["demo", "audit", "validate", "featuremaps"])
+@pytest.mark.parametrize("command", ["demo", "audit", "validate", "featuremaps", "report"])
 def test_the_cli_reference_names_every_option(command):
     reference = _readme_section("CLI reference")
     assert {o for o in _options(command) if f"`{o}" not in reference} == set()
@@ -248,3 +248,45 @@ def test_the_cli_reference_says_which_audit_options_compare_lacks():
     counterfactual_and_sanity = {o for o in lacks if o.startswith(("--bg", "--counterfactual", "--sanity"))}
     assert said | counterfactual_and_sanity == lacks
     assert _options("compare") - _options("audit") == set()
+
+
+@pytest.fixture
+def bundle(tmp_path) -> Path:
+    """An audit folder written from synthetic records (no model run)."""
+    from auditcam import AnalysisOptions, Checks
+    from tests.records import audit_result, gallery, samples
+
+    frame = samples({"light": 40, "dark": 40}, share={"dark": 0.25}, seed=2)
+    audit_result(frame, Checks(), AnalysisOptions(bootstrap=50), exemplars=gallery(frame, size=2)).write(tmp_path / "a")
+    return tmp_path / "a"
+
+
+def test_report_renders_an_audit_folder_again(bundle, capsys):
+    page = (bundle / "report.html").read_text(encoding="utf-8")
+    (bundle / "report.html").unlink()
+    (bundle / "junit.xml").unlink()
+    assert cli.main(["report", str(bundle)]) == cli.EXIT_PASS
+    assert (bundle / "report.html").read_text(encoding="utf-8") == page and (bundle / "junit.xml").is_file()
+    assert str(bundle / "report.html") in capsys.readouterr().out
+
+
+def test_report_format_junit_writes_only_junit(bundle):
+    (bundle / "report.html").unlink()
+    (bundle / "junit.xml").unlink()
+    assert cli.main(["report", str(bundle), "--format", "junit"]) == cli.EXIT_PASS
+    assert (bundle / "junit.xml").is_file() and not (bundle / "report.html").exists()
+
+
+@pytest.mark.parametrize(
+    ("damage", "argv_tail", "message"),
+    [
+        ("samples.parquet", [], "not an audit bundle, samples.parquet is missing"),
+        ("", ["--format", "pdf"], "--format 'pdf': choose from html, junit"),
+    ],
+)
+def test_report_of_a_bad_folder_exits_2_with_one_line(bundle, capsys, damage, argv_tail, message):
+    if damage:
+        (bundle / damage).unlink()
+    assert cli.main(["report", str(bundle), *argv_tail]) == cli.EXIT_INPUT
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err

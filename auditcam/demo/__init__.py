@@ -25,10 +25,11 @@ from auditcam.audit import audit
 from auditcam.data import LabelledDataset
 from auditcam.demo.models import train
 from auditcam.demo.synthetic import CLASSES, TEXTURES, Split, make_split
+from auditcam.files import atomic_write
 from auditcam.models import load_model_info
 from auditcam.probes.counterfactual import CounterfactualOptions
 from auditcam.probes.sanity import SanityOptions
-from auditcam.report import atomic_write, render_index
+from auditcam.report import render_index
 from auditcam.result import AuditResult
 
 MODEL_SPEC = "auditcam.demo.models:tiny_cnn"
@@ -147,7 +148,7 @@ def run_demo(
             "Two tiny CNNs audited on the same held-out images, where the background is independent of the class. "
             "The shortcut model was trained where the background texture gave the class away.",
             {f"{name} model": (results[name], f"{name}/report.html") for name in results},
-        ).encode("utf-8"),
+        ),
     )
     reports["index"] = index
     return DemoRun(manifest=manifest, donors=donors, weights=weights, reports=reports, results=results)

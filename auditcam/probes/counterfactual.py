@@ -53,6 +53,7 @@ from auditcam.cam import preserved
 from auditcam.config import AnalysisOptions
 from auditcam.data import as_audit_dataset, default_workers
 from auditcam.errors import InputError
+from auditcam.files import ROWS, Parts
 from auditcam.models import Preprocessing
 from auditcam.stats.analysis import ALL, CLASS, OVERALL
 from auditcam.stats.estimates import breakdowns, estimate_dict, ratio_estimates, slices
@@ -433,6 +434,25 @@ class CounterfactualResult:
             "by_class": table[CLASS],
             "by_group": {a: table[a] for a in self.attributes},
         }
+
+    def to_parts(self) -> Parts:
+        """For the bundle: the per-variant rows (``counterfactual.parquet``), the estimates, the
+        settings and the examples (their pictures as arrays)."""
+        examples = [{k: v for k, v in e.items() if k != "images"} for e in self.examples]
+        return Parts(
+            {"settings": self.settings, "attributes": list(self.attributes), "examples": examples},
+            {f"{i}/images": e["images"] for i, e in enumerate(self.examples)},
+            {ROWS: self.samples, "estimates": self.estimates},
+        )
+
+    @classmethod
+    def from_parts(cls, parts: Parts) -> CounterfactualResult:
+        """The result :meth:`to_parts` took apart."""
+        fields = parts.fields
+        examples = tuple({**e, "images": parts.arrays[f"{i}/images"]} for i, e in enumerate(fields["examples"]))
+        return cls(
+            parts.tables[ROWS], parts.tables["estimates"], fields["settings"], tuple(fields["attributes"]), examples
+        )
 
 
 def _logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:

@@ -36,6 +36,7 @@ from torch import nn
 from auditcam.cam import Explainer, preserved
 from auditcam.config import AnalysisOptions
 from auditcam.errors import InputError
+from auditcam.files import Parts
 from auditcam.stats.analysis import ALL, OVERALL
 from auditcam.stats.estimates import ESTIMATE_COLUMNS, estimate_dict, ratio_estimates
 
@@ -272,6 +273,40 @@ class SanityResult:
     def to_dict(self) -> dict[str, Any]:
         """The ``sanity`` part of summary.json (its check is added by the audit)."""
         return {"settings": self.settings, "final_spearman": self.final, "stages": self.table()}
+
+    def to_parts(self) -> Parts:
+        """For the bundle: stages, ids and settings; the per-sample scores and the examples'
+        pictures and maps as arrays; the estimates as a table."""
+        arrays = {SPEARMAN: self.spearman, SSIM: self.ssim}
+        for i, example in enumerate(self.examples):
+            arrays[f"{i}/maps"] = np.stack(example["maps"])
+            if example["picture"] is not None:
+                arrays[f"{i}/picture"] = example["picture"]
+        fields = {
+            "stages": [dataclasses.asdict(stage) for stage in self.stages],
+            "ids": list(self.ids),
+            "settings": self.settings,
+            "examples": [e["id"] for e in self.examples],
+        }
+        return Parts(fields, arrays, {"estimates": self.estimates})
+
+    @classmethod
+    def from_parts(cls, parts: Parts) -> SanityResult:
+        """The result :meth:`to_parts` took apart."""
+        fields, arrays = parts.fields, parts.arrays
+        examples = tuple(
+            {"id": name, "picture": arrays.get(f"{i}/picture"), "maps": tuple(arrays[f"{i}/maps"])}
+            for i, name in enumerate(fields["examples"])
+        )
+        return cls(
+            tuple(Stage(s["name"], tuple(s["modules"])) for s in fields["stages"]),
+            tuple(fields["ids"]),
+            arrays[SPEARMAN],
+            arrays[SSIM],
+            parts.tables["estimates"],
+            fields["settings"],
+            examples,
+        )
 
 
 def model_randomisation(

@@ -409,10 +409,13 @@ def _reason_counts(problems: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def context(result: AuditResult) -> dict[str, Any]:
-    """Everything the template shows, computed from the result (the template does no maths)."""
-    meta = result.meta
+    """Everything the template shows, computed from the result (the template does no maths):
+    its numbers from the summary as written to summary.json, so a result read back from its
+    bundle renders the same page."""
+    summary = result.summary()
+    meta = summary["meta"]
     primary = meta["methods"][0]
-    agg = result.aggregates[primary]
+    agg = summary["aggregates"][primary]
     attributes = list(meta["dataset"]["attributes"])
     # read only the columns and rows shown (the samples table may be far larger than memory allows)
     frame = result.read_samples(primary, columns=[*CHART_COLUMNS, *attributes])
@@ -425,13 +428,13 @@ def context(result: AuditResult) -> dict[str, Any]:
     worst_groups = {
         row["dimension"]: row["worst_group"] for row in agg["disparities"] if row["statistic"] == "subject_share_mean"
     }
-    checks = [check.to_dict() for check in result.checks]
-    extra = {"counterfactual": None, "sanity": None, "featuremaps": None, **extra_sections(result)}
+    checks = summary["checks"]
+    extra = {"counterfactual": None, "sanity": None, "featuremaps": None, **extra_sections(result, summary)}
     return {
         **page_assets(script=True),
         "meta": meta,
         "model_name": meta["name"],
-        "passed": result.passed,
+        "passed": summary["passed"],
         "checks": checks,
         "outcome_counts": {o: sum(c["outcome"] == o for c in checks) for o in OUTCOMES},
         "decide_on_help": DECIDE_ON_HELP,
@@ -465,10 +468,10 @@ def context(result: AuditResult) -> dict[str, Any]:
     }
 
 
-def extra_sections(result: AuditResult) -> dict[str, Any]:
+def extra_sections(result: AuditResult, summary: Mapping[str, Any]) -> dict[str, Any]:
     """Context of the optional sections ``counterfactual``, ``sanity`` and ``featuremaps``
     (the template includes ``sections/<key>.html.j2`` when the value is truthy)."""
-    return sections.sections(result)
+    return sections.sections(result, summary)
 
 
 def render_html(result: AuditResult) -> str:
@@ -498,22 +501,23 @@ def render_index(title: str, intro: str, reports: dict[str, tuple[AuditResult, s
 # -- comparison -------------------------------------------------------------------------------
 
 
-def _check_rows(a: AuditResult, b: AuditResult) -> list[dict[str, Any]]:
-    """Checks of A and B side by side, matched by name."""
+def _check_rows(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Checks of the summaries A and B side by side, matched by name."""
     rows: dict[str, dict[str, Any]] = {}
-    for side, result in (("a", a), ("b", b)):
-        for check in result.checks:
-            row = rows.setdefault(check.name, {"name": check.name, "rule": f"{check.op} {fmt(check.threshold)}"})
-            row[side] = check.to_dict()
+    for side, summary in (("a", a), ("b", b)):
+        for check in summary["checks"]:
+            name = check["name"]
+            row = rows.setdefault(name, {"name": name, "rule": f"{check['op']} {fmt(check['threshold'])}"})
+            row[side] = check
     return [{"a": None, "b": None, **row} for row in rows.values()]
 
 
-def _side_facts(result: AuditResult) -> dict[str, Any]:
-    meta = result.meta
+def _side_facts(summary: Mapping[str, Any]) -> dict[str, Any]:
+    meta = summary["meta"]
     model = meta.get("model") or {}
     return {
         "name": meta.get("name"),
-        "passed": result.passed,
+        "passed": summary["passed"],
         "spec": model.get("spec") or meta.get("name"),
         "weights": model.get("weights"),
         "sha256": model.get("weights_sha256"),
@@ -531,7 +535,8 @@ def comparison_context(comparison: Comparison) -> dict[str, Any]:
     deltas: dict[str, list[dict[str, Any]]] = {}
     for row in data["deltas"]:
         deltas.setdefault(row["dimension"], []).append(row)
-    meta = comparison.b.meta
+    summaries = comparison.a.summary(), comparison.b.summary()  # as written to disk
+    meta = summaries[1]["meta"]
     method = data["method"]
     frames = {
         name: result.read_samples(method)
@@ -550,14 +555,14 @@ def comparison_context(comparison: Comparison) -> dict[str, Any]:
     return {
         **page_assets(script=True),
         "names": comparison.names,
-        "sides": [_side_facts(comparison.a), _side_facts(comparison.b)],
+        "sides": [_side_facts(summary) for summary in summaries],
         "passed": comparison.passed,
         "n_samples": data["n_samples"],
         "dataset": dataset["source"],
         "facts": facts,
         "method": method,
         "analysis": meta["analysis"],
-        "check_rows": _check_rows(comparison.a, comparison.b),
+        "check_rows": _check_rows(*summaries),
         "focus": data["focus"]["counts"],
         "correctness": data["correctness"],
         "overall_deltas": deltas.get("overall", []),
@@ -570,7 +575,7 @@ def comparison_context(comparison: Comparison) -> dict[str, Any]:
             "distributions": plots.share_distributions(frames),
         },
         "command": meta.get("command", "(run through the Python API)"),
-        "commands": _unique(r.meta.get("command") for r in (comparison.a, comparison.b) if r.meta.get("command")),
+        "commands": _unique(x["meta"]["command"] for x in summaries if x["meta"].get("command")),
         "config_toml": config_toml(meta.get("checks", {}), meta["analysis"]),
     }
 

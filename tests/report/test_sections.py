@@ -87,7 +87,7 @@ def test_sections_are_left_out_when_not_run(small_dataset, demo_model):
         progress=False,
         featuremap_channels=0,
     )
-    assert extra_sections(plain) == {"counterfactual": None, "sanity": None, "featuremaps": None}
+    assert extra_sections(plain, plain.summary()) == {"counterfactual": None, "sanity": None, "featuremaps": None}
     html = render_html(plain)
     assert not any(f'aria-label="{label}"' in html for label in SECTIONS)
     assert not {"bg_gap", "counterfactual", "sanity"} & set(plain.summary())
@@ -102,7 +102,7 @@ def test_the_featuremaps_section_shows_each_exemplar_once(hostile_result):
     }
     assert len(ids) == len(set(ids)) and set(ids) == shown
     assert all(g.layer == hostile_result.meta["layer"] and len(g.channels) == 4 for g in grids)
-    context = extra_sections(hostile_result)["featuremaps"]
+    context = extra_sections(hostile_result, hostile_result.summary())["featuremaps"]
     assert context["shape"] == "64 × 16 × 16" and len(context["cards"]) == len(grids)
 
 
