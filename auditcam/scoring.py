@@ -59,8 +59,9 @@ def score(
     subject_area which every mask has; the
     boolean metrics pointing_hit and background_reliant as 0./1.) and ``invalid`` (int8 codes).
     ``rank_accuracy`` breaks ties in the heatmap by pixel order (stable sort);
-    ``pointing_hit`` uses the first maximal pixel, counted a hit within
-    ``pointing_tolerance`` pixels of the subject.
+    ``pointing_hit`` is a hit when any of the maximal pixels (all those tied at the peak) lies
+    within ``pointing_tolerance`` pixels of the subject (Quantus' rule): a bilinearly upsampled
+    coarse map has a plateau of tied maxima, and the first in raster order is only its corner.
     """
     if maps.dim() != 3 or masks.dim() != 3 or maps.shape[0] != masks.shape[0]:
         raise ValueError(
@@ -86,10 +87,9 @@ def score(
     k = subject.sum(dim=1)
     rank_accuracy = torch.gather(hits_in_order, 1, (k - 1).clamp_min(0)[:, None])[:, 0] / k.clamp_min(1)
 
-    peak_index = heat.argmax(dim=1)
-    pointing_hit = torch.gather(_dilate(masks, pointing_tolerance).flatten(1), 1, peak_index[:, None])[:, 0].float()
-
     peak = heat.amax(dim=1, keepdim=True)
+    pointing_hit = ((heat == peak) & _dilate(masks, pointing_tolerance).flatten(1)).any(dim=1)
+
     hot = heat >= iou_threshold * peak
     iou = (hot & subject).sum(dim=1) / (hot | subject).sum(dim=1).clamp_min(1)
 

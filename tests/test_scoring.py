@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from auditcam.scoring import INVALID_REASONS, METRICS, reasons, score
 
@@ -112,3 +113,37 @@ def test_vectorised_metrics_equal_a_brute_force_loop(gen):
         expected = _brute_force(maps[i].double().numpy(), masks[i].numpy())
         for name, value in expected.items():
             assert s[name][i].item() == pytest.approx(value, rel=1e-5, abs=1e-6), (i, name)
+
+
+def _pointing_brute_force(heat: np.ndarray, mask: np.ndarray) -> float:
+    """Quantus' rule by plain loops: a hit when any pixel equal to the maximum lies on the subject."""
+    h = np.clip(heat, 0, None)
+    peak = max(h.ravel())
+    rows, cols = h.shape
+    return float(any(h[i, j] == peak and mask[i, j] for i in range(rows) for j in range(cols)))
+
+
+def test_pointing_hit_counts_any_of_the_tied_maxima():
+    # A 7x7 map with one hot cell, upsampled bilinearly to 56 px, has a plateau of tied maxima.
+    coarse = torch.zeros(1, 1, 7, 7)
+    coarse[..., 3, 3] = 1.0
+    maps = F.interpolate(coarse, size=(56, 56), mode="bilinear", align_corners=False)[:, 0]
+    tied = (maps[0] == maps[0].max()).nonzero().tolist()
+    assert len(tied) > 1
+    first, last = tied[0], tied[-1]
+    mask = torch.zeros(1, 56, 56, dtype=torch.bool)
+    mask[0, last[0], last[1]] = True  # only a non-first maximum lies on the subject
+    assert score(maps, mask)["pointing_hit"].item() == 1.0 == _pointing_brute_force(maps[0].numpy(), mask[0].numpy())
+    mask[0, last[0], last[1]] = False
+    mask[0, first[0] - 1, first[1] - 1] = True  # next to the plateau, not on it
+    assert score(maps, mask)["pointing_hit"].item() == 0.0 == _pointing_brute_force(maps[0].numpy(), mask[0].numpy())
+    assert score(maps, mask, pointing_tolerance=1)["pointing_hit"].item() == 1.0
+
+
+def test_pointing_hit_equals_a_brute_force_loop_on_plateaus(gen):
+    coarse = torch.randint(0, 3, (12, 1, 4, 4), generator=gen).float()  # ties between cells too
+    maps = F.interpolate(coarse, size=(16, 16), mode="bilinear", align_corners=False)[:, 0]
+    masks = torch.rand(12, 16, 16, generator=gen) > 0.8
+    got = score(maps, masks)["pointing_hit"]
+    for i in range(12):
+        assert got[i].item() == _pointing_brute_force(maps[i].numpy(), masks[i].numpy()), i
