@@ -44,7 +44,7 @@ from auditcam.cam import preserved
 from auditcam.config import AnalysisOptions
 from auditcam.data import as_audit_dataset, default_workers
 from auditcam.errors import InputError
-from auditcam.models import Preprocessing
+from auditcam.models import Preprocessing, model_device
 from auditcam.stats.analysis import ALL, CLASS, OVERALL
 from auditcam.stats.estimates import breakdowns, estimate_dict, ratio_estimates, slices
 
@@ -391,10 +391,6 @@ def _logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return logits
 
 
-def _device(model: nn.Module) -> torch.device:
-    return next((p.device for p in model.parameters()), torch.device("cpu"))
-
-
 def estimate(samples: pd.DataFrame, attributes: Sequence[str], options: AnalysisOptions) -> pd.DataFrame:
     """Accuracy per variant, BG-gap (paired) and flip rates per breakdown, from the per
     (sample, variant) rows of :attr:`CounterfactualResult.samples`."""
@@ -419,7 +415,7 @@ def _name(classes: Sequence[str] | None, label: int) -> str:
 
 def _example(item: dict[str, Any], preds: list[int], classes: Sequence[str] | None, pre: Preprocessing) -> dict:
     """A sample's variants as displayable uint8 pictures (5, H, W, 3) with the predicted classes."""
-    pictures = (pre.denormalise(item["variants"].float()).permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
+    pictures = pre.to_uint8(item["variants"])
     label = int(item["label"])
     return {
         "id": str(item["id"]),
@@ -484,7 +480,7 @@ def run_counterfactual(
     )
     workers = default_workers(len(source), batch_size) if num_workers is None else num_workers
     batches = DataLoader(source, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=_collate)
-    device = _device(model)
+    device = model_device(model)
     records: list[dict[str, Any]] = []
     examples: list[dict[str, Any]] = []
     bar = tqdm(total=len(source), unit="img", desc="backgrounds", disable=not progress, file=sys.stderr)

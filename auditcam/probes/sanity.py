@@ -36,6 +36,7 @@ from torch import nn
 from auditcam.cam import Explainer, preserved
 from auditcam.config import AnalysisOptions
 from auditcam.errors import InputError
+from auditcam.models import model_device
 from auditcam.stats.analysis import ALL, OVERALL
 from auditcam.stats.estimates import ESTIMATE_COLUMNS, estimate_dict, ratio_estimates
 
@@ -300,7 +301,7 @@ def model_randomisation(
     except Exception as exc:  # a module that cannot be copied: say so instead of touching the original
         raise InputError(NO_COPY.format(error=exc)) from None
     twin.eval()
-    device = next((p.device for p in twin.parameters()), torch.device("cpu"))
+    device = model_device(twin)
     images = images.to(device)
     chunks = range(0, len(images), batch_size)
     if targets is None:
@@ -386,7 +387,7 @@ def run_sanity(
     images = torch.stack([item["image"] for item in items])
     labels = torch.tensor([int(item["label"]) for item in items])
     pre = dataset.preprocessing
-    pictures = (pre.denormalise(images[:MAX_EXAMPLES].float()).permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
+    pictures = pre.to_uint8(images[:MAX_EXAMPLES])
     result = model_randomisation(
         model,
         images,
