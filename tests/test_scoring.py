@@ -1,15 +1,21 @@
-"""Scoring metrics against hand-computed cases and a per-sample brute-force reference."""
+"""Scoring metrics against hand-computed cases and a per-sample brute-force reference; the metric
+registry drives the records columns, the statistics, the gap metrics, the report labels and the README."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from auditcam.scoring import INVALID_REASONS, METRICS, reasons, score
+from auditcam import config, scoring
+from auditcam.report import html
+from auditcam.run import records
+from auditcam.scoring import INVALID_REASONS, METRICS, REGISTRY, Aggregate, Metric, reasons, score
+from auditcam.stats import analysis
 
 
 def test_hand_computed_metrics():
@@ -147,3 +153,59 @@ def test_pointing_hit_equals_a_brute_force_loop_on_plateaus(gen):
     got = score(maps, masks)["pointing_hit"]
     for i in range(12):
         assert got[i].item() == _pointing_brute_force(maps[i].numpy(), masks[i].numpy()), i
+
+
+def test_score_returns_every_scored_metric_of_the_registry(gen):
+    s = score(torch.rand(2, 4, 4, generator=gen), torch.rand(2, 4, 4, generator=gen) > 0.5)
+    assert set(s) == {*(name for name, m in REGISTRY.items() if m.scored), "invalid"}
+    assert tuple(name for name, m in REGISTRY.items() if m.scored) == METRICS
+
+
+def test_the_readme_metrics_table_is_the_registry():
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("\n## Metrics\n") :]
+    header = section.index("| name | label | definition | meaning |")
+    lines = section[header:].split("\n\n")[0].splitlines()[2:]
+    rows = [tuple(cell.strip() for cell in line.strip("|").split(" | ")) for line in lines]
+    assert rows == [(m.name, m.label, m.formula, m.help) for m in REGISTRY.values()]
+
+
+SHARPNESS = Metric(
+    "sharpness",
+    "max(H) / mean(H)",
+    "higher",
+    "sharpness",
+    "How peaked the heatmap is.",
+    aggregates=(Aggregate("sharpness_mean", "mean", "mean sharpness", "mean max(H) / mean(H)"),),
+)
+
+
+@pytest.fixture
+def with_sharpness(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(scoring.REGISTRY, SHARPNESS.name, SHARPNESS)
+
+
+def test_the_derived_tables_are_the_registry_as_shipped():
+    assert records.dtypes() == records.DTYPES
+    assert records.ANALYSIS_COLUMNS == records.analysis_columns() == analysis.REQUIRED_COLUMNS
+    assert analysis.statistics() == analysis.STATISTICS
+    assert config.gap_metrics() == config.GAP_METRICS
+    assert html.statistic_labels() == html.STATISTIC_LABELS
+
+
+@pytest.mark.usefixtures("with_sharpness")
+def test_a_metric_added_to_the_registry_appears_everywhere():
+    assert list(records.dtypes())[-1] == "sharpness" and records.dtypes()["sharpness"] == "float64"
+    assert records.analysis_columns()[-1] == "sharpness"
+    assert analysis.statistics()["sharpness_mean"] == analysis.Statistic(
+        "sharpness", "valid", "mean", "higher", "mean max(H) / mean(H)"
+    )
+    assert config.gap_metrics()["sharpness"] == config.gap_metrics()["sharpness_mean"] == "sharpness_mean"
+    assert html.statistic_labels()["sharpness_mean"] == ("mean sharpness", "fmt")
+    assert html.metric_help()["sharpness"] == "How peaked the heatmap is."
+
+
+def test_a_metric_without_direction_is_no_gap_metric():
+    assert "subject_area" not in config.GAP_METRICS and "subject_area_mean" not in config.GAP_METRICS
+    assert analysis.STATISTICS["subject_area_mean"].better is None
+    assert set(config.GAP_METRICS.values()) == set(analysis.DISPARITY_STATISTICS)

@@ -19,6 +19,8 @@ import pandas as pd
 
 from auditcam.config import AnalysisOptions
 from auditcam.errors import InputError
+from auditcam.run.records import ANALYSIS_COLUMNS
+from auditcam.scoring import Metric, aggregates
 from auditcam.stats import bootstrap
 
 OVERALL, ALL = "overall", "all"
@@ -48,36 +50,17 @@ class Statistic:
     description: str
 
 
-STATISTICS: dict[str, Statistic] = {
-    "accuracy": Statistic("correct", "predicted", "mean", "higher", "share of predicted samples classified correctly"),
-    "subject_share_mean": Statistic("subject_share", "valid", "mean", "higher", "mean share of heatmap on the subject"),
-    "subject_share_median": Statistic(
-        "subject_share", "valid", "median", "higher", "median share of heatmap on the subject"
-    ),
-    "subject_area_mean": Statistic("subject_area", "valid", "mean", None, "mean share of the image the subject covers"),
-    "focus_lift_mean": Statistic("focus_lift", "valid", "mean", "higher", "mean subject_share / subject_area"),
-    "background_reliant_rate": Statistic(
-        "background_reliant", "valid", "mean", "lower", "share of samples whose heatmap is drawn to the background"
-    ),
-    "pointing_hit_rate": Statistic("pointing_hit", "valid", "mean", "higher", "share of hottest pixels on the subject"),
-    "error_rate": Statistic(
-        "unscored", "all", "mean", "lower", "share of samples not scored (status error or invalid)"
-    ),
-}
+def statistics(registry: dict[str, Metric] | None = None) -> dict[str, Statistic]:
+    """The slice statistics, one per aggregate of each metric of the registry."""
+    return {
+        name: Statistic(m.column, m.over, a.kind, m.better, a.description)
+        for name, (m, a) in aggregates(registry).items()
+    }
+
+
+STATISTICS: dict[str, Statistic] = statistics()
 DISPARITY_STATISTICS = tuple(name for name, s in STATISTICS.items() if s.better is not None)
-REQUIRED_COLUMNS = (
-    "id",
-    "label",
-    "label_name",
-    "pred",
-    "correct",
-    "status",
-    "subject_share",
-    "subject_area",
-    "focus_lift",
-    "background_reliant",
-    "pointing_hit",
-)
+REQUIRED_COLUMNS = ANALYSIS_COLUMNS
 
 
 def json_number(value: Any) -> float | None:
