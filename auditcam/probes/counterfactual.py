@@ -46,7 +46,7 @@ from auditcam.data import as_audit_dataset, default_workers
 from auditcam.errors import InputError
 from auditcam.models import Preprocessing, model_device
 from auditcam.stats.analysis import ALL, CLASS, OVERALL
-from auditcam.stats.estimates import breakdowns, estimate_dict, ratio_estimates, slices
+from auditcam.stats.estimates import Estimate, Estimates, breakdowns, ratio_estimates
 
 ORIGINAL, ONLY_FG, NO_FG, MIXED_SAME, MIXED_RAND = "original", "only_fg", "no_fg", "mixed_same", "mixed_rand"
 VARIANTS = (ORIGINAL, ONLY_FG, NO_FG, MIXED_SAME, MIXED_RAND)
@@ -333,27 +333,23 @@ def _collate(items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 class CounterfactualResult:
     """``samples``: one row per (sample, variant) with the prediction, the background donor and
     status/reason; ``estimates``: accuracy per variant, BG-gap and flip rates per breakdown
-    with CIs (columns as :data:`auditcam.stats.estimates.ESTIMATE_COLUMNS`); ``examples``: a few
+    with CIs (:class:`~auditcam.stats.estimates.Estimates`); ``examples``: a few
     samples' variants as displayable uint8 images with their predictions."""
 
     samples: pd.DataFrame
-    estimates: pd.DataFrame
+    estimates: Estimates
     settings: dict[str, Any]
     attributes: tuple[str, ...] = ()
     examples: tuple[dict[str, Any], ...] = field(default=())
 
-    def estimate(self, statistic: str = BG_GAP, dimension: str = OVERALL, group: str = ALL) -> dict[str, Any]:
-        """One estimate as ``{value, ci, n, sufficient}``."""
-        e = self.estimates
-        row = e[(e["dimension"] == dimension) & (e["group"] == group) & (e["statistic"] == statistic)]
-        if row.empty:
-            raise KeyError(f"no estimate of {statistic!r} for {dimension}={group!r}")
-        return estimate_dict(row.iloc[0])
+    def estimate(self, statistic: str = BG_GAP, dimension: str = OVERALL, group: str = ALL) -> Estimate:
+        """One estimate (value, ci, n, sufficient)."""
+        return self.estimates[(dimension, group, statistic)]
 
     def largest_group_gap(self) -> dict[str, Any] | None:
         """The group (of any attribute, with enough samples) with the largest BG-gap, as an
         estimate row; None without such a group."""
-        e = self.estimates
+        e = self.estimates.frame
         rows = e[(e["statistic"] == BG_GAP) & e["sufficient"] & e["dimension"].isin(self.attributes)]
         rows = rows[rows["value"].notna()]
         return None if rows.empty else rows.loc[rows["value"].idxmax()].to_dict()
@@ -361,7 +357,7 @@ class CounterfactualResult:
     @property
     def bg_gap(self) -> dict[str, Any]:
         """The headline of ``summary.json``: BG-gap overall, per class and per group."""
-        table = slices(self.estimates)
+        table = self.estimates.to_dict()
         pick = {d: {g: s[BG_GAP] for g, s in groups.items()} for d, groups in table.items()}
         return {
             **pick[OVERALL][ALL],
@@ -371,7 +367,7 @@ class CounterfactualResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready detail: settings, counts per variant status, every estimate per breakdown."""
-        table = slices(self.estimates)
+        table = self.estimates.to_dict()
         status = self.samples.groupby(["variant", "status"]).size()
         return {
             "settings": self.settings,
@@ -391,7 +387,7 @@ def _logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return logits
 
 
-def estimate(samples: pd.DataFrame, attributes: Sequence[str], options: AnalysisOptions) -> pd.DataFrame:
+def estimate(samples: pd.DataFrame, attributes: Sequence[str], options: AnalysisOptions) -> Estimates:
     """Accuracy per variant, BG-gap (paired) and flip rates per breakdown, from the per
     (sample, variant) rows of :attr:`CounterfactualResult.samples`."""
     wide = samples.pivot(index="id", columns="variant", values=["pred", "correct", "status"])

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -38,7 +37,7 @@ from auditcam.config import AnalysisOptions
 from auditcam.errors import InputError
 from auditcam.models import model_device
 from auditcam.stats.analysis import ALL, OVERALL
-from auditcam.stats.estimates import ESTIMATE_COLUMNS, estimate_dict, ratio_estimates
+from auditcam.stats.estimates import Estimate, Estimates, ratio_estimates
 
 # (model, images, targets) -> maps (N, H, W): how the maps under test are computed
 Explain = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -242,18 +241,16 @@ class SanityResult:
     ids: tuple[str, ...]
     spearman: np.ndarray  # (stages, samples)
     ssim: np.ndarray  # (stages, samples)
-    estimates: pd.DataFrame
+    estimates: Estimates
     settings: dict[str, Any]
     examples: tuple[dict[str, Any], ...] = field(default=())
 
-    def stage_estimate(self, statistic: str, k: int) -> dict[str, Any]:
-        """Mean ``spearman`` or ``ssim`` after compared stage ``k``: ``{value, ci, n, sufficient}``."""
-        e = self.estimates
-        row = e[(e["dimension"] == OVERALL) & (e["statistic"] == f"{statistic}:{k}")]
-        return estimate_dict(row.iloc[0])
+    def stage_estimate(self, statistic: str, k: int) -> Estimate:
+        """Mean ``spearman`` or ``ssim`` after compared stage ``k``."""
+        return self.estimates[(OVERALL, ALL, f"{statistic}:{k}")]
 
     @property
-    def final(self) -> dict[str, Any]:
+    def final(self) -> Estimate:
         """Mean Spearman correlation with the original maps once every layer is randomised."""
         return self.stage_estimate(SPEARMAN, len(self.stages) - 1)
 
@@ -264,15 +261,15 @@ class SanityResult:
                 "stage": k + 1,
                 "layer": stage.name,
                 "randomised": list(stage.modules),
-                SPEARMAN: self.stage_estimate(SPEARMAN, k),
-                SSIM: self.stage_estimate(SSIM, k),
+                SPEARMAN: self.stage_estimate(SPEARMAN, k).to_dict(),
+                SSIM: self.stage_estimate(SSIM, k).to_dict(),
             }
             for k, stage in enumerate(self.stages)
         ]
 
     def to_dict(self) -> dict[str, Any]:
         """The ``sanity`` part of summary.json (its check is added by the audit)."""
-        return {"settings": self.settings, "final_spearman": self.final, "stages": self.table()}
+        return {"settings": self.settings, "final_spearman": self.final.to_dict(), "stages": self.table()}
 
 
 def model_randomisation(
@@ -337,7 +334,7 @@ def model_randomisation(
         for name, table in ((SPEARMAN, spearman_a), (SSIM, ssim_a)):
             values[f"{name}:{k}"], counted[f"{name}:{k}"] = table[k], np.isfinite(table[k])
     overall = {OVERALL: ([ALL], np.zeros(len(ids), dtype=np.int64))}
-    estimates = ratio_estimates(values, counted, overall, analysis)[list(ESTIMATE_COLUMNS)]
+    estimates = ratio_estimates(values, counted, overall, analysis)
     examples = tuple(
         {"id": ids[i], "picture": None if pictures is None else pictures[i], "maps": tuple(example_maps[i])}
         for i in range(shown)

@@ -22,12 +22,11 @@ from auditcam.errors import InputError
 from auditcam.run.records import ANALYSIS_COLUMNS
 from auditcam.scoring import Metric, aggregates
 from auditcam.stats import bootstrap
+from auditcam.stats.estimates import ALL, CLASS, MISSING_GROUP, OVERALL, Estimate, Estimates, json_number
 
-OVERALL, ALL = "overall", "all"
-CLASS, CORRECTNESS = "class", "correctness"
+CORRECTNESS = "correctness"
 CORRECT, INCORRECT = "correct", "incorrect"
 INTERSECTION_JOIN = " & "
-MISSING_GROUP = "(missing)"
 
 MISSING_COLUMNS = "the samples frame lacks the column(s) {columns}"
 SEVERAL_METHODS = "the samples frame holds several methods ({methods}); analyse one method at a time"
@@ -61,14 +60,6 @@ def statistics(registry: dict[str, Metric] | None = None) -> dict[str, Statistic
 STATISTICS: dict[str, Statistic] = statistics()
 DISPARITY_STATISTICS = tuple(name for name, s in STATISTICS.items() if s.better is not None)
 REQUIRED_COLUMNS = ANALYSIS_COLUMNS
-
-
-def json_number(value: Any) -> float | None:
-    """JSON-ready number: NaN and None become None."""
-    if value is None:
-        return None
-    value = float(value)
-    return None if math.isnan(value) else value
 
 
 def json_label(value: Any) -> str | None:
@@ -184,6 +175,7 @@ class Analysis:
             "_counts": counts,
             "_disparities": disparities,
             "_replicates": replicates,
+            "_results": Estimates(estimates, options.confidence, replicates.reshape(len(replicates), -1)),
             "_keys": keys,
             "_index": {key: i for i, key in enumerate(keys)},
             "_kinds": dict(kinds),
@@ -260,18 +252,16 @@ class Analysis:
         """Per statistic, ``group_min / group_max`` over the groups with enough data."""
         return self._disparity(dimension, "ratio")
 
-    def estimate(self, dimension: str, group: str, statistic: str) -> dict[str, Any]:
+    @property
+    def results(self) -> Estimates:
+        """Every estimate keyed by (dimension, group, statistic), with its bootstrap replicates:
+        ``results.difference(a, b)`` / ``results.ratio(a, b)`` give any two's gap with a CI."""
+        return self._results
+
+    def estimate(self, dimension: str, group: str, statistic: str) -> Estimate:
         """One estimate: value, ci (None without an interval), n and sufficient."""
         self._check_dimension(dimension)
-        row = self._estimates.iloc[
-            self._index[(dimension, group)] * len(STATISTICS) + list(STATISTICS).index(statistic)
-        ]
-        return {
-            "value": json_number(row["value"]),
-            "ci": None if math.isnan(row["ci_low"]) else (float(row["ci_low"]), float(row["ci_high"])),
-            "n": int(row["n"]),
-            "sufficient": bool(row["sufficient"]),
-        }
+        return self._results[(dimension, group, statistic)]
 
     def disparity(self, dimension: str, statistic: str) -> dict[str, Any]:
         """One row of :attr:`disparities` as a dict (group names None where there is no spread)."""
