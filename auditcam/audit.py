@@ -21,10 +21,10 @@ from auditcam.cam import UPSAMPLING, CaptumMethod, Explainer
 from auditcam.config import AnalysisOptions, Checks
 from auditcam.data import LabelledDataset, as_audit_dataset
 from auditcam.errors import InputError
-from auditcam.models import ModelInfo, sha256_file
+from auditcam.models import ModelInfo, model_device, sha256_file
 from auditcam.result import AuditResult
 from auditcam.run import distributed
-from auditcam.run.device import amp_dtype, model_device, on_device, resolve_device
+from auditcam.run.device import amp_dtype, on_device, resolve_device
 from auditcam.run.gallery import Gallery, pick_gallery
 from auditcam.run.loop import analysis_frame, explain_share, find_layer, merge_shards
 from auditcam.run.memory import release_memory

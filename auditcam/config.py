@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from auditcam.errors import InputError
+from auditcam.scoring import REGISTRY, Metric
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -49,22 +50,21 @@ DECIDE_ON = ("point", "upper", "lower", "strict")
 # fail: a check without enough data makes the audit fail; skip: it is reported and ignored.
 INSUFFICIENT_DATA = ("fail", "skip")
 
-# Names a gap check may use for a statistic, mapped to the statistic's name in the aggregates.
-GAP_METRICS = {
-    "accuracy": "accuracy",
-    "subject_share": "subject_share_mean",
-    "subject_share_mean": "subject_share_mean",
-    "subject_share_median": "subject_share_median",
-    "focus_lift": "focus_lift_mean",
-    "focus_lift_mean": "focus_lift_mean",
-    "background_reliant": "background_reliant_rate",
-    "background_reliant_rate": "background_reliant_rate",
-    "pointing_hit": "pointing_hit_rate",
-    "pointing_hit_rate": "pointing_hit_rate",
-    "error_rate": "error_rate",
-    "border_share": "border_share_mean",
-    "border_share_mean": "border_share_mean",
-}
+
+def gap_metrics(registry: dict[str, Metric] | None = None) -> dict[str, str]:
+    """Names a gap check may use for a statistic, mapped to the statistic's name in the
+    aggregates: every aggregate of a metric with a direction, and the metric's own name for its
+    first aggregate (``subject_share`` -> ``subject_share_mean``)."""
+    names: dict[str, str] = {}
+    for metric in (REGISTRY if registry is None else registry).values():
+        if metric.better is None or not metric.aggregates:
+            continue
+        names[metric.name] = metric.aggregates[0].name
+        names.update({a.name: a.name for a in metric.aggregates})
+    return names
+
+
+GAP_METRICS = gap_metrics()
 
 
 THRESHOLD_KEYS = (

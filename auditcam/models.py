@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torchvision.transforms import v2
@@ -55,6 +56,12 @@ class Preprocessing:
         std = torch.tensor(self.std, dtype=inputs.dtype, device=inputs.device)[:, None, None]
         return (inputs * std + mean).clamp(0, 1)
 
+    def to_uint8(self, inputs: torch.Tensor) -> np.ndarray:
+        """Model input (..., 3, H, W) -> displayable uint8 pictures (..., H, W, 3) on the host:
+        de-normalised, scaled to 0-255 and rounded."""
+        pictures = self.denormalise(inputs.detach().float().cpu()).movedim(-3, -1)
+        return (pictures.numpy() * 255 + 0.5).astype(np.uint8)
+
     def describe(self) -> dict[str, Any]:
         """JSON-friendly record of the settings, for summaries and run fingerprints."""
         return {
@@ -66,6 +73,13 @@ class Preprocessing:
 
 
 IMAGENET = Preprocessing()
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (the CPU for a model without any)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
 
 
 @dataclass(frozen=True)

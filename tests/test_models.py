@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
+from torch import nn
 
 from auditcam.errors import InputError
-from auditcam.models import IMAGENET, Preprocessing, load_model, load_model_info, parse_size, parse_triple, sha256_file
+from auditcam.models import (
+    IMAGENET,
+    Preprocessing,
+    load_model,
+    load_model_info,
+    model_device,
+    parse_size,
+    parse_triple,
+    sha256_file,
+)
 
 
 @pytest.fixture
@@ -126,3 +137,20 @@ def test_parse_size_and_triple():
     assert parse_triple("0.5,0.4,0.3", "--mean") == (0.5, 0.4, 0.3)
     with pytest.raises(InputError, match="--std '1,2': expected three"):
         parse_triple("1,2", "--std")
+
+
+def test_to_uint8_undoes_the_normalisation_channels_last(gen):
+    pictures = torch.randint(0, 256, (2, 3, 5, 7), generator=gen, dtype=torch.uint8)
+    pre = Preprocessing(mean=(0.2, 0.5, 0.7), std=(0.1, 0.3, 0.25))
+    inputs = pre.normalise(pictures.float() / 255)
+    got = pre.to_uint8(inputs)
+    assert got.dtype == np.uint8 and got.shape == (2, 5, 7, 3)
+    np.testing.assert_array_equal(got, pictures.permute(0, 2, 3, 1).numpy())
+    np.testing.assert_array_equal(pre.to_uint8(inputs[0]), got[0])  # one (3, H, W) image too
+
+
+def test_model_device_is_the_first_parameter_or_buffer_device():
+    assert model_device(nn.Linear(2, 2).to("meta")) == torch.device("meta")
+    buffers_only = nn.BatchNorm2d(2, affine=False).to("meta")
+    assert model_device(buffers_only) == torch.device("meta")
+    assert model_device(nn.ReLU()) == torch.device("cpu")

@@ -80,7 +80,8 @@ def test_each_probe_reads_back_as_it_was(probed, written):
     _, back = written
     cf, cf_back = probed.counterfactual, back.counterfactual
     pd.testing.assert_frame_equal(cf_back.samples, cf.samples)
-    pd.testing.assert_frame_equal(cf_back.estimates, cf.estimates)
+    pd.testing.assert_frame_equal(cf_back.estimates.frame, cf.estimates.frame)
+    assert cf_back.matched == cf.matched and cf_back.information == cf.information and cf.information
     assert cf_back.attributes == cf.attributes and len(cf_back.examples) == len(cf.examples) > 0
     for x, y in zip(cf.examples, cf_back.examples, strict=True):
         assert np.array_equal(x["images"], y["images"]) and y["images"].dtype == np.uint8
@@ -89,7 +90,7 @@ def test_each_probe_reads_back_as_it_was(probed, written):
     assert sanity_back.stages == sanity.stages and sanity_back.ids == sanity.ids
     np.testing.assert_array_equal(sanity_back.spearman, sanity.spearman)
     np.testing.assert_array_equal(sanity_back.ssim, sanity.ssim)
-    pd.testing.assert_frame_equal(sanity_back.estimates, sanity.estimates)
+    pd.testing.assert_frame_equal(sanity_back.estimates.frame, sanity.estimates.frame)
     for x, y in zip(sanity.examples, sanity_back.examples, strict=True):
         assert x["id"] == y["id"] and len(x["maps"]) == len(y["maps"])
         assert all(np.array_equal(m, n) for m, n in zip(x["maps"], y["maps"], strict=True))

@@ -1,14 +1,21 @@
-"""Scoring metrics against hand-computed cases and a per-sample brute-force reference."""
+"""Scoring metrics against hand-computed cases and a per-sample brute-force reference; the metric
+registry drives the records columns, the statistics, the gap metrics, the report labels and the README."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
-from auditcam.scoring import INVALID_REASONS, MASK_FREE_METRICS, METRICS, reasons, score
+from auditcam import config, scoring
+from auditcam.report import html
+from auditcam.run import records
+from auditcam.scoring import INVALID_REASONS, MASK_FREE_METRICS, METRICS, REGISTRY, Aggregate, Metric, reasons, score
+from auditcam.stats import analysis
 
 
 def test_hand_computed_metrics():
@@ -159,3 +166,95 @@ def test_a_sample_without_subject_is_scored_mask_free_only():
             assert s[name][1].item() == s[name][0].item() and math.isnan(s[name][2].item()), name
         else:
             assert math.isnan(s[name][1].item()) and not math.isnan(s[name][0].item()), name
+
+
+def _pointing_brute_force(heat: np.ndarray, mask: np.ndarray) -> float:
+    """Quantus' rule by plain loops: a hit when any pixel equal to the maximum lies on the subject."""
+    h = np.clip(heat, 0, None)
+    peak = max(h.ravel())
+    rows, cols = h.shape
+    return float(any(h[i, j] == peak and mask[i, j] for i in range(rows) for j in range(cols)))
+
+
+def test_pointing_hit_counts_any_of_the_tied_maxima():
+    # A 7x7 map with one hot cell, upsampled bilinearly to 56 px, has a plateau of tied maxima.
+    coarse = torch.zeros(1, 1, 7, 7)
+    coarse[..., 3, 3] = 1.0
+    maps = F.interpolate(coarse, size=(56, 56), mode="bilinear", align_corners=False)[:, 0]
+    tied = (maps[0] == maps[0].max()).nonzero().tolist()
+    assert len(tied) > 1
+    first, last = tied[0], tied[-1]
+    mask = torch.zeros(1, 56, 56, dtype=torch.bool)
+    mask[0, last[0], last[1]] = True  # only a non-first maximum lies on the subject
+    assert score(maps, mask)["pointing_hit"].item() == 1.0 == _pointing_brute_force(maps[0].numpy(), mask[0].numpy())
+    mask[0, last[0], last[1]] = False
+    mask[0, first[0] - 1, first[1] - 1] = True  # next to the plateau, not on it
+    assert score(maps, mask)["pointing_hit"].item() == 0.0 == _pointing_brute_force(maps[0].numpy(), mask[0].numpy())
+    assert score(maps, mask, pointing_tolerance=1)["pointing_hit"].item() == 1.0
+
+
+def test_pointing_hit_equals_a_brute_force_loop_on_plateaus(gen):
+    coarse = torch.randint(0, 3, (12, 1, 4, 4), generator=gen).float()  # ties between cells too
+    maps = F.interpolate(coarse, size=(16, 16), mode="bilinear", align_corners=False)[:, 0]
+    masks = torch.rand(12, 16, 16, generator=gen) > 0.8
+    got = score(maps, masks)["pointing_hit"]
+    for i in range(12):
+        assert got[i].item() == _pointing_brute_force(maps[i].numpy(), masks[i].numpy()), i
+
+
+def test_score_returns_every_scored_metric_of_the_registry(gen):
+    s = score(torch.rand(2, 4, 4, generator=gen), torch.rand(2, 4, 4, generator=gen) > 0.5)
+    assert set(s) == {*(name for name, m in REGISTRY.items() if m.scored), "invalid"}
+    assert tuple(name for name, m in REGISTRY.items() if m.scored) == METRICS
+
+
+def test_the_readme_metrics_table_is_the_registry():
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("\n## Metrics\n") :]
+    header = section.index("| name | label | definition | meaning |")
+    lines = section[header:].split("\n\n")[0].splitlines()[2:]
+    rows = [tuple(cell.strip() for cell in line.strip("|").split(" | ")) for line in lines]
+    assert rows == [(m.name, m.label, m.formula, m.help) for m in REGISTRY.values()]
+
+
+SHARPNESS = Metric(
+    "sharpness",
+    "max(H) / mean(H)",
+    "higher",
+    "sharpness",
+    "How peaked the heatmap is.",
+    aggregates=(Aggregate("sharpness_mean", "mean", "mean sharpness", "mean max(H) / mean(H)"),),
+)
+
+
+@pytest.fixture
+def with_sharpness(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(scoring.REGISTRY, SHARPNESS.name, SHARPNESS)
+
+
+def test_the_derived_tables_are_the_registry_as_shipped():
+    assert records.dtypes() == records.DTYPES
+    assert records.ANALYSIS_COLUMNS == records.analysis_columns()
+    # what the analysis requires: all of those but the columns older frames may lack
+    assert analysis.REQUIRED_COLUMNS == tuple(c for c in records.ANALYSIS_COLUMNS if c not in analysis.OPTIONAL_COLUMNS)
+    assert analysis.statistics() == analysis.STATISTICS
+    assert config.gap_metrics() == config.GAP_METRICS
+    assert html.statistic_labels() == html.STATISTIC_LABELS
+
+
+@pytest.mark.usefixtures("with_sharpness")
+def test_a_metric_added_to_the_registry_appears_everywhere():
+    assert list(records.dtypes())[-1] == "sharpness" and records.dtypes()["sharpness"] == "float64"
+    assert records.analysis_columns()[-1] == "sharpness"
+    assert analysis.statistics()["sharpness_mean"] == analysis.Statistic(
+        "sharpness", "valid", "mean", "higher", "mean max(H) / mean(H)"
+    )
+    assert config.gap_metrics()["sharpness"] == config.gap_metrics()["sharpness_mean"] == "sharpness_mean"
+    assert html.statistic_labels()["sharpness_mean"] == ("mean sharpness", "fmt")
+    assert html.metric_help()["sharpness"] == "How peaked the heatmap is."
+
+
+def test_a_metric_without_direction_is_no_gap_metric():
+    assert "subject_area" not in config.GAP_METRICS and "subject_area_mean" not in config.GAP_METRICS
+    assert analysis.STATISTICS["subject_area_mean"].better is None
+    assert set(config.GAP_METRICS.values()) == set(analysis.DISPARITY_STATISTICS)

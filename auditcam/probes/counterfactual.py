@@ -54,9 +54,9 @@ from auditcam.config import AnalysisOptions
 from auditcam.data import as_audit_dataset, default_workers
 from auditcam.errors import InputError
 from auditcam.files import ROWS, Parts
-from auditcam.models import Preprocessing
+from auditcam.models import Preprocessing, model_device
 from auditcam.stats.analysis import ALL, CLASS, OVERALL
-from auditcam.stats.estimates import breakdowns, estimate_dict, ratio_estimates, slices
+from auditcam.stats.estimates import Estimate, Estimates, breakdowns, ratio_estimates
 
 ORIGINAL, ONLY_FG, NO_FG, MIXED_SAME, MIXED_RAND = "original", "only_fg", "no_fg", "mixed_same", "mixed_rand"
 VARIANTS = (ORIGINAL, ONLY_FG, NO_FG, MIXED_SAME, MIXED_RAND)
@@ -368,36 +368,32 @@ def _collate(items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 class CounterfactualResult:
     """``samples``: one row per (sample, variant) with the prediction, the background donor and
     status/reason; ``estimates``: accuracy per variant, BG-gap and flip rates per breakdown
-    with CIs (columns as :data:`auditcam.stats.estimates.ESTIMATE_COLUMNS`); ``examples``: a few
+    with CIs (:class:`~auditcam.stats.estimates.Estimates`); ``examples``: a few
     samples' variants as displayable uint8 images with their predictions."""
 
     samples: pd.DataFrame
-    estimates: pd.DataFrame
+    estimates: Estimates
     settings: dict[str, Any]
     attributes: tuple[str, ...] = ()
     examples: tuple[dict[str, Any], ...] = field(default=())
     matched: tuple[str, ...] = ()
     information: dict[str, Any] = field(default_factory=dict)
 
-    def estimate(self, statistic: str = BG_GAP, dimension: str = OVERALL, group: str = ALL) -> dict[str, Any]:
-        """One estimate as ``{value, ci, n, sufficient}``."""
-        e = self.estimates
-        row = e[(e["dimension"] == dimension) & (e["group"] == group) & (e["statistic"] == statistic)]
-        if row.empty:
-            raise KeyError(f"no estimate of {statistic!r} for {dimension}={group!r}")
-        return estimate_dict(row.iloc[0])
+    def estimate(self, statistic: str = BG_GAP, dimension: str = OVERALL, group: str = ALL) -> Estimate:
+        """One estimate (value, ci, n, sufficient)."""
+        return self.estimates[(dimension, group, statistic)]
 
     def largest_group_gap(self, statistic: str = BG_GAP) -> dict[str, Any] | None:
         """The group (of any attribute, with enough samples) with the largest ``statistic``, as
         an estimate row; None without such a group."""
-        e = self.estimates
+        e = self.estimates.frame
         rows = e[(e["statistic"] == statistic) & e["sufficient"] & e["dimension"].isin(self.attributes)]
         rows = rows[rows["value"].notna()]
         return None if rows.empty else rows.loc[rows["value"].idxmax()].to_dict()
 
     def headline(self, statistic: str) -> dict[str, Any]:
         """One statistic overall (``value, ci, n, sufficient``), ``by_class`` and ``by_group``."""
-        table = slices(self.estimates)
+        table = self.estimates.to_dict()
         pick = {d: {g: s[statistic] for g, s in groups.items()} for d, groups in table.items()}
         return {
             **pick[OVERALL][ALL],
@@ -420,7 +416,7 @@ class CounterfactualResult:
         """JSON-ready detail: settings, the matched attributes, counts per variant status, the
         background-following rate and flip rate (headlines), BG-gap's informativeness and every
         estimate per breakdown."""
-        table = slices(self.estimates)
+        table = self.estimates.to_dict()
         status = self.samples.groupby(["variant", "status"]).size()
         return {
             "settings": self.settings,
@@ -440,9 +436,16 @@ class CounterfactualResult:
         settings and the examples (their pictures as arrays)."""
         examples = [{k: v for k, v in e.items() if k != "images"} for e in self.examples]
         return Parts(
-            {"settings": self.settings, "attributes": list(self.attributes), "examples": examples},
+            {
+                "settings": self.settings,
+                "attributes": list(self.attributes),
+                "examples": examples,
+                "matched": list(self.matched),
+                "information": self.information,
+                "confidence": self.estimates.confidence,
+            },
             {f"{i}/images": e["images"] for i, e in enumerate(self.examples)},
-            {ROWS: self.samples, "estimates": self.estimates},
+            {ROWS: self.samples, "estimates": self.estimates.frame},
         )
 
     @classmethod
@@ -451,7 +454,13 @@ class CounterfactualResult:
         fields = parts.fields
         examples = tuple({**e, "images": parts.arrays[f"{i}/images"]} for i, e in enumerate(fields["examples"]))
         return cls(
-            parts.tables[ROWS], parts.tables["estimates"], fields["settings"], tuple(fields["attributes"]), examples
+            parts.tables[ROWS],
+            Estimates(parts.tables["estimates"], fields["confidence"]),
+            fields["settings"],
+            tuple(fields["attributes"]),
+            examples,
+            tuple(fields["matched"]),
+            fields["information"],
         )
 
 
@@ -461,10 +470,6 @@ def _logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     if not torch.is_tensor(logits) or logits.dim() != 2:
         raise InputError("the model must return logits of shape (N, classes) for the counterfactual test")
     return logits
-
-
-def _device(model: nn.Module) -> torch.device:
-    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 def background_following(
@@ -496,8 +501,10 @@ def background_information(labels: np.ndarray, preds: np.ndarray, options: Analy
     if len(labels) == 0:
         return {"informative": False, "accuracy": None, "chance": None, "reason": NO_DONOR_BACKGROUND}
     overall = {OVERALL: ([ALL], np.zeros(len(labels), dtype=np.int64))}
-    row = ratio_estimates({"accuracy": labels == preds}, {"accuracy": np.ones(len(labels), bool)}, overall, options)
-    accuracy = estimate_dict(row.iloc[0])
+    estimates = ratio_estimates(
+        {"accuracy": labels == preds}, {"accuracy": np.ones(len(labels), bool)}, overall, options
+    )
+    accuracy = estimates[(OVERALL, ALL, "accuracy")].to_dict()
     chance = chance_accuracy(labels, preds)
     low, high = accuracy["ci"] if accuracy["ci"] is not None else (accuracy["value"], accuracy["value"])
     informative = bool(low > chance)
@@ -518,7 +525,7 @@ def donor_backgrounds(samples: pd.DataFrame) -> pd.DataFrame:
     return used[["donor", "donor_label", "donor_bg_pred"]].drop_duplicates("donor").reset_index(drop=True)
 
 
-def estimate(samples: pd.DataFrame, attributes: Sequence[str], options: AnalysisOptions) -> pd.DataFrame:
+def estimate(samples: pd.DataFrame, attributes: Sequence[str], options: AnalysisOptions) -> Estimates:
     """Accuracy per variant, BG-gap (paired), flip rates and the background-following rate per
     breakdown, from the per (sample, variant) rows of :attr:`CounterfactualResult.samples`."""
     wide = samples.pivot(index="id", columns="variant", values=["pred", "correct", "status", "donor_pred"])
@@ -549,7 +556,7 @@ def _name(classes: Sequence[str] | None, label: int) -> str:
 
 def _example(item: dict[str, Any], preds: list[int], classes: Sequence[str] | None, pre: Preprocessing) -> dict:
     """A sample's variants as displayable uint8 pictures (5, H, W, 3) with the predicted classes."""
-    pictures = (pre.denormalise(item["variants"].float()).permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
+    pictures = pre.to_uint8(item["variants"])
     label = int(item["label"])
     return {
         "id": str(item["id"]),
@@ -621,7 +628,7 @@ def run_counterfactual(
     )
     workers = default_workers(len(source), batch_size) if num_workers is None else num_workers
     batches = DataLoader(source, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=_collate)
-    device = _device(model)
+    device = model_device(model)
     records: list[dict[str, Any]] = []
     examples: list[dict[str, Any]] = []
     bar = tqdm(total=len(source), unit="img", desc="backgrounds", disable=not progress, file=sys.stderr)

@@ -28,7 +28,7 @@ from auditcam.cam.grids import NOT_A_GRID, Grid, grid_of
 from auditcam.cam.layers import get_layer
 from auditcam.errors import InputError
 from auditcam.files import ROWS, Parts, records_table, table_records
-from auditcam.models import Preprocessing
+from auditcam.models import Preprocessing, model_device
 from auditcam.run.gallery import Exemplar
 
 DEFAULT_CHANNELS = 16
@@ -148,7 +148,7 @@ def capture(model: nn.Module, images: torch.Tensor, layers: Sequence[str] | None
 
         return hook
 
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = model_device(model)
     with preserved(model) as handles:
         for name in chosen:
             handles.append(modules[name].register_forward_hook(recorder(name)))

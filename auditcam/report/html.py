@@ -21,6 +21,7 @@ from auditcam.report import figures, plots, sections
 from auditcam.report.reproduce import config_toml
 from auditcam.report.templates import environment, template_dir
 from auditcam.run.gallery import Exemplar
+from auditcam.scoring import REGISTRY, Metric, aggregates, scored_metrics
 from auditcam.stats.checks import OUTCOMES
 from auditcam.version import __version__
 
@@ -33,41 +34,19 @@ MAX_GALLERY_CARDS = 24  # per end of the gallery, whatever the audit kept
 MAX_BAR_CHARTS = 6  # per-group bar charts: class, then attributes and intersections
 MAX_CLASSES_NAMED = 30
 
-# statistic -> (column heading, number style)
-STATISTIC_LABELS = {
-    "accuracy": ("accuracy", "pct"),
-    "subject_share_mean": ("mean subject_share", "fmt"),
-    "subject_share_median": ("median subject_share", "fmt"),
-    "subject_area_mean": ("mean subject_area", "fmt"),
-    "focus_lift_mean": ("mean focus_lift", "fmt"),
-    "background_reliant_rate": ("background-reliant", "pct"),
-    "pointing_hit_rate": ("pointing hits", "pct"),
-    "border_share_mean": ("mean border_share", "fmt"),
-    "error_rate": ("not scored", "pct"),
-}
 
-METRIC_HELP = {
-    "subject_share": "Share of the heatmap's energy that falls on the labelled subject (0 to 1).",
-    "subject_area": "Share of the image the subject covers: what subject_share would be for a uniform heatmap.",
-    "focus_lift": "subject_share divided by subject_area: 1 means no better than a uniform heatmap, "
-    "above 1 focused on the subject, below 1 drawn to the background.",
-    "rank_accuracy": "Share of the K hottest pixels that lie on the subject, K = subject size in pixels.",
-    "pointing_hit": "Whether the single hottest pixel lies on the subject (pointing game).",
-    "iou": "Overlap (intersection over union) of the pixels at or above half the peak heat with the subject.",
-    "background_reliant": "A sample counts as background-reliant when its focus_lift is below the reliance threshold.",
-    "border_share": "Share of the heatmap in the image's outer band (1/8 of each side) over the band's share of "
-    "the image: 1 means no preference, above 1 drawn to tags, rulers or scanner borders. Needs no subject.",
-}
-METRIC_DEFINITIONS = {
-    "subject_share": "sum(H·M) / sum(H)",
-    "subject_area": "mean(M)",
-    "focus_lift": "subject_share / subject_area",
-    "rank_accuracy": "share of the top-K pixels of H inside M, K = sum(M)",
-    "pointing_hit": "argmax H lies in M",
-    "iou": "IoU of {H ≥ 0.5·max H} with M",
-    "background_reliant": "focus_lift < reliance threshold",
-    "border_share": "(sum(H·B) / sum(H)) / mean(B), B = outer band",
-}
+def statistic_labels(registry: dict[str, Metric] | None = None) -> dict[str, tuple[str, str]]:
+    """statistic -> (column heading, number style), from the metric registry."""
+    return {name: (a.label, m.style) for name, (m, a) in aggregates(registry).items()}
+
+
+def metric_help(registry: dict[str, Metric] | None = None) -> dict[str, str]:
+    """Per-sample metric -> the help text the report shows, from the metric registry."""
+    registry = REGISTRY if registry is None else registry
+    return {name: registry[name].help for name in scored_metrics(registry)}
+
+
+STATISTIC_LABELS = statistic_labels()
 DECIDE_ON_HELP = {
     "point": "the estimate",
     "upper": "upper end of the CI",
@@ -256,60 +235,61 @@ def _key_cards(overall: Mapping[str, Any], meta: Mapping[str, Any]) -> list[dict
     threshold = meta.get("reliance_threshold", 1.0)
     return [
         {
-            "label": "mean subject_share",
+            "label": STATISTIC_LABELS["subject_share_mean"][0],
             "statistic": "subject_share_mean",
             "value": overall["subject_share_mean"],
             "ci": c["subject_share_mean"],
-            "style": "fmt",
+            "style": STATISTIC_LABELS["subject_share_mean"][1],
             "digits": 3,
             "text": "The share of each heatmap's energy that lies on the subject, averaged." + area_text,
         },
         {
-            "label": "mean focus_lift",
+            "label": STATISTIC_LABELS["focus_lift_mean"][0],
             "statistic": "focus_lift_mean",
             "value": overall["focus_lift_mean"],
             "ci": c["focus_lift_mean"],
-            "style": "fmt",
+            "style": STATISTIC_LABELS["focus_lift_mean"][1],
             "digits": 2,
             "text": "subject_share over subject_area: 1 is no better than a uniform heatmap, above 1 the heatmap "
             "concentrates on the subject, below 1 it is drawn to the background.",
         },
         {
-            "label": "background-reliant samples",
+            "label": STATISTIC_LABELS["background_reliant_rate"][0],
             "statistic": "background_reliant_rate",
             "value": overall["background_reliant_rate"],
             "ci": c["background_reliant_rate"],
-            "style": "pct",
+            "style": STATISTIC_LABELS["background_reliant_rate"][1],
             "digits": 3,
             "text": f"The share of valid samples with focus_lift below {threshold:g}: "
             "their heatmap favours the background.",
         },
         {
-            "label": "accuracy",
+            "label": STATISTIC_LABELS["accuracy"][0],
             "statistic": "accuracy",
             "value": overall["accuracy"],
             "ci": c["accuracy"],
-            "style": "pct",
+            "style": STATISTIC_LABELS["accuracy"][1],
             "digits": 3,
             "text": f"Correct predictions among the {overall['n_predicted']} samples the model saw "
             f"({overall['n']} in all: {overall['n_valid']} scored, {overall['n_invalid']} invalid, "
             f"{overall['n_error']} unreadable).",
         },
         {
-            "label": "pointing hits",
+            "label": STATISTIC_LABELS["pointing_hit_rate"][0],
             "statistic": "pointing_hit_rate",
             "value": overall["pointing_hit_rate"],
             "ci": c["pointing_hit_rate"],
-            "style": "pct",
+            "style": STATISTIC_LABELS["pointing_hit_rate"][1],
             "digits": 3,
-            "text": "The share of valid samples whose single hottest heatmap pixel lies on the subject.",
+            "text": "The share of valid samples whose hottest heatmap pixel (any of those tied at the peak) "
+            "lies on the subject.",
         },
         {
-            "label": "mean border_share",
+            "label": STATISTIC_LABELS["border_share_mean"][0],
             "statistic": "border_share_mean",
             "value": overall.get("border_share_mean"),
             "ci": c.get("border_share_mean"),
-            "style": "fmt",
+            "style": STATISTIC_LABELS["border_share_mean"][1],
             "digits": 2,
             "text": "The heatmap's share in the image's outer band over the band's share of the image: 1 is no "
             "preference, above 1 drawn to the edges (tags, rulers, scanner borders). Needs no subject.",
@@ -461,8 +441,8 @@ def context(result: AuditResult) -> dict[str, Any]:
         "n_problems": result.count_samples(primary, where=problem),
         "noted": result.read_samples(primary, where=noted, limit=MAX_PROBLEMS_LISTED).to_dict("records"),
         "n_noted": result.count_samples(primary, where=noted),
-        "metric_help": METRIC_HELP,
-        "metric_definitions": [(name, METRIC_DEFINITIONS[name], text) for name, text in METRIC_HELP.items()],
+        "metric_help": metric_help(),
+        "metric_definitions": [(name, REGISTRY[name].formula, text) for name, text in metric_help().items()],
         "nav": _nav(extra, bool(agg["by_group"] or agg["by_intersection"])),
         **extra,
     }
@@ -494,7 +474,9 @@ def render_index(title: str, intro: str, reports: dict[str, tuple[AuditResult, s
     return (
         _environment()
         .get_template("index.html.j2")
-        .render(title=title, intro=intro, entries=entries, **page_assets(script=True))
+        .render(
+            title=title, intro=intro, entries=entries, statistic_labels=STATISTIC_LABELS, **page_assets(script=True)
+        )
     )
 
 

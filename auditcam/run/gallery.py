@@ -174,10 +174,9 @@ def exemplar(
     record: dict[str, Any], image: torch.Tensor, heatmap: torch.Tensor, mask: torch.Tensor, preprocessing: Preprocessing
 ) -> Exemplar:
     """One sample as the report shows it: the displayed input, its [0, 1] heatmap and mask, on the host."""
-    picture = preprocessing.denormalise(image.float().cpu())
     return Exemplar(
         record=record,
-        image=(picture.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8),
+        image=preprocessing.to_uint8(image),
         heatmap=heatmap.float().cpu().numpy().astype(np.float32),
         mask=mask.cpu().numpy().copy(),
     )

@@ -19,12 +19,11 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
-from auditcam.scoring import INVALID_REASONS, METRICS, score
+from auditcam.scoring import INVALID_REASONS, METRICS, REGISTRY, Metric, score, scored_metrics
 
 POSITION = "position"
 TEXT = ("id", "image", "method", "label_name", "pred_name", "status", "reason", "note")
-# the pandas dtypes AuditResult.samples has, restored from the Parquet schema's pandas metadata
-DTYPES: dict[str, str] = {
+RECORD_DTYPES: dict[str, str] = {
     "id": "string",
     "image": "string",
     "method": "string",
@@ -39,8 +38,26 @@ DTYPES: dict[str, str] = {
     "reason": "string",
     "note": "string",
     "has_subject": "boolean",
-    **dict.fromkeys(METRICS, "float64"),
 }
+# what the analysis reads besides the metric columns and the attributes
+_ANALYSED_RECORD_COLUMNS = ("id", "label", "label_name", "pred", "correct", "status", "has_subject")
+
+
+def dtypes(registry: dict[str, Metric] | None = None) -> dict[str, str]:
+    """The pandas dtypes AuditResult.samples has (restored from the Parquet schema's pandas
+    metadata): the record columns, then one float64 column per scored metric of the registry."""
+    return {**RECORD_DTYPES, **dict.fromkeys(scored_metrics(registry), "float64")}
+
+
+def analysis_columns(registry: dict[str, Metric] | None = None) -> tuple[str, ...]:
+    """The columns the analysis reads back, besides the attributes: the record columns it
+    needs and every scored metric column the registry aggregates."""
+    registry = REGISTRY if registry is None else registry
+    return (*_ANALYSED_RECORD_COLUMNS, *(m.column for m in registry.values() if m.scored and m.aggregates))
+
+
+DTYPES = dtypes()
+ANALYSIS_COLUMNS = analysis_columns()
 _ARROW = {
     "string": pa.string(),
     "int64": pa.int64(),
@@ -48,22 +65,6 @@ _ARROW = {
     "boolean": pa.bool_(),
     "float64": pa.float64(),
 }
-# columns the analysis reads back (see auditcam.stats.analysis.REQUIRED_COLUMNS), besides the attributes
-ANALYSIS_COLUMNS = (
-    "id",
-    "label",
-    "label_name",
-    "pred",
-    "correct",
-    "status",
-    "has_subject",
-    "subject_share",
-    "subject_area",
-    "focus_lift",
-    "background_reliant",
-    "pointing_hit",
-    "border_share",
-)
 
 
 def columns(attributes: Sequence[str]) -> list[str]:

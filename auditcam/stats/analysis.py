@@ -19,14 +19,14 @@ import pandas as pd
 
 from auditcam.config import AnalysisOptions
 from auditcam.errors import InputError
-from auditcam.scoring import SUBJECT_METRICS
+from auditcam.run.records import ANALYSIS_COLUMNS
+from auditcam.scoring import SUBJECT_METRICS, Metric, aggregates
 from auditcam.stats import bootstrap
+from auditcam.stats.estimates import ALL, CLASS, MISSING_GROUP, OVERALL, Estimate, Estimates, json_number
 
-OVERALL, ALL = "overall", "all"
-CLASS, CORRECTNESS = "class", "correctness"
+CORRECTNESS = "correctness"
 CORRECT, INCORRECT = "correct", "incorrect"
 INTERSECTION_JOIN = " & "
-MISSING_GROUP = "(missing)"
 
 MISSING_COLUMNS = "the samples frame lacks the column(s) {columns}"
 SEVERAL_METHODS = "the samples frame holds several methods ({methods}); analyse one method at a time"
@@ -49,56 +49,22 @@ class Statistic:
     description: str
 
 
-STATISTICS: dict[str, Statistic] = {
-    "accuracy": Statistic("correct", "predicted", "mean", "higher", "share of predicted samples classified correctly"),
-    "subject_share_mean": Statistic("subject_share", "valid", "mean", "higher", "mean share of heatmap on the subject"),
-    "subject_share_median": Statistic(
-        "subject_share", "valid", "median", "higher", "median share of heatmap on the subject"
-    ),
-    "subject_area_mean": Statistic("subject_area", "valid", "mean", None, "mean share of the image the subject covers"),
-    "focus_lift_mean": Statistic("focus_lift", "valid", "mean", "higher", "mean subject_share / subject_area"),
-    "background_reliant_rate": Statistic(
-        "background_reliant", "valid", "mean", "lower", "share of samples whose heatmap is drawn to the background"
-    ),
-    "pointing_hit_rate": Statistic("pointing_hit", "valid", "mean", "higher", "share of hottest pixels on the subject"),
-    "border_share_mean": Statistic(
-        "border_share",
-        "predicted",
-        "mean",
-        "lower",
-        "mean heatmap share in the image's outer band over the band's share of the image",
-    ),
-    "error_rate": Statistic(
-        "unscored", "all", "mean", "lower", "share of samples not scored (status error or invalid)"
-    ),
-}
+def statistics(registry: dict[str, Metric] | None = None) -> dict[str, Statistic]:
+    """The slice statistics, one per aggregate of each metric of the registry."""
+    return {
+        name: Statistic(m.column, m.over, a.kind, m.better, a.description)
+        for name, (m, a) in aggregates(registry).items()
+    }
+
+
+STATISTICS: dict[str, Statistic] = statistics()
 DISPARITY_STATISTICS = tuple(name for name, s in STATISTICS.items() if s.better is not None)
 # statistics of subject metrics: measured only on the samples that have a subject
 SUBJECT_STATISTICS = tuple(name for name, s in STATISTICS.items() if s.column in SUBJECT_METRICS)
 NO_SUBJECTS = "not measured (no subject labels)"
 # columns older sample frames may lack: border_share (NaN) and has_subject (every row has one)
 OPTIONAL_COLUMNS = {"border_share": math.nan, "has_subject": True}
-REQUIRED_COLUMNS = (
-    "id",
-    "label",
-    "label_name",
-    "pred",
-    "correct",
-    "status",
-    "subject_share",
-    "subject_area",
-    "focus_lift",
-    "background_reliant",
-    "pointing_hit",
-)
-
-
-def json_number(value: Any) -> float | None:
-    """JSON-ready number: NaN and None become None."""
-    if value is None:
-        return None
-    value = float(value)
-    return None if math.isnan(value) else value
+REQUIRED_COLUMNS = tuple(c for c in ANALYSIS_COLUMNS if c not in OPTIONAL_COLUMNS)
 
 
 def json_label(value: Any) -> str | None:
@@ -217,6 +183,7 @@ class Analysis:
             "_counts": counts,
             "_disparities": disparities,
             "_replicates": replicates,
+            "_results": Estimates(estimates, options.confidence, replicates.reshape(len(replicates), -1)),
             "_keys": keys,
             "_index": {key: i for i, key in enumerate(keys)},
             "_kinds": dict(kinds),
@@ -294,18 +261,16 @@ class Analysis:
         """Per statistic, ``group_min / group_max`` over the groups with enough data."""
         return self._disparity(dimension, "ratio")
 
-    def estimate(self, dimension: str, group: str, statistic: str) -> dict[str, Any]:
+    @property
+    def results(self) -> Estimates:
+        """Every estimate keyed by (dimension, group, statistic), with its bootstrap replicates:
+        ``results.difference(a, b)`` / ``results.ratio(a, b)`` give any two's gap with a CI."""
+        return self._results
+
+    def estimate(self, dimension: str, group: str, statistic: str) -> Estimate:
         """One estimate: value, ci (None without an interval), n and sufficient."""
         self._check_dimension(dimension)
-        row = self._estimates.iloc[
-            self._index[(dimension, group)] * len(STATISTICS) + list(STATISTICS).index(statistic)
-        ]
-        return {
-            "value": json_number(row["value"]),
-            "ci": None if math.isnan(row["ci_low"]) else (float(row["ci_low"]), float(row["ci_high"])),
-            "n": int(row["n"]),
-            "sufficient": bool(row["sufficient"]),
-        }
+        return self._results[(dimension, group, statistic)]
 
     def disparity(self, dimension: str, statistic: str) -> dict[str, Any]:
         """One row of :attr:`disparities` as a dict (group names None where there is no spread)."""

@@ -18,14 +18,8 @@ from typing import Any
 
 from auditcam.config import AnalysisOptions, Checks, GroupGap, Threshold, WorstGroupAccuracy
 from auditcam.errors import InputError
-from auditcam.stats.analysis import (
-    ALL,
-    OVERALL,
-    STATISTICS,
-    UNKNOWN_ATTRIBUTE,
-    Analysis,
-    intersection_name,
-)
+from auditcam.stats.analysis import ALL, OVERALL, STATISTICS, UNKNOWN_ATTRIBUTE, Analysis, intersection_name
+from auditcam.stats.estimates import Estimate
 
 PASS, FAIL, INSUFFICIENT, NOT_APPLICABLE = "pass", "fail", "insufficient data", "not applicable"
 OUTCOMES = (PASS, FAIL, INSUFFICIENT, NOT_APPLICABLE)
@@ -115,8 +109,8 @@ def _overall_check(
 ) -> CheckResult:
     estimate = analysis.estimate(OVERALL, ALL, statistic)
     decide_on = threshold.decide_on or checks.decide_on
-    n, minimum = estimate["n"], analysis.options.min_group_size
-    outcome = INSUFFICIENT if n < minimum else decide(estimate["value"], estimate["ci"], op, threshold.value, decide_on)
+    n, minimum = estimate.n, analysis.options.min_group_size
+    outcome = INSUFFICIENT if n < minimum else decide(estimate.value, estimate.ci, op, threshold.value, decide_on)
     detail = f"n = {n} < min_group_size {minimum}" if n < minimum else ""
     if statistic in analysis.not_measured():
         outcome, detail = NOT_APPLICABLE, analysis.not_measured()[statistic]
@@ -124,8 +118,8 @@ def _overall_check(
         name=name,
         metric=statistic,
         scope=OVERALL,
-        value=estimate["value"],
-        ci=estimate["ci"],
+        value=estimate.value,
+        ci=estimate.ci,
         confidence=analysis.options.confidence,
         op=op,
         threshold=threshold.value,
@@ -149,20 +143,20 @@ def _worst_group_check(analysis: Analysis, checks: Checks, spec: WorstGroupAccur
         estimate = analysis.estimate(attribute, row["min_group"], "accuracy")
         detail = f"worst group: {row['min_group']}"
     else:
-        estimate = {"value": None, "ci": None, "n": 0}
+        estimate = Estimate("accuracy", None, None, 0, analysis.options.confidence, sufficient=False)
         detail = f"no group with at least {analysis.options.min_group_size} samples"
     return CheckResult(
         name=f"worst_group_accuracy:{attribute}",
         metric="accuracy",
         scope=attribute,
-        value=estimate["value"],
-        ci=estimate["ci"],
+        value=estimate.value,
+        ci=estimate.ci,
         confidence=analysis.options.confidence,
         op=">=",
         threshold=spec.value,
         decide_on=decide_on,
-        outcome=decide(estimate["value"], estimate["ci"], ">=", spec.value, decide_on),
-        n=estimate["n"],
+        outcome=decide(estimate.value, estimate.ci, ">=", spec.value, decide_on),
+        n=estimate.n,
         description=f"accuracy of the least accurate {attribute} group",
         detail=detail + _left_out(row),
         insufficient_data=checks.insufficient_data,
@@ -205,7 +199,7 @@ def _gap_check(analysis: Analysis, checks: Checks, gap: GroupGap) -> CheckResult
 
 
 def estimate_check(
-    estimate: Mapping[str, Any],
+    estimate: Estimate,
     checks: Checks,
     options: AnalysisOptions,
     *,
@@ -215,18 +209,17 @@ def estimate_check(
     description: str,
     detail: str = "",
 ) -> CheckResult:
-    """A ``<=`` gate on one estimate ``{value, ci, n}`` computed outside the heatmap analysis
-    (BG-gap, the sanity correlation); fewer than ``min_group_size`` samples lack data."""
+    """A ``<=`` gate on one estimate computed outside the heatmap analysis (BG-gap, the sanity
+    correlation); fewer than ``min_group_size`` samples lack data."""
     decide_on = threshold.decide_on or checks.decide_on
-    n, minimum = int(estimate["n"]), options.min_group_size
-    ci = None if estimate["ci"] is None else tuple(estimate["ci"])
-    outcome = INSUFFICIENT if n < minimum else decide(estimate["value"], ci, "<=", threshold.value, decide_on)
+    n, minimum, ci = estimate.n, options.min_group_size, estimate.ci
+    outcome = INSUFFICIENT if n < minimum else decide(estimate.value, ci, "<=", threshold.value, decide_on)
     scarce = f"n = {n} < min_group_size {minimum}" if n < minimum else ""
     return CheckResult(
         name=name,
         metric=metric,
         scope=OVERALL,
-        value=estimate["value"],
+        value=estimate.value,
         ci=ci,
         confidence=options.confidence,
         op="<=",
@@ -246,7 +239,7 @@ def not_applicable(check: CheckResult, detail: str) -> CheckResult:
 
 
 def bg_gap_check(
-    estimate: Mapping[str, Any],
+    estimate: Estimate,
     checks: Checks,
     options: AnalysisOptions,
     detail: str = "",
@@ -271,7 +264,7 @@ def bg_gap_check(
 
 
 def background_following_check(
-    estimate: Mapping[str, Any], checks: Checks, options: AnalysisOptions, detail: str = ""
+    estimate: Estimate, checks: Checks, options: AnalysisOptions, detail: str = ""
 ) -> CheckResult | None:
     """``max_background_following`` on the counterfactual test's overall background-following
     rate (None: check off); valid for donors from any split, balanced or not."""
@@ -289,9 +282,7 @@ def background_following_check(
     )
 
 
-def sanity_check(
-    estimate: Mapping[str, Any], checks: Checks, options: AnalysisOptions, detail: str = ""
-) -> CheckResult | None:
+def sanity_check(estimate: Estimate, checks: Checks, options: AnalysisOptions, detail: str = "") -> CheckResult | None:
     """``max_sanity_correlation`` on the fully randomised model's mean rank correlation."""
     if checks.max_sanity_correlation is None:
         return None

@@ -185,7 +185,7 @@ def _rows(n: int, seed: int) -> pd.DataFrame:
 
 def test_accuracy_bg_gap_and_flips_equal_a_brute_force_count():
     frame = _rows(300, seed=5)
-    table = estimate(frame, ["site"], AnalysisOptions(bootstrap=200))
+    table = estimate(frame, ["site"], AnalysisOptions(bootstrap=200)).frame
     wide = frame.pivot(index="id", columns="variant", values=["pred", "correct", "status", "donor_pred"])
     info = frame[frame["variant"] == "original"].set_index("id")
     for (dimension, group), rows in table.groupby(["dimension", "group"]):

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from auditcam.errors import InputError
-from auditcam.run.device import amp_dtype, model_device, on_device, pin_memory, resolve_device, to_device
+from auditcam.models import model_device
+from auditcam.run.device import amp_dtype, on_device, pin_memory, resolve_device, to_device
 
 
 def test_cpu_and_auto_resolve_to_a_device():
