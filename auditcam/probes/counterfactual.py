@@ -44,7 +44,7 @@ from auditcam.cam import preserved
 from auditcam.config import AnalysisOptions
 from auditcam.data import as_audit_dataset, default_workers
 from auditcam.errors import InputError
-from auditcam.models import Preprocessing
+from auditcam.models import Preprocessing, logits_of
 from auditcam.stats.analysis import ALL, CLASS, OVERALL
 from auditcam.stats.estimates import breakdowns, estimate_dict, ratio_estimates, slices
 
@@ -383,14 +383,6 @@ class CounterfactualResult:
         }
 
 
-def _logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    output = model(images)
-    logits = getattr(output, "logits", output)
-    if not torch.is_tensor(logits) or logits.dim() != 2:
-        raise InputError("the model must return logits of shape (N, classes) for the counterfactual test")
-    return logits
-
-
 def _device(model: nn.Module) -> torch.device:
     return next((p.device for p in model.parameters()), torch.device("cpu"))
 
@@ -493,7 +485,9 @@ def run_counterfactual(
             readable = [it for it in items if "variants" in it]
             if readable:
                 per_variant = [torch.stack([it["variants"][k] for it in readable]) for k in range(len(VARIANTS))]
-                probs = torch.stack([_logits(model, b.to(device)).float().softmax(1) for b in per_variant], dim=1).cpu()
+                probs = torch.stack(
+                    [logits_of(model(b.to(device))).float().softmax(1) for b in per_variant], dim=1
+                ).cpu()
                 confidence, pred = probs.max(dim=2)
             done = iter(range(len(readable)))
             for item in items:

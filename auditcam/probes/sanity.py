@@ -36,6 +36,7 @@ from torch import nn
 from auditcam.cam import Explainer, preserved
 from auditcam.config import AnalysisOptions
 from auditcam.errors import InputError
+from auditcam.models import logits_of
 from auditcam.stats.analysis import ALL, OVERALL
 from auditcam.stats.estimates import ESTIMATE_COLUMNS, estimate_dict, ratio_estimates
 
@@ -352,8 +353,7 @@ def model_randomisation(
 
 
 def _argmax(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    output = model(images)
-    return getattr(output, "logits", output).argmax(dim=1)
+    return logits_of(model(images)).argmax(dim=1)
 
 
 def run_sanity(
