@@ -12,7 +12,7 @@ import torch
 
 from auditcam import cli
 from auditcam.errors import InputError
-from auditcam.models import HF_MISSING, TIMM_MISSING, load_model_info
+from auditcam.models import HF_MISSING, IMAGENET_MEAN, IMAGENET_STD, TIMM_MISSING, load_model_info
 
 timm = pytest.importorskip("timm")
 transformers = pytest.importorskip("transformers")
@@ -111,7 +111,9 @@ def _hf_cases():
         ),
         "convnext": (
             ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2, **common),
-            ConvNextImageProcessor(size={"shortest_edge": 32}, crop_pct=0.875, resample=2),
+            ConvNextImageProcessor(
+                size={"shortest_edge": 32}, crop_pct=0.875, resample=2, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD
+            ),
             # below 384 px: shortest edge to 32 / 0.875 = 36, then a 32 px centre crop
             {
                 "image_size": [32, 32],
@@ -152,7 +154,7 @@ def test_hugging_face_folders_are_audited_with_their_processor_and_labels(small_
     # No --classes: the class names come from config.id2label.
     meta = _audit(small_dataset, tmp_path / "out", f"hf:{folder}", [])
     capsys.readouterr()
-    assert meta["preprocessing"] == pytest.approx(expected)
+    assert meta["preprocessing"] == expected
     _, info = load_model_info(f"hf:{folder}")
     assert info.classes == ("circle", "square", "cross")
 
