@@ -39,7 +39,7 @@ INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
 TIMM_MISSING = 'timm is not installed: pip install "auditcam[timm]"'
 HF_MISSING = 'transformers is not installed: pip install "auditcam[hf]"'
 NOT_HOOKABLE = (
-    "{what} is a {kind}, which auditcam cannot explain: hooks cannot reach a scripted or exported graph; "
+    "{what} is {kind}, which auditcam cannot explain: hooks cannot reach a scripted or exported graph; "
     "load the eager model from its factory and state dict (--model file.py:function --weights state_dict.pt)"
 )
 
@@ -233,9 +233,9 @@ def check_hookable(model: Any, what: str = "the model") -> None:
     eager ``nn.Module``."""
     kind = None
     if isinstance(model, torch.jit.ScriptModule | torch.jit.ScriptFunction):
-        kind = "TorchScript module"
+        kind = "a TorchScript module"
     elif isinstance(model, torch.export.ExportedProgram):
-        kind = "exported program (torch.export)"
+        kind = "an exported program (torch.export)"
     if kind is not None:
         raise InputError(NOT_HOOKABLE.format(what=what, kind=kind))
 
@@ -248,9 +248,9 @@ def _refuse_archive(path: Path, flag: str) -> None:
     except (OSError, zipfile.BadZipFile):
         return
     if any(n.endswith("/constants.pkl") or "/code/__torch__/" in n for n in names):
-        raise InputError(NOT_HOOKABLE.format(what=f"{flag} {path}", kind="TorchScript archive"))
+        raise InputError(NOT_HOOKABLE.format(what=f"{flag} {path}", kind="a TorchScript archive"))
     if any(n.endswith("/archive_format") for n in names):
-        raise InputError(NOT_HOOKABLE.format(what=f"{flag} {path}", kind="exported program (torch.export)"))
+        raise InputError(NOT_HOOKABLE.format(what=f"{flag} {path}", kind="an exported program (torch.export)"))
 
 
 def _build_torchvision(name: str, kwargs: dict[str, Any]) -> _Built:
