@@ -11,6 +11,7 @@ or not. Gradients are never accumulated into ``.grad``.
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -181,10 +182,16 @@ def find_target_layer(model: nn.Module, example: torch.Tensor) -> str:
     modules = dict(model.named_modules())
     trace = trace_layers(model, example[:1])
     size = (example.shape[-2], example.shape[-1])
+    runs = Counter(name for name, _ in trace.outputs)  # a module run twice (CoaT's shared crpe) has no one map
     maps = []  # (position in the trace, name, grid)
     for position, (name, shape) in enumerate(trace.outputs):
         grid = grid_of(shape, size)
-        if grid is not None and grid.cells > 1 and not isinstance(modules[name], _NOT_FEATURE_LAYERS):
+        if (
+            grid is not None
+            and grid.cells > 1
+            and runs[name] == 1
+            and not isinstance(modules[name], _NOT_FEATURE_LAYERS)
+        ):
             maps.append((position, name, grid))
     trunk = [(name, grid) for _, name, grid in maps if not isinstance(modules[name], _NORMALISATIONS)]
     if not trunk:
