@@ -25,6 +25,7 @@ from auditcam.config import (
     INSUFFICIENT_DATA,
 )
 from auditcam.errors import InputError, Interrupted
+from auditcam.models import INTERPOLATIONS
 from auditcam.version import __version__
 
 EXIT_PASS, EXIT_FAIL, EXIT_INPUT, EXIT_BUG = 0, 1, 2, 3
@@ -194,18 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_run_demo)
 
     run = sub.add_parser("audit", help="audit a model on a labelled dataset with subject masks")
-    model = run.add_argument_group("model")
-    model.add_argument(
-        "--model",
-        required=True,
-        metavar="SPEC",
-        help="torchvision:NAME, path/to/file.py:function or package.module:function",
-    )
-    model.add_argument("--weights", type=Path, help="state dict: .safetensors, .pt or .pth")
-    model.add_argument("--num-classes", type=_positive_int, help="number of model outputs, if the factory needs it")
-    model.add_argument("--image-size", help="model input size: N or HxW (default: from the model spec)")
-    model.add_argument("--mean", help="normalisation mean, three comma-separated numbers")
-    model.add_argument("--std", help="normalisation std, three comma-separated numbers")
+    add_model_arguments(run.add_argument_group("model"))
     data = run.add_argument_group("data")
     _add_data_arguments(data)
     data.add_argument(
@@ -283,6 +273,75 @@ def _run_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
     paths = render_views(bundle, args.out, args.format)
     print(f"{'PASSED' if bundle.passed else 'FAILED'} audit; rendered {', '.join(map(str, paths.values()))}")
     return EXIT_PASS
+
+
+MODEL_SPECS = (
+    "torchvision:NAME, timm:NAME, hf:PATH (a Hugging Face folder), path/to/file.py:function or package.module:function"
+)
+
+
+def add_model_arguments(group: argparse._ArgumentGroup, *, twice: bool = False) -> None:
+    """The flags that load a model and set its preprocessing, shared by every subcommand that loads
+    one; with ``twice`` (``compare``), --model, --weights and --num-classes are given once or twice."""
+    per_model = {"action": "append"} if twice else {}
+    each = " (once or twice)" if twice else ""
+    group.add_argument("--model", required=True, metavar="SPEC", help=MODEL_SPECS + each, **per_model)
+    group.add_argument("--weights", type=Path, help="state dict: .safetensors, .pt or .pth" + each, **per_model)
+    group.add_argument(
+        "--num-classes",
+        type=_positive_int,
+        help="number of model outputs, if the factory needs it" + each,
+        **per_model,
+    )
+    group.add_argument(
+        "--model-arg",
+        action="append",
+        metavar="KEY=VALUE",
+        help="keyword argument for the model's constructor, the value a Python literal, e.g. img_size=32 (repeatable)",
+    )
+    group.add_argument(
+        "--pretrained", action="store_true", help="timm:NAME: load timm's own pretrained weights (needs the network)"
+    )
+    group.add_argument("--image-size", help="model input size: N or HxW (default: from the model)")
+    group.add_argument(
+        "--crop-pct",
+        type=_crop_pct,
+        metavar="FRACTION",
+        help="resize to image size / FRACTION, then centre crop, as timm does (default: from the model)",
+    )
+    group.add_argument(
+        "--interpolation",
+        choices=INTERPOLATIONS,
+        help="resampling of the images (default: from the model, else bilinear)",
+    )
+    group.add_argument("--mean", help="normalisation mean, three comma-separated numbers (default: from the model)")
+    group.add_argument("--std", help="normalisation std, three comma-separated numbers (default: from the model)")
+
+
+def _crop_pct(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], e.g. 0.875, got {text!r}")
+    return value
+
+
+def model_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of :func:`~auditcam.models.load_model_info` beyond spec, weights and
+    number of classes, taken from the flags of :func:`add_model_arguments`."""
+    from auditcam.models import parse_model_args, parse_size, parse_triple
+
+    return {
+        "image_size": None if args.image_size is None else parse_size(args.image_size),
+        "mean": None if args.mean is None else parse_triple(args.mean, "--mean"),
+        "std": None if args.std is None else parse_triple(args.std, "--std"),
+        "interpolation": args.interpolation,
+        "crop_pct": args.crop_pct,
+        "model_args": parse_model_args(args.model_arg),
+        "pretrained": args.pretrained,
+    }
 
 
 def _add_scale_arguments(parser: argparse.ArgumentParser) -> None:
@@ -451,19 +510,12 @@ def _run_demo(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def _run_audit(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from auditcam.audit import audit
     from auditcam.data import LabelledDataset, read_classes
-    from auditcam.models import load_model_info, parse_size, parse_triple
+    from auditcam.models import load_model_info
 
     if not args.method:
         raise InputError("--method: give at least one method, e.g. --method gradcam")
     config = load_config_from_args(args)
-    model, info = load_model_info(
-        args.model,
-        args.weights,
-        args.num_classes,
-        image_size=None if args.image_size is None else parse_size(args.image_size),
-        mean=None if args.mean is None else parse_triple(args.mean, "--mean"),
-        std=None if args.std is None else parse_triple(args.std, "--std"),
-    )
+    model, info = load_model_info(args.model, args.weights, args.num_classes, **model_options(args))
     classes = read_classes(args.classes) if args.classes else info.classes
     dataset = LabelledDataset.open(
         args.data,
@@ -591,13 +643,7 @@ def _add_featuremaps(sub: argparse._SubParsersAction) -> None:
         "featuremaps",
         help="show every conv layer's feature maps for an image, with output shapes and the conv arithmetic",
     )
-    model = maps.add_argument_group("model")
-    model.add_argument("--model", required=True, metavar="SPEC", help="torchvision:NAME, file.py:function, ...")
-    model.add_argument("--weights", type=Path, help="state dict: .safetensors, .pt or .pth")
-    model.add_argument("--num-classes", type=_positive_int, help="number of model outputs, if the factory needs it")
-    model.add_argument("--image-size", help="model input size: N or HxW (default: from the model spec)")
-    model.add_argument("--mean", help="normalisation mean, three comma-separated numbers")
-    model.add_argument("--std", help="normalisation std, three comma-separated numbers")
+    add_model_arguments(maps.add_argument_group("model"))
     maps.add_argument("--image", type=Path, action="append", required=True, help="an image (repeatable)")
     maps.add_argument(
         "--layer", action="append", metavar="NAME", help="only these modules (repeatable; default: every Conv2d)"
@@ -612,18 +658,11 @@ def _run_featuremaps(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from torchvision import tv_tensors
 
     from auditcam.data import SampleFault, read_image
-    from auditcam.models import load_model_info, parse_size, parse_triple
+    from auditcam.models import load_model_info
     from auditcam.probes.featuremaps import capture
     from auditcam.report.featuremaps import ImageMaps, write_featuremaps
 
-    model, info = load_model_info(
-        args.model,
-        args.weights,
-        args.num_classes,
-        image_size=None if args.image_size is None else parse_size(args.image_size),
-        mean=None if args.mean is None else parse_triple(args.mean, "--mean"),
-        std=None if args.std is None else parse_triple(args.std, "--std"),
-    )
+    model, info = load_model_info(args.model, args.weights, args.num_classes, **model_options(args))
     pre, images = info.preprocessing, []
     for path in args.image:
         try:
@@ -655,13 +694,8 @@ def _add_compare(sub) -> None:
         "or twice (A, then B). Exit code: B's verdict (0 B passes its checks, 1 it does not, 2 bad input).",
     )
     models = compare.add_argument_group("models (A then B)")
-    models.add_argument("--model", action="append", required=True, metavar="SPEC", help="model spec (once or twice)")
-    models.add_argument("--weights", action="append", type=Path, help="state dict (once or twice)")
+    add_model_arguments(models, twice=True)
     models.add_argument("--name", action="append", help="model name (once or twice; default: weights file stem)")
-    models.add_argument("--num-classes", action="append", type=_positive_int, help="number of outputs (once or twice)")
-    models.add_argument("--image-size", help="model input size: N or HxW (default: from the model spec)")
-    models.add_argument("--mean", help="normalisation mean, three comma-separated numbers")
-    models.add_argument("--std", help="normalisation std, three comma-separated numbers")
     data = compare.add_argument_group("data")
     _add_data_arguments(data)
     data.add_argument("--allow-missing", action="store_true", help="record missing files as errors")
@@ -691,7 +725,7 @@ def _pair(values: list | None, flag: str) -> list:
 def _run_compare(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from auditcam.audit import audit
     from auditcam.data import LabelledDataset, read_classes
-    from auditcam.models import load_model_info, parse_size, parse_triple
+    from auditcam.models import load_model_info
     from auditcam.result import compare
 
     config = load_config_from_args(args)
@@ -700,17 +734,8 @@ def _run_compare(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if names == [None, None]:
         stems = [w.stem if w else spec for w, spec in zip(weights, specs, strict=True)]
         names = stems if stems[0] != stems[1] else [f"{stems[0]} (A)", f"{stems[1]} (B)"]
-    loaded = [
-        load_model_info(
-            specs[i],
-            weights[i],
-            num_classes[i],
-            image_size=None if args.image_size is None else parse_size(args.image_size),
-            mean=None if args.mean is None else parse_triple(args.mean, "--mean"),
-            std=None if args.std is None else parse_triple(args.std, "--std"),
-        )
-        for i in range(2)
-    ]
+    options = model_options(args)
+    loaded = [load_model_info(specs[i], weights[i], num_classes[i], **options) for i in range(2)]
     classes = read_classes(args.classes) if args.classes else loaded[0][1].classes
     dataset = LabelledDataset.open(
         args.data,

@@ -234,9 +234,9 @@ def with_sharpness(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_the_derived_tables_are_the_registry_as_shipped():
     assert records.dtypes() == records.DTYPES
-    assert records.ANALYSIS_COLUMNS == records.analysis_columns()
+    assert records.analysis_columns() == records.ANALYSIS_COLUMNS
     # what the analysis requires: all of those but the columns older frames may lack
-    assert analysis.REQUIRED_COLUMNS == tuple(c for c in records.ANALYSIS_COLUMNS if c not in analysis.OPTIONAL_COLUMNS)
+    assert tuple(c for c in records.ANALYSIS_COLUMNS if c not in analysis.OPTIONAL_COLUMNS) == analysis.REQUIRED_COLUMNS
     assert analysis.statistics() == analysis.STATISTICS
     assert config.gap_metrics() == config.GAP_METRICS
     assert html.statistic_labels() == html.STATISTIC_LABELS

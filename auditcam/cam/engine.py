@@ -36,9 +36,10 @@ from torch import nn
 
 from auditcam.cam.captum import CAPTUM_PREFIX, NEEDS_FEATURE_MAP, CaptumMethod
 from auditcam.cam.grids import FEATURE_MAP, LAYOUTS, NOT_A_GRID, Grid, grid_of
-from auditcam.cam.layers import find_target_layer, get_layer, model_logits, preserved
+from auditcam.cam.layers import find_target_layer, get_layer, preserved
 from auditcam.cam.methods import FORWARD_METHODS, GRADIENT_FREE, METHOD_NAMES, METHODS
 from auditcam.errors import InputError
+from auditcam.models import check_hookable, logits_of
 
 UPSAMPLING = "bilinear, align_corners=False"
 
@@ -216,6 +217,7 @@ class Explainer:
     ) -> None:
         if scorecam_chunk_size < 1:
             raise InputError(f"scorecam_chunk_size must be at least 1, got {scorecam_chunk_size}")
+        check_hookable(model)
         self.model = model
         self.methods, self._captum = _resolve_methods(methods)
         self.autocast = autocast
@@ -315,7 +317,7 @@ class Explainer:
             torch.set_grad_enabled(needs_gradients),
             self._autocast(images.device),
         ):
-            logits = model_logits(self.model, x)
+            logits = logits_of(self.model(x))
         targets = _choose_targets(logits, targets, top_k)
         activations = [a.detach() for a in captured]
         if not needs_gradients:
@@ -410,4 +412,4 @@ class Explainer:
     def _plain_forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits without autograd and without capture hooks (Score-CAM's masked images)."""
         with torch.no_grad(), self._autocast(images.device):
-            return model_logits(self.model, images)
+            return logits_of(self.model(images))

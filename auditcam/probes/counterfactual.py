@@ -54,7 +54,7 @@ from auditcam.config import AnalysisOptions
 from auditcam.data import as_audit_dataset, default_workers
 from auditcam.errors import InputError
 from auditcam.files import ROWS, Parts
-from auditcam.models import Preprocessing, model_device
+from auditcam.models import Preprocessing, logits_of, model_device
 from auditcam.stats.analysis import ALL, CLASS, OVERALL
 from auditcam.stats.estimates import Estimate, Estimates, breakdowns, ratio_estimates
 
@@ -464,14 +464,6 @@ class CounterfactualResult:
         )
 
 
-def _logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    output = model(images)
-    logits = getattr(output, "logits", output)
-    if not torch.is_tensor(logits) or logits.dim() != 2:
-        raise InputError("the model must return logits of shape (N, classes) for the counterfactual test")
-    return logits
-
-
 def background_following(
     original: np.ndarray, swapped: np.ndarray, donor: np.ndarray, valid: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -637,7 +629,9 @@ def run_counterfactual(
             readable = [it for it in items if "variants" in it]
             if readable:
                 per_variant = [torch.stack([it["variants"][k] for it in readable]) for k in range(len(VARIANTS))]
-                probs = torch.stack([_logits(model, b.to(device)).float().softmax(1) for b in per_variant], dim=1).cpu()
+                probs = torch.stack(
+                    [logits_of(model(b.to(device))).float().softmax(1) for b in per_variant], dim=1
+                ).cpu()
                 confidence, pred = probs.max(dim=2)
                 views = _donor_predictions(model, readable, device)
             done = iter(range(len(readable)))
@@ -679,7 +673,7 @@ def _donor_predictions(model: nn.Module, items: Sequence[dict[str, Any]], device
         usable = [i for i, it in enumerate(items) if it["donor_valid"][k]]
         if usable:
             batch = torch.stack([items[i]["donor_views"][k] for i in usable]).to(device)
-            for i, p in zip(usable, _logits(model, batch).argmax(1).tolist(), strict=True):
+            for i, p in zip(usable, logits_of(model(batch)).argmax(1).tolist(), strict=True):
                 out[i][k] = p
     return out
 

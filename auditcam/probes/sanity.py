@@ -36,7 +36,7 @@ from auditcam.cam import Explainer, preserved
 from auditcam.config import AnalysisOptions
 from auditcam.errors import InputError
 from auditcam.files import Parts
-from auditcam.models import model_device
+from auditcam.models import logits_of, model_device
 from auditcam.stats.analysis import ALL, OVERALL
 from auditcam.stats.estimates import Estimate, Estimates, ratio_estimates
 
@@ -386,8 +386,7 @@ def model_randomisation(
 
 
 def _argmax(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    output = model(images)
-    return getattr(output, "logits", output).argmax(dim=1)
+    return logits_of(model(images)).argmax(dim=1)
 
 
 def run_sanity(

@@ -254,8 +254,10 @@ def test_eigencam_alone_needs_no_gradient(tiny_net, gen, monkeypatch):
     def no_grad_allowed(*_args, **_kwargs):
         raise AssertionError("eigencam must not differentiate")
 
+    # The layer is named: finding the default differentiates once (its gradient probe), explaining must not.
     monkeypatch.setattr(torch.autograd, "grad", no_grad_allowed)
-    maps = Explainer(tiny_net, methods=("eigencam",))(torch.randn(2, 3, 16, 16, generator=gen)).maps["eigencam"]
+    explainer = Explainer(tiny_net, layer="act", methods=("eigencam",))
+    maps = explainer(torch.randn(2, 3, 16, 16, generator=gen)).maps["eigencam"]
     assert maps.shape == (2, 16, 16) and maps.amax() > 0
 
 
