@@ -31,6 +31,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 DEFAULT_MAX_BACKGROUND_RELIANT_RATE = 0.2
 DEFAULT_MAX_BG_GAP = 0.1  # decided only when the counterfactual test runs (--counterfactual)
+DEFAULT_MAX_LOCATION_SHORTCUT = 0.1  # flip-rate difference, spot minus control (strategies' occlusion test)
 DEFAULT_MAX_SANITY_CORRELATION = 0.5  # decided only when the sanity check runs (--sanity)
 DEFAULT_MIN_GROUP_SIZE = 30
 DEFAULT_BOOTSTRAP = 1000
@@ -65,6 +66,7 @@ THRESHOLD_KEYS = (
     "max_error_rate",
     "max_bg_gap",
     "max_sanity_correlation",
+    "max_location_shortcut",
 )
 
 
@@ -111,6 +113,10 @@ class Checks:
       accuracy on other classes' backgrounds (BG-gap) must be at most this.
     - ``max_sanity_correlation``: with the sanity check, the mean Spearman correlation between
       the original maps and those of the fully randomised model must be at most this.
+    - ``max_location_shortcut``: the location-shortcut test (strategy discovery and occlusion):
+      the largest difference between the flip rate of occluding a strategy's hot spot and that
+      of an equally large control region, over strategies whose spot is not the subject, must
+      be at most this.
     - ``decide_on``: default estimate that decides a check, one of :data:`DECIDE_ON`.
     - ``insufficient_data``: what a check without enough data does to the verdict, one of
       :data:`INSUFFICIENT_DATA` (``fail``: the audit does not pass; ``skip``: ignored).
@@ -124,6 +130,7 @@ class Checks:
     max_group_gap: tuple[GroupGap, ...] = ()
     max_bg_gap: Threshold | float | None = DEFAULT_MAX_BG_GAP
     max_sanity_correlation: Threshold | float | None = DEFAULT_MAX_SANITY_CORRELATION
+    max_location_shortcut: Threshold | float | None = DEFAULT_MAX_LOCATION_SHORTCUT
     decide_on: str = "point"
     insufficient_data: str = "fail"
 
@@ -334,6 +341,7 @@ CHECK_KEYS: dict[str, Callable[[Any], Any]] = {
     "max_group_gap": _gaps,
     "max_bg_gap": _threshold,
     "max_sanity_correlation": _threshold,
+    "max_location_shortcut": _threshold,
     "decide_on": lambda raw: _choice(raw, DECIDE_ON),
     "insufficient_data": lambda raw: _choice(raw, INSUFFICIENT_DATA),
 }

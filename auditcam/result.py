@@ -42,6 +42,7 @@ from auditcam.stats.comparison import (
 if TYPE_CHECKING:
     from auditcam.probes.counterfactual import CounterfactualResult
     from auditcam.probes.featuremaps import ExemplarGrid
+    from auditcam.probes.occlusion import StrategiesResult
     from auditcam.probes.sanity import SanityResult
 
 
@@ -69,6 +70,7 @@ class AuditResult:
         counterfactual: CounterfactualResult | None = None,
         sanity: SanityResult | None = None,
         featuremaps: Sequence[ExemplarGrid] = (),
+        strategies: StrategiesResult | None = None,
         temporary: Path | None = None,
     ) -> None:
         in_memory = isinstance(samples, pd.DataFrame)
@@ -81,6 +83,7 @@ class AuditResult:
         self.counterfactual = counterfactual
         self.sanity = sanity
         self.featuremaps = tuple(featuremaps)
+        self.strategies = strategies
         if temporary is not None:  # the folder that holds samples_path goes with the result
             weakref.finalize(self, shutil.rmtree, str(temporary), True)
 
@@ -160,11 +163,13 @@ class AuditResult:
         }
 
     def _beyond_summary(self) -> dict[str, Any]:
-        """``bg_gap`` (headline) and ``counterfactual`` (detail), ``sanity``: present when run."""
+        """``bg_gap`` (headline) and ``counterfactual`` (detail), ``sanity``, ``strategies``: present when run."""
         out: dict[str, Any] = {}
         if self.counterfactual is not None:
             out["bg_gap"] = self.counterfactual.bg_gap
             out["counterfactual"] = self.counterfactual.to_dict()
+        if self.strategies is not None:
+            out["strategies"] = self.strategies.to_dict()
         if self.sanity is not None:
             out["sanity"] = {**self.sanity.to_dict(), "check": _check_named(self.checks, "sanity:")}
         return out
