@@ -45,8 +45,9 @@ NO_IMAGES = "no member image could be read"
 class OcclusionOptions:
     """``samples``: occlude at most this many members per strategy (a seeded subset);
     ``paste_samples``: images of other classes the spot is pasted into (no subjects only);
-    ``max_subject_overlap``: a spot covered by the subject on more than this share of its area
-    (mean over members) is the subject; ``max_variation``: a spot whose pixels vary across the
+    ``max_subject_overlap``: a spot is the subject when, on average over the members, the
+    subject fills more than this share of the spot or more than this share of the subject lies
+    in it; ``max_variation``: a spot whose pixels vary across the
     members by less than this share of the whole images' variation looks the same everywhere;
     ``min_carry``: pasting must move at least this share of other-class images to the class."""
 
@@ -216,7 +217,11 @@ def _artefact_evidence(
     border = y0 == 0 or x0 == 0 or y1 == height or x1 == width
     evidence: dict[str, Any] = {"variation": variation, "border": bool(border)}
     if has_subject.mean() >= 0.5:
-        overlap = float(masks[has_subject][:, y0:y1, x0:x1].float().mean())
+        subjects = masks[has_subject]
+        inside = subjects[:, y0:y1, x0:x1].flatten(1).sum(1).double()
+        # the spot is the subject when the subject fills much of it, or much of the subject is in it
+        covered = torch.maximum(inside / ((y1 - y0) * (x1 - x0)), inside / subjects.flatten(1).sum(1).double())
+        overlap = float(covered.mean())
         evidence.update(
             subject_overlap=overlap,
             artefact=overlap <= options.max_subject_overlap,

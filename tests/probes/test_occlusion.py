@@ -66,7 +66,7 @@ def test_a_clean_model_is_not_flagged(tmp_path, audited_split):
     model = train(split.images, split.labels, epochs=3, seed=0)  # never saw a tag
     result = _audit(tmp_path, model, audited_split, "clean")
     assert not _flagged(result)
-    assert next(c for c in result.checks if c.name == "location_shortcut").outcome in ("pass", "not applicable")
+    assert next(c for c in result.checks if c.name == "location_shortcut").outcome != "fail"
 
 
 @pytest.mark.slow
