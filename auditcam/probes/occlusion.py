@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -61,12 +61,13 @@ class OcclusionOptions:
 
 @dataclass(frozen=True)
 class StrategiesResult:
-    """The discovered strategies (with their occlusion results), the per-class status and which
-    results were not measured and why."""
+    """The discovered strategies (with their occlusion results), the per-class status, which
+    results were not measured and why, and per strategy its exemplars as (sample id, RGB uint8)."""
 
     discovery: Discovery
     method: str
     not_measured: list[str]
+    pictures: dict[str, list[tuple[str, np.ndarray]]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (summary.json ``strategies``)."""
@@ -334,9 +335,20 @@ def run_strategies(
             strategy.flagged = bool(strategy.occlusion["clear"] and artefact)
             if artefact:
                 measured.append(strategy.occlusion)
+    ids = pq.read_table(samples_path, columns=["id"]).column("id").take(rows).to_pylist()
+    pictures = {s.id: _pictures(dataset, s.exemplars, ids) for s in discovery.strategies}
     reason = "no strategy has a compact hot spot shared by its members off the subject: nothing to occlude"
     check = location_shortcut_check(measured, checks, analysis, reason)
-    return StrategiesResult(discovery, method, not_measured), check
+    return StrategiesResult(discovery, method, not_measured, pictures), check
+
+
+def _pictures(dataset: Any, positions: np.ndarray, ids: Sequence[str]) -> list[tuple[str, np.ndarray]]:
+    """The exemplars as displayable RGB uint8 pictures, with their sample ids."""
+    images, _, _ = _load(dataset, positions)
+    if not len(images):
+        return []
+    shown = (dataset.preprocessing.denormalise(images) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return [(ids[int(p)], picture) for p, picture in zip(positions, shown, strict=False)]
 
 
 def _floats(table: pa.Table, name: str) -> np.ndarray:

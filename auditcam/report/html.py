@@ -383,7 +383,7 @@ def context(result: AuditResult) -> dict[str, Any]:
         row["dimension"]: row["worst_group"] for row in agg["disparities"] if row["statistic"] == "subject_share_mean"
     }
     checks = [check.to_dict() for check in result.checks]
-    extra = {"counterfactual": None, "sanity": None, "featuremaps": None, **extra_sections(result)}
+    extra = {"strategies": None, "counterfactual": None, "sanity": None, "featuremaps": None, **extra_sections(result)}
     return {
         **page_assets(script=True),
         "meta": meta,

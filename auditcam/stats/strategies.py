@@ -27,6 +27,7 @@ import numpy as np
 from auditcam.stats.bootstrap import mean_interval
 
 INSUFFICIENT = "insufficient data"
+EXEMPLARS = 3  # members shown per strategy
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,8 @@ class StrategyOptions:
 
 @dataclass
 class Strategy:
-    """One cluster of a class's heatmaps. ``rows`` index the input arrays (not serialised);
+    """One cluster of a class's heatmaps. ``rows`` index the input arrays (not serialised),
+    ``exemplars`` the members whose maps lie nearest the mean map;
     ``candidate``: the hot region is compact and shared, a spot worth occluding;
     ``occlusion`` and ``flagged`` are filled by the location-shortcut test when it ran."""
 
@@ -74,6 +76,7 @@ class Strategy:
     candidate: bool
     groups: dict[str, list[dict[str, Any]]]
     rows: np.ndarray = field(repr=False)
+    exemplars: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, dtype=np.int64))
     occlusion: dict[str, Any] | None = None
     flagged: bool | None = None
 
@@ -263,6 +266,7 @@ def discover(
                 candidate=bool(area <= options.max_region_area and np.median(own_mass) >= options.min_shared),
                 groups=_composition(groups, members, of_class),
                 rows=members,
+                exemplars=members[np.argsort(((features[inside] - mean_map.ravel()) ** 2).sum(1))[:EXEMPLARS]],
             )
             strategies.append(strategy)
             assignment[members] = strategy.id
