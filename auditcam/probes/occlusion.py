@@ -39,6 +39,7 @@ from auditcam.stats.strategies import Discovery, Strategy, StrategyOptions, disc
 
 NO_CONTROL = "the spot leaves no equally large region elsewhere for the control"
 NO_IMAGES = "no member image could be read"
+NOT_A_SPOT = "the hot region is not a compact spot shared by the members"
 
 
 @dataclass(frozen=True)
@@ -176,7 +177,7 @@ def occlude_strategy(
     out: dict[str, Any] = {
         "measured": True,
         "strategy": strategy.id,
-        "n": int(len(images)),
+        "n": len(images),
         "spot_box": list(spot),
         "spot_flip_rate": float(spot_flip.mean()),
         "control_flip_rate": float(control_flip.mean()),
@@ -187,7 +188,7 @@ def occlude_strategy(
         "spot_probability_drop": float((original[:, c] - occluded[:, c]).mean()),
         "control_probability_drop": float((original[:, c] - control[:, c]).mean()),
     }
-    y0, y1, x0, x1 = spot
+    _y0, _y1, _x0, _x1 = spot
     out["evidence"] = _artefact_evidence(
         model, dataset, images, masks, has_subject, spot, others, c, options, rng, batch_size
     )
@@ -276,7 +277,8 @@ def run_strategies(
     table = pq.read_table(samples_path, columns=["method", "target", "correct", "confidence", "subject_share"])
     rows = np.flatnonzero(table.column("method").to_numpy(zero_copy_only=False) == method)
     first = table.take(rows)
-    grids_column = pq.read_table(samples_path, columns=[HEATMAP_GRID]).column(HEATMAP_GRID).take(rows)
+    grids_column = pq.read_table(samples_path, columns=[HEATMAP_GRID], filters=[("method", "==", method)])
+    grids_column = grids_column.column(HEATMAP_GRID)
     valid = ~grids_column.is_null().to_numpy(zero_copy_only=False)
     grids = np.zeros((len(rows), GRID * GRID), dtype=np.float32)
     if valid.any():
@@ -311,9 +313,7 @@ def run_strategies(
     with preserved(model, frozen=True):
         for strategy in discovery.strategies:
             if not strategy.candidate:
-                not_measured.append(
-                    f"{strategy.id}: occlusion not measured (the hot region is not a compact spot shared by the members)"
-                )
+                not_measured.append(f"{strategy.id}: occlusion not measured ({NOT_A_SPOT})")
                 continue
             others = np.flatnonzero((explained >= 0) & (explained != strategy.explained))
             strategy.occlusion = occlude_strategy(
@@ -357,12 +357,18 @@ def _floats(table: pa.Table, name: str) -> np.ndarray:
 
 
 def _write_strategies(path: Any, rows: np.ndarray, assignment: np.ndarray) -> None:
-    """Fill ``samples.parquet``'s ``strategy`` column at ``rows`` (rewritten in place, same schema)."""
-    table = pq.read_table(path)
-    values = np.asarray(table.column(STRATEGY).to_pylist(), dtype=object)
+    """Set ``samples.parquet``'s ``strategy`` column to ``assignment`` at ``rows`` (null elsewhere),
+    streamed batch by batch into a new file that then replaces it: memory stays flat."""
+    source = pq.ParquetFile(path)
+    total = source.metadata.num_rows
+    values = np.full(total, None, dtype=object)
     values[rows] = assignment
-    index = table.schema.get_field_index(STRATEGY)
-    table = table.set_column(index, table.schema.field(index), pa.array(values.tolist(), type=pa.string()))
     tmp = f"{path}.tmp"
-    pq.write_table(table, tmp)
+    start = 0
+    with pq.ParquetWriter(tmp, source.schema_arrow) as writer:
+        for batch in source.iter_batches(batch_size=65536):
+            index = batch.schema.get_field_index(STRATEGY)
+            column = pa.array(values[start : start + batch.num_rows].tolist(), type=pa.string())
+            writer.write_batch(batch.set_column(index, batch.schema.field(index), column))
+            start += batch.num_rows
     os.replace(tmp, path)

@@ -127,7 +127,8 @@ def score_explanation(
         maps = explanation.maps[method]
         scores = score(maps, masks, reliance_threshold=reliance_threshold)
         grid = F.adaptive_avg_pool2d(maps.float().unsqueeze(1), GRID).flatten(1)
-        per_method.append(torch.cat([torch.stack([*(scores[n] for n in METRICS), scores["invalid"].float()], 1), grid], 1))
+        metrics = torch.stack([*(scores[name] for name in METRICS), scores["invalid"].float()], dim=1)
+        per_method.append(torch.cat([metrics, grid], dim=1))
     head = torch.stack([pred.float(), confidence, explanation.targets.float()], dim=1)
     host = torch.cat([head, *per_method], dim=1).cpu().numpy()  # (K, 3 + methods * (metrics + 1 + grid))
     width = len(METRICS) + 1 + GRID * GRID

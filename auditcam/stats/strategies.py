@@ -175,7 +175,7 @@ def _estimate(values: np.ndarray, n_boot: int, confidence: float, seed: int) -> 
     if not len(values):
         return {"value": None, "ci": None, "n": 0}
     low, high = mean_interval(values, n_boot=n_boot, confidence=confidence, seed=seed)
-    return {"value": float(values.mean()), "ci": [low, high], "n": int(len(values))}
+    return {"value": float(values.mean()), "ci": [low, high], "n": len(values)}
 
 
 def _composition(groups: Mapping[str, np.ndarray], members: np.ndarray, of_class: np.ndarray) -> dict[str, list]:
@@ -219,7 +219,7 @@ def discover(
     """
     options = StrategyOptions() if options is None else options
     groups = {} if groups is None else groups
-    side = int(round(np.sqrt(grids.shape[1])))
+    side = round(np.sqrt(grids.shape[1]))
     assignment = np.full(len(grids), None, dtype=object)
     strategies: list[Strategy] = []
     classes: list[dict[str, Any]] = []
@@ -230,7 +230,7 @@ def discover(
             classes.append(
                 {
                     "class": name,
-                    "n": int(len(of_class)),
+                    "n": len(of_class),
                     "status": INSUFFICIENT,
                     "reason": f"{len(of_class)} explained maps < {options.min_class_samples} needed to cluster",
                 }
@@ -238,7 +238,7 @@ def discover(
             continue
         features = normalise_grids(grids[of_class])
         labels = cluster(features, options)
-        classes.append({"class": name, "n": int(len(of_class)), "status": "ok", "n_strategies": int(labels.max() + 1)})
+        classes.append({"class": name, "n": len(of_class), "status": "ok", "n_strategies": int(labels.max() + 1)})
         for k in range(int(labels.max()) + 1):
             inside = labels == k
             members = of_class[inside]
@@ -251,7 +251,7 @@ def discover(
                 explained=int(c),
                 class_name=name,
                 id=f"{name}#{k + 1}",
-                n=int(len(members)),
+                n=len(members),
                 share=float(len(members) / len(of_class)),
                 accuracy=_estimate(np.asarray(correct, dtype=np.float64)[members], n_boot, level, seed),
                 confidence=_estimate(np.asarray(confidence, dtype=np.float64)[members], n_boot, level, seed),

@@ -87,7 +87,7 @@ def test_control_boxes_never_overlap_the_spot_and_keep_its_size():
     assert spot == (0, 8, 0, 8)
     boxes = control_boxes(spot, 32, 32, 500, rng)
     for y0, y1, x0, x1 in boxes:
-        assert (y1 - y0, x1 - x0) == (8, 8) and 0 <= y0 and y1 <= 32 and 0 <= x0 and x1 <= 32
+        assert (y1 - y0, x1 - x0) == (8, 8) and y0 >= 0 and y1 <= 32 and x0 >= 0 and x1 <= 32
         assert y0 >= 8 or x0 >= 8  # disjoint from the spot
     assert len(set(boxes)) > 50  # drawn, not one fixed place
     assert control_boxes(pixel_box((0.0, 0.0, 0.75, 0.75), 32, 32), 32, 32, 3, rng) is None
