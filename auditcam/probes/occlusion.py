@@ -39,6 +39,7 @@ from auditcam.stats.strategies import Discovery, Strategy, StrategyOptions, disc
 
 NO_CONTROL = "the spot leaves no equally large region elsewhere for the control"
 NO_IMAGES = "no member image could be read"
+CONSTANT = 0.1  # a pixel whose spread across members is at most this share of the images' is constant
 NOT_A_SPOT = "the hot region is not a compact spot shared by the members"
 
 
@@ -48,14 +49,15 @@ class OcclusionOptions:
     ``paste_samples``: images of other classes the spot is pasted into (no subjects only);
     ``max_subject_overlap``: a spot is the subject when, on average over the members, the
     subject fills more than this share of the spot or more than this share of the subject lies
-    in it; ``max_variation``: a spot whose pixels vary across the
-    members by less than this share of the whole images' variation looks the same everywhere;
+    in it; ``min_constant_share``: a spot looks the same everywhere when at least this share
+    of its pixels is constant across the members (their spread at most :data:`CONSTANT` of the
+    images' mean spread);
     ``min_carry``: pasting must move at least this share of other-class images to the class."""
 
     samples: int = 200
     paste_samples: int = 100
     max_subject_overlap: float = 0.25
-    max_variation: float = 0.5
+    min_constant_share: float = 0.05
     min_carry: float = 0.5
     seed: int = 0
 
@@ -214,10 +216,12 @@ def _artefact_evidence(
     y0, y1, x0, x1 = spot
     height, width = images.shape[-2:]
     patches = images[:, :, y0:y1, x0:x1]
+    # a tag, a ruler, a token: part of the spot is (nearly) the same pixels in every member image
     whole = float(images.std(0).mean()) if len(images) > 1 else 0.0
-    variation = float(patches.std(0).mean()) / whole if whole > 0 else 0.0
+    spread = patches.std(0).amax(0) if len(images) > 1 else torch.zeros(patches.shape[-2:])
+    constant = float((spread <= CONSTANT * whole).double().mean()) if whole > 0 else 1.0
     border = y0 == 0 or x0 == 0 or y1 == height or x1 == width
-    evidence: dict[str, Any] = {"variation": variation, "border": bool(border)}
+    evidence: dict[str, Any] = {"constant_share": constant, "border": bool(border)}
     if has_subject.mean() >= 0.5:
         subjects = masks[has_subject]
         inside = subjects[:, y0:y1, x0:x1].flatten(1).sum(1).double()
@@ -240,7 +244,7 @@ def _artefact_evidence(
             before = (_predict(model, targets, batch_size).argmax(1) == explained).double().mean()
             after = (_predict(model, pasted, batch_size).argmax(1) == explained).double().mean()
             carry = float(after - before)
-    uniform = variation <= options.max_variation
+    uniform = constant >= options.min_constant_share
     carries = carry is not None and carry >= options.min_carry
     evidence.update(
         paste_carry=carry,
@@ -248,7 +252,7 @@ def _artefact_evidence(
         decided_by="no subjects: "
         + ", ".join(
             [
-                f"the spot {'looks the same' if uniform else 'varies'} across members (variation {variation:.2f})",
+                f"{constant:.0%} of the spot {'is' if uniform else 'is not'} the same in every member image",
                 f"{'at' if border else 'off'} the border",
                 "paste not measured" if carry is None else f"pasting it carries {carry:.0%} of other-class images",
             ]
