@@ -187,6 +187,7 @@ def audit(
                 counterfactual=counterfactual,
                 sanity=sanity,
                 featuremap_channels=featuremap_channels,
+                subjects=analyses[methods[0]].n_with_subject > 0,
                 method=methods[0],
                 layer=explainer.layer,
                 target=target,
@@ -254,6 +255,7 @@ def _beyond_heatmaps(
     counterfactual: CounterfactualOptions | bool | None,
     sanity: SanityOptions | bool | None,
     featuremap_channels: int,
+    subjects: bool,
     method: str,
     layer: str | None,
     target: str,
@@ -265,14 +267,20 @@ def _beyond_heatmaps(
     progress: bool,
 ) -> dict[str, Any]:
     """The counterfactual test, the sanity check (each with its check) and the exemplars'
-    feature-map grids, as AuditResult fields plus ``checks``."""
+    feature-map grids, as AuditResult fields plus ``checks``. Without ``subjects`` (no sample
+    has one) the background test cannot move any subject: its check is not applicable."""
     from auditcam.probes.counterfactual import BG_GAP, CounterfactualOptions, run_counterfactual
     from auditcam.probes.featuremaps import exemplar_grids
     from auditcam.probes.sanity import SanityOptions, run_sanity
-    from auditcam.stats.checks import bg_gap_check, sanity_check
+    from auditcam.stats.analysis import NO_SUBJECTS
+    from auditcam.stats.checks import bg_gap_check, not_applicable, sanity_check
 
     out: dict[str, Any] = {"checks": []}
-    if counterfactual:
+    if counterfactual and not subjects:
+        check = bg_gap_check({"value": None, "ci": None, "n": 0}, checks, options)
+        if check is not None:
+            out["checks"].append(not_applicable(check, f"{NO_SUBJECTS}: swapping backgrounds needs subject masks"))
+    elif counterfactual:
         cf_options = counterfactual if isinstance(counterfactual, CounterfactualOptions) else CounterfactualOptions()
         cf = run_counterfactual(
             model,

@@ -316,6 +316,7 @@ def _add_workers_argument(group: argparse._ArgumentGroup) -> None:
 def _add_data_arguments(group: argparse._ArgumentGroup) -> None:
     """The dataset flags shared by ``audit`` and ``validate``."""
     from auditcam.data import FORMATS
+    from auditcam.data.grabcut import SUBJECT_FROM_BOXES
 
     group.add_argument(
         "--data",
@@ -349,6 +350,12 @@ def _add_data_arguments(group: argparse._ArgumentGroup) -> None:
         action="store_true",
         help="resize (nearest) a mask whose size differs from its image's but whose aspect ratio matches",
     )
+    group.add_argument(
+        "--subject-from-boxes",
+        choices=SUBJECT_FROM_BOXES,
+        help="refine each box (manifest box columns) into a subject mask with OpenCV's GrabCut, "
+        "for detection boxes that count background as subject",
+    )
 
 
 def _data_options(args: argparse.Namespace) -> dict:
@@ -360,6 +367,7 @@ def _data_options(args: argparse.Namespace) -> dict:
         "masks": args.masks,
         "mask_value": args.mask_value,
         "resize_masks": args.resize_masks,
+        "subject_from_boxes": args.subject_from_boxes,
     }
 
 
@@ -379,7 +387,9 @@ def _run_validate(args: argparse.Namespace, argv: Sequence[str]) -> int:
         format=args.format,
         classes=read_classes(args.classes) if args.classes else None,
         options=DataOptions(images=args.images, labels=args.coco_labels, masks=args.masks),
-        masks=MaskOptions(subject_value=args.mask_value, resize=args.resize_masks),
+        masks=MaskOptions(
+            subject_value=args.mask_value, resize=args.resize_masks, subject_from_boxes=args.subject_from_boxes
+        ),
         workers=args.workers,
         progress=not args.no_progress,
     )

@@ -56,6 +56,8 @@ GAP_METRICS = {
     "pointing_hit": "pointing_hit_rate",
     "pointing_hit_rate": "pointing_hit_rate",
     "error_rate": "error_rate",
+    "border_share": "border_share_mean",
+    "border_share_mean": "border_share_mean",
 }
 
 

@@ -5,7 +5,9 @@ different resolution from the masks are resized bilinearly to the mask size firs
 
 A sample whose mask is empty or covers the whole image, or whose heatmap is all zero or has a
 non-finite value, is *invalid*: its metrics are NaN (never 0) and ``invalid`` holds a code
-whose reason is ``INVALID_REASONS[code]``.
+whose reason is ``INVALID_REASONS[code]``. A sample without a subject (``subjects`` False) is not
+invalid: its subject metrics are NaN and its mask-free metrics (:data:`MASK_FREE_METRICS`) are
+measured as for every other sample; only a faulty heatmap makes those NaN.
 """
 
 from __future__ import annotations
@@ -13,7 +15,20 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-METRICS = ("subject_share", "subject_area", "focus_lift", "rank_accuracy", "pointing_hit", "iou", "background_reliant")
+METRICS = (
+    "subject_share",
+    "subject_area",
+    "focus_lift",
+    "rank_accuracy",
+    "pointing_hit",
+    "iou",
+    "background_reliant",
+    "border_share",
+)
+# metrics that need no subject: measured on every sample with a usable heatmap
+MASK_FREE_METRICS = ("border_share",)
+SUBJECT_METRICS = tuple(m for m in METRICS if m not in MASK_FREE_METRICS)
+BORDER_BAND = 1 / 8
 
 VALID = 0
 INVALID_REASONS = {
@@ -33,9 +48,32 @@ def _dilate(masks: torch.Tensor, radius: int) -> torch.Tensor:
     return grown[:, 0] > 0
 
 
-def invalid_codes(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Per-sample code: 0 valid, else a key of :data:`INVALID_REASONS` (first fault wins)."""
+def band_mask(hw: tuple[int, int], band: float = BORDER_BAND) -> torch.Tensor:
+    """bool (H, W): the image's outer band, ``max(1, floor(band * side))`` pixels deep on each side."""
+    h, w = hw
+    dy, dx = max(1, int(band * h)), max(1, int(band * w))
+    rows, cols = torch.arange(h), torch.arange(w)
+    edge_rows = (rows < dy) | (rows >= h - dy)
+    edge_cols = (cols < dx) | (cols >= w - dx)
+    return edge_rows[:, None] | edge_cols[None, :]
+
+
+def border_share(maps: torch.Tensor, band: float = BORDER_BAND) -> torch.Tensor:
+    """Per sample (N,): the heatmap's share in the outer band over the band's share of the
+    image (1: no preference; above 1: drawn to tags, rulers, scanner borders). ``maps`` must be
+    clipped at 0 with a positive sum."""
+    edge = band_mask(tuple(maps.shape[-2:]), band).to(maps.device)
+    heat = maps.flatten(1)
+    share = (heat * edge.flatten().float()).sum(dim=1) / heat.sum(dim=1).clamp_min(torch.finfo(heat.dtype).tiny)
+    return share / edge.float().mean()
+
+
+def invalid_codes(maps: torch.Tensor, masks: torch.Tensor, subjects: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-sample code: 0 valid, else a key of :data:`INVALID_REASONS` (first fault wins); a
+    sample without a subject (``subjects`` False) has no mask fault, only heatmap faults."""
     area = masks.flatten(1).float().mean(dim=1)
+    if subjects is not None:
+        area = torch.where(subjects.to(area.device), area, 0.5)  # neither empty nor full
     finite = torch.isfinite(maps).flatten(1).all(dim=1)
     energy = torch.where(finite[:, None], maps.clamp_min(0).flatten(1), 0).sum(dim=1)
     codes = torch.full_like(area, VALID, dtype=torch.int8)
@@ -52,12 +90,17 @@ def score(
     iou_threshold: float = 0.5,
     pointing_tolerance: int = 0,
     reliance_threshold: float = 1.0,
+    subjects: torch.Tensor | None = None,
+    band: float = BORDER_BAND,
 ) -> dict[str, torch.Tensor]:
     """Score heatmaps ``maps`` (N, H, W) against boolean subject ``masks`` (N, H', W').
 
     Returns float tensors (N,) for every name in :data:`METRICS` (NaN where invalid, except
     subject_area which every mask has; the
     boolean metrics pointing_hit and background_reliant as 0./1.) and ``invalid`` (int8 codes).
+    ``subjects`` (bool, N; default all True) marks the samples that have a subject: the others
+    get NaN subject metrics (subject_area too) and are scored on the mask-free ones;
+    ``band`` is border_share's band depth as a fraction of each side.
     ``rank_accuracy`` breaks ties in the heatmap by pixel order (stable sort);
     ``pointing_hit`` uses the first maximal pixel, counted a hit within
     ``pointing_tolerance`` pixels of the subject.
@@ -69,8 +112,11 @@ def score(
     masks = masks.bool()
     if maps.shape[-2:] != masks.shape[-2:]:
         maps = F.interpolate(maps[:, None].float(), size=masks.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
-    codes = invalid_codes(maps, masks)
+    has_subject = torch.ones(len(masks), dtype=torch.bool, device=masks.device) if subjects is None else subjects
+    has_subject = has_subject.to(masks.device).bool()
+    codes = invalid_codes(maps, masks, has_subject)
     valid = codes == VALID
+    measured = valid & has_subject
     heat = torch.where(valid[:, None, None], maps.float().clamp_min(0), 0).flatten(1)
     subject = masks.flatten(1)
     subject_f = subject.float()
@@ -94,6 +140,9 @@ def score(
     iou = (hot & subject).sum(dim=1) / (hot | subject).sum(dim=1).clamp_min(1)
 
     background_reliant = (focus_lift < reliance_threshold).float()
+    # mask-free: needs only a usable heatmap (a mask fault of a sample with a subject does not matter)
+    heat_ok = invalid_codes(maps, masks, torch.zeros_like(has_subject)) == VALID
+    finite_maps = torch.where(heat_ok[:, None, None], maps.float().clamp_min(0), 1.0)
 
     nan = torch.tensor(float("nan"), device=heat.device)
     scores = {
@@ -105,11 +154,14 @@ def score(
         "iou": iou.float(),
         "background_reliant": background_reliant,
     }
-    # subject_area is a fact of the mask, defined for every sample; the rest needs a valid pair.
+    # subject_area is a fact of the mask, defined for every sample with one; the rest needs a valid pair.
     scores = {
-        name: value.float() if name == "subject_area" else torch.where(valid, value.float(), nan)
+        name: torch.where(has_subject, value.float(), nan)
+        if name == "subject_area"
+        else torch.where(measured, value.float(), nan)
         for name, value in scores.items()
     }
+    scores["border_share"] = torch.where(heat_ok, border_share(finite_maps, band), nan)
     scores["invalid"] = codes
     return scores
 

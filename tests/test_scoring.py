@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from auditcam.scoring import INVALID_REASONS, METRICS, reasons, score
+from auditcam.scoring import INVALID_REASONS, MASK_FREE_METRICS, METRICS, reasons, score
 
 
 def test_hand_computed_metrics():
@@ -59,6 +59,8 @@ def test_invalid_samples_get_nan_and_a_reason(heat, mask, code):
     for name in METRICS:
         if name == "subject_area":
             assert s[name][0].item() == pytest.approx(float(np.mean(mask)))
+        elif name in MASK_FREE_METRICS:  # a mask fault leaves them measured, a heatmap fault does not
+            assert math.isnan(s[name][0].item()) == (code in (3, 4)), name
         else:
             assert math.isnan(s[name][0].item()), name  # never counted as 0
             assert not math.isnan(s[name][1].item()), name  # a valid neighbour is unaffected
@@ -112,3 +114,48 @@ def test_vectorised_metrics_equal_a_brute_force_loop(gen):
         expected = _brute_force(maps[i].double().numpy(), masks[i].numpy())
         for name, value in expected.items():
             assert s[name][i].item() == pytest.approx(value, rel=1e-5, abs=1e-6), (i, name)
+
+
+def test_border_share_against_a_hand_computation():
+    # 8x8 map, band 1/8 -> one pixel deep: the 28 edge pixels are 28/64 of the image
+    heat = torch.zeros(8, 8)
+    heat[0, 0] = 3.0  # a corner (in the band)
+    heat[4, 4] = 1.0  # the centre
+    heat[7, 3] = 4.0  # the bottom edge (in the band)
+    masks = torch.zeros(1, 8, 8, dtype=torch.bool)
+    masks[0, 3:6, 3:6] = True
+    s = score(heat[None], masks)
+    assert s["border_share"].item() == pytest.approx((7 / 8) / (28 / 64))
+    # a 16x24 map with band 1/4: 4 rows and 6 columns deep; uniform heat gives exactly 1
+    flat = score(torch.ones(1, 16, 24), torch.ones(1, 16, 24, dtype=torch.bool), band=0.25)
+    assert flat["border_share"].item() == pytest.approx(1.0)
+    inner = torch.zeros(1, 16, 24)
+    inner[0, 4:12, 6:18] = 1.0  # all heat off the band
+    assert score(inner, torch.ones(1, 16, 24, dtype=torch.bool), band=0.25)["border_share"].item() == 0.0
+
+
+def test_border_share_matches_a_pixel_loop():
+    gen = torch.Generator().manual_seed(3)
+    maps = torch.rand(3, 10, 13, generator=gen)
+    s = score(maps, torch.zeros(3, 10, 13, dtype=torch.bool), subjects=torch.zeros(3, dtype=torch.bool))
+    for k in range(3):
+        total = band = band_pixels = 0.0
+        for y in range(10):
+            for x in range(13):
+                edge = y < 1 or y >= 9 or x < 1 or x >= 12  # floor(10/8) = floor(13/8) = 1
+                total += float(maps[k, y, x])
+                band += float(maps[k, y, x]) if edge else 0.0
+                band_pixels += edge
+        assert s["border_share"][k].item() == pytest.approx((band / total) / (band_pixels / 130), rel=1e-5)
+
+
+def test_a_sample_without_subject_is_scored_mask_free_only():
+    maps = torch.tensor([[[1.0, 3.0], [0.0, 4.0]], [[1.0, 3.0], [0.0, 4.0]], [[0.0, 0.0], [0.0, 0.0]]])
+    masks = torch.tensor([[[1, 0], [0, 1]], [[0, 0], [0, 0]], [[0, 0], [0, 0]]], dtype=torch.bool)
+    s = score(maps, masks, subjects=torch.tensor([True, False, False]))
+    assert s["invalid"].tolist() == [0, 0, 4]  # no subject is not an empty mask; a zero heatmap still is invalid
+    for name in METRICS:
+        if name in MASK_FREE_METRICS:
+            assert s[name][1].item() == s[name][0].item() and math.isnan(s[name][2].item()), name
+        else:
+            assert math.isnan(s[name][1].item()) and not math.isnan(s[name][0].item()), name

@@ -42,6 +42,7 @@ STATISTIC_LABELS = {
     "focus_lift_mean": ("mean focus_lift", "fmt"),
     "background_reliant_rate": ("background-reliant", "pct"),
     "pointing_hit_rate": ("pointing hits", "pct"),
+    "border_share_mean": ("mean border_share", "fmt"),
     "error_rate": ("not scored", "pct"),
 }
 
@@ -54,6 +55,8 @@ METRIC_HELP = {
     "pointing_hit": "Whether the single hottest pixel lies on the subject (pointing game).",
     "iou": "Overlap (intersection over union) of the pixels at or above half the peak heat with the subject.",
     "background_reliant": "A sample counts as background-reliant when its focus_lift is below the reliance threshold.",
+    "border_share": "Share of the heatmap in the image's outer band (1/8 of each side) over the band's share of "
+    "the image: 1 means no preference, above 1 drawn to tags, rulers or scanner borders. Needs no subject.",
 }
 METRIC_DEFINITIONS = {
     "subject_share": "sum(H·M) / sum(H)",
@@ -63,6 +66,7 @@ METRIC_DEFINITIONS = {
     "pointing_hit": "argmax H lies in M",
     "iou": "IoU of {H ≥ 0.5·max H} with M",
     "background_reliant": "focus_lift < reliance threshold",
+    "border_share": "(sum(H·B) / sum(H)) / mean(B), B = outer band",
 }
 DECIDE_ON_HELP = {
     "point": "the estimate",
@@ -233,8 +237,15 @@ def _charts(frame: pd.DataFrame, agg: Mapping[str, Any], meta: Mapping[str, Any]
     }
 
 
-def _key_numbers(overall: Mapping[str, Any], meta: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The headline estimates, each with one sentence on how to read it."""
+def _key_numbers(agg: Mapping[str, Any], meta: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The headline estimates, each with one sentence on how to read it; one the data cannot
+    give carries ``not_measured`` (why) instead of a value."""
+    cards = _key_cards(agg["overall"], meta)
+    missing = agg.get("not_measured", {})
+    return [{**card, "not_measured": missing.get(card["statistic"], "")} for card in cards]
+
+
+def _key_cards(overall: Mapping[str, Any], meta: Mapping[str, Any]) -> list[dict[str, Any]]:
     c = overall["ci"]
     area = overall.get("subject_area_mean")
     area_text = ""
@@ -246,6 +257,7 @@ def _key_numbers(overall: Mapping[str, Any], meta: Mapping[str, Any]) -> list[di
     return [
         {
             "label": "mean subject_share",
+            "statistic": "subject_share_mean",
             "value": overall["subject_share_mean"],
             "ci": c["subject_share_mean"],
             "style": "fmt",
@@ -254,6 +266,7 @@ def _key_numbers(overall: Mapping[str, Any], meta: Mapping[str, Any]) -> list[di
         },
         {
             "label": "mean focus_lift",
+            "statistic": "focus_lift_mean",
             "value": overall["focus_lift_mean"],
             "ci": c["focus_lift_mean"],
             "style": "fmt",
@@ -263,6 +276,7 @@ def _key_numbers(overall: Mapping[str, Any], meta: Mapping[str, Any]) -> list[di
         },
         {
             "label": "background-reliant samples",
+            "statistic": "background_reliant_rate",
             "value": overall["background_reliant_rate"],
             "ci": c["background_reliant_rate"],
             "style": "pct",
@@ -272,6 +286,7 @@ def _key_numbers(overall: Mapping[str, Any], meta: Mapping[str, Any]) -> list[di
         },
         {
             "label": "accuracy",
+            "statistic": "accuracy",
             "value": overall["accuracy"],
             "ci": c["accuracy"],
             "style": "pct",
@@ -282,13 +297,41 @@ def _key_numbers(overall: Mapping[str, Any], meta: Mapping[str, Any]) -> list[di
         },
         {
             "label": "pointing hits",
+            "statistic": "pointing_hit_rate",
             "value": overall["pointing_hit_rate"],
             "ci": c["pointing_hit_rate"],
             "style": "pct",
             "digits": 3,
             "text": "The share of valid samples whose single hottest heatmap pixel lies on the subject.",
         },
+        {
+            "label": "mean border_share",
+            "statistic": "border_share_mean",
+            "value": overall.get("border_share_mean"),
+            "ci": c.get("border_share_mean"),
+            "style": "fmt",
+            "digits": 2,
+            "text": "The heatmap's share in the image's outer band over the band's share of the image: 1 is no "
+            "preference, above 1 drawn to the edges (tags, rulers, scanner borders). Needs no subject.",
+        },
     ]
+
+
+def _subjects_text(agg: Mapping[str, Any]) -> str:
+    """One sentence on how many samples have a subject label and what that leaves unmeasured."""
+    n, with_subject = agg["overall"]["n"], agg.get("n_with_subject", agg["overall"]["n"])
+    if with_subject == n:
+        return ""
+    missing = agg.get("not_measured", {})
+    if missing:
+        names = ", ".join(STATISTIC_LABELS[s][0] for s in missing)
+        return f"No sample has a subject label: {names} are {next(iter(missing.values()))}. Accuracy, " + (
+            "confidence, the group breakdowns and border_share are measured on every sample."
+        )
+    return (
+        f"{with_subject} of {n} samples have a subject label: the subject statistics rest on those alone; "
+        "accuracy and border_share on every sample."
+    )
 
 
 def _preprocessing_text(preprocessing: Mapping[str, Any]) -> str:
@@ -395,7 +438,8 @@ def context(result: AuditResult) -> dict[str, Any]:
         "analysis": meta["analysis"],
         "primary": primary,
         "overall": agg["overall"],
-        "key_numbers": _key_numbers(agg["overall"], meta),
+        "key_numbers": _key_numbers(agg, meta),
+        "subjects_text": _subjects_text(agg),
         "by_class": agg["by_class"],
         "by_group": agg["by_group"],
         "by_intersection": agg["by_intersection"],

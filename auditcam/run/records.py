@@ -47,6 +47,7 @@ DTYPES: dict[str, str] = {
     "status": "string",
     "reason": "string",
     "note": "string",
+    "has_subject": "boolean",
     **dict.fromkeys(METRICS, "float64"),
     STRATEGY: "string",
     HEATMAP_GRID: "object",
@@ -67,11 +68,13 @@ ANALYSIS_COLUMNS = (
     "pred",
     "correct",
     "status",
+    "has_subject",
     "subject_share",
     "subject_area",
     "focus_lift",
     "background_reliant",
     "pointing_hit",
+    "border_share",
 )
 
 
@@ -117,15 +120,20 @@ class Scored:
 
 
 def score_explanation(
-    explanation: Any, masks: torch.Tensor, methods: Sequence[str], reliance_threshold: float
+    explanation: Any,
+    masks: torch.Tensor,
+    methods: Sequence[str],
+    reliance_threshold: float,
+    subjects: torch.Tensor | None = None,
 ) -> Scored:
     """Predictions and metrics of every method for one explained batch, copied to the host in
-    one transfer (one synchronisation per batch on a GPU)."""
+    one transfer (one synchronisation per batch on a GPU); ``subjects`` marks the samples with a
+    subject (default: all)."""
     confidence, pred = explanation.logits.float().softmax(dim=1).max(dim=1)
     per_method = []
     for method in methods:
         maps = explanation.maps[method]
-        scores = score(maps, masks, reliance_threshold=reliance_threshold)
+        scores = score(maps, masks, reliance_threshold=reliance_threshold, subjects=subjects)
         grid = F.adaptive_avg_pool2d(maps.float().unsqueeze(1), GRID).flatten(1)
         metrics = torch.stack([*(scores[name] for name in METRICS), scores["invalid"].float()], dim=1)
         per_method.append(torch.cat([metrics, grid], dim=1))
@@ -151,6 +159,14 @@ def _names(indices: np.ndarray, classes: Sequence[str] | None, absent: np.ndarra
     return pa.array(names.tolist(), type=pa.string())
 
 
+def _flags(batch: Mapping[str, Any], key: str, default: np.ndarray) -> np.ndarray:
+    """A per-item bool column of the batch as numpy (``default`` where the batch has none)."""
+    value = batch.get(key)
+    if value is None:
+        return default
+    return value.numpy() if torch.is_tensor(value) else np.asarray(value, dtype=bool)
+
+
 def batch_records(
     batch: Mapping[str, Any],
     positions: Sequence[int],
@@ -161,7 +177,8 @@ def batch_records(
 ) -> pa.RecordBatch:
     """The shard rows of one batch: sample-major, one row per method, in :func:`samples_schema`
     order with ``position`` first. Unreadable samples get NaN metrics and no prediction; a
-    readable sample whose metrics are invalid for a method gets status ``invalid`` and the reason."""
+    readable sample whose metrics are invalid for a method gets status ``invalid`` and the reason;
+    one without a subject keeps status ``ok``, ``has_subject`` false and its reason ("no subject")."""
     n, m = len(positions), len(methods)
     ok = batch["ok"].numpy() if torch.is_tensor(batch["ok"]) else np.asarray(batch["ok"], dtype=bool)
     labels = batch["label"].numpy().astype(np.int64)
@@ -189,6 +206,7 @@ def batch_records(
         "confidence": pa.array(confidence),
         "target": pa.array(target, mask=absent),
         "note": pa.array(batch["note"], type=pa.string()),
+        "has_subject": pa.array(_flags(batch, "has_subject", ok)),
         **{a: pa.array([row.get(a) for row in batch["attributes"]], type=pa.string()) for a in attributes},
     }
     rows = np.repeat(np.arange(n), m)

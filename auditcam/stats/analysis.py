@@ -19,6 +19,7 @@ import pandas as pd
 
 from auditcam.config import AnalysisOptions
 from auditcam.errors import InputError
+from auditcam.scoring import SUBJECT_METRICS
 from auditcam.stats import bootstrap
 
 OVERALL, ALL = "overall", "all"
@@ -60,11 +61,23 @@ STATISTICS: dict[str, Statistic] = {
         "background_reliant", "valid", "mean", "lower", "share of samples whose heatmap is drawn to the background"
     ),
     "pointing_hit_rate": Statistic("pointing_hit", "valid", "mean", "higher", "share of hottest pixels on the subject"),
+    "border_share_mean": Statistic(
+        "border_share",
+        "predicted",
+        "mean",
+        "lower",
+        "mean heatmap share in the image's outer band over the band's share of the image",
+    ),
     "error_rate": Statistic(
         "unscored", "all", "mean", "lower", "share of samples not scored (status error or invalid)"
     ),
 }
 DISPARITY_STATISTICS = tuple(name for name, s in STATISTICS.items() if s.better is not None)
+# statistics of subject metrics: measured only on the samples that have a subject
+SUBJECT_STATISTICS = tuple(name for name, s in STATISTICS.items() if s.column in SUBJECT_METRICS)
+NO_SUBJECTS = "not measured (no subject labels)"
+# columns older sample frames may lack: border_share (NaN) and has_subject (every row has one)
+OPTIONAL_COLUMNS = {"border_share": math.nan, "has_subject": True}
 REQUIRED_COLUMNS = (
     "id",
     "label",
@@ -178,7 +191,9 @@ class Analysis:
     each group attribute, each intersection (``"a & b"``, groups ``"x & y"``) and
     ``correctness`` (``correct`` / ``incorrect`` predictions). An estimate from fewer than
     ``options.min_group_size`` samples is *insufficient*: shown, but left out of disparities
-    and never passed or failed. Build it with :func:`analyse`; it is not modified afterwards.
+    and never passed or failed. ``n_with_subject`` counts the samples that have a subject: the
+    subject statistics (:data:`SUBJECT_STATISTICS`) rest on those alone, and with none they are
+    not measured. Build it with :func:`analyse`; it is not modified afterwards.
     """
 
     def __init__(
@@ -193,6 +208,7 @@ class Analysis:
         ids: np.ndarray,
         attributes: tuple[str, ...],
         options: AnalysisOptions,
+        n_with_subject: int | None = None,
     ) -> None:
         replicates.flags.writeable = False
         ids.flags.writeable = False
@@ -207,6 +223,7 @@ class Analysis:
             "_ids": ids,
             "attributes": attributes,
             "options": options,
+            "n_with_subject": len(ids) if n_with_subject is None else n_with_subject,
         }
         for name, value in fields.items():
             object.__setattr__(self, name, value)
@@ -307,6 +324,10 @@ class Analysis:
         self._check_dimension(dimension)
         return self._replicates[:, self._index[(dimension, group)], :]
 
+    def not_measured(self) -> dict[str, str]:
+        """Statistic -> why the data cannot give it (empty when everything was measured)."""
+        return dict.fromkeys(SUBJECT_STATISTICS, NO_SUBJECTS) if self.n_with_subject == 0 else {}
+
     @property
     def ids(self) -> np.ndarray:
         """Sample ids in row order: two analyses pair up when these and the options agree."""
@@ -338,6 +359,8 @@ class Analysis:
             slices.setdefault(dimension, {})[group] = self._slice_dict(dimension, group, grouped[key], counts.loc[key])
         by_kind = {"attribute": "by_group", "intersection": "by_intersection"}
         out: dict[str, Any] = {
+            "n_with_subject": int(self.n_with_subject),
+            "not_measured": self.not_measured(),
             "overall": slices[OVERALL][ALL],
             "by_class": slices[CLASS],
             "by_group": {},
@@ -398,6 +421,9 @@ def analyse(
     attributes = tuple(attributes)
     _validate_frame(frame, attributes, options.intersections)
     frame = frame.reset_index(drop=True)
+    absent = {c: v for c, v in OPTIONAL_COLUMNS.items() if c not in frame}
+    if absent:
+        frame = frame.assign(**absent)
     slices = _slices(frame, attributes, options.intersections)
     keys = slices.keys
     names = list(STATISTICS)
@@ -487,6 +513,7 @@ def analyse(
         ids=frame["id"].astype(str).to_numpy(),
         attributes=attributes,
         options=options,
+        n_with_subject=int(frame["has_subject"].fillna(False).astype(bool).sum()),
     )
 
 

@@ -10,6 +10,7 @@ a check that is not applicable never blocks.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -17,7 +18,14 @@ from typing import Any
 
 from auditcam.config import AnalysisOptions, Checks, GroupGap, Threshold, WorstGroupAccuracy
 from auditcam.errors import InputError
-from auditcam.stats.analysis import ALL, OVERALL, STATISTICS, UNKNOWN_ATTRIBUTE, Analysis, intersection_name
+from auditcam.stats.analysis import (
+    ALL,
+    OVERALL,
+    STATISTICS,
+    UNKNOWN_ATTRIBUTE,
+    Analysis,
+    intersection_name,
+)
 
 PASS, FAIL, INSUFFICIENT, NOT_APPLICABLE = "pass", "fail", "insufficient data", "not applicable"
 OUTCOMES = (PASS, FAIL, INSUFFICIENT, NOT_APPLICABLE)
@@ -109,6 +117,9 @@ def _overall_check(
     decide_on = threshold.decide_on or checks.decide_on
     n, minimum = estimate["n"], analysis.options.min_group_size
     outcome = INSUFFICIENT if n < minimum else decide(estimate["value"], estimate["ci"], op, threshold.value, decide_on)
+    detail = f"n = {n} < min_group_size {minimum}" if n < minimum else ""
+    if statistic in analysis.not_measured():
+        outcome, detail = NOT_APPLICABLE, analysis.not_measured()[statistic]
     return CheckResult(
         name=name,
         metric=statistic,
@@ -122,7 +133,7 @@ def _overall_check(
         outcome=outcome,
         n=n,
         description=STATISTICS[statistic].description,
-        detail=f"n = {n} < min_group_size {minimum}" if n < minimum else "",
+        detail=detail,
         insufficient_data=checks.insufficient_data,
     )
 
@@ -171,6 +182,9 @@ def _gap_check(analysis: Analysis, checks: Checks, gap: GroupGap) -> CheckResult
         detail = f"{row['max_group']} {_num(row['group_max'])} vs {row['min_group']} {_num(row['group_min'])}"
     else:
         detail = f"fewer than 2 groups with at least {analysis.options.min_group_size} samples"
+    outcome = decide(value, ci, "<=", gap.value, decide_on)
+    if gap.metric in analysis.not_measured():
+        outcome, detail, row = NOT_APPLICABLE, analysis.not_measured()[gap.metric], {**row, "insufficient_groups": ()}
     return CheckResult(
         name=f"group_gap:{dimension}:{gap.metric}",
         metric=gap.metric,
@@ -181,7 +195,7 @@ def _gap_check(analysis: Analysis, checks: Checks, gap: GroupGap) -> CheckResult
         op="<=",
         threshold=gap.value,
         decide_on=decide_on,
-        outcome=decide(value, ci, "<=", gap.value, decide_on),
+        outcome=outcome,
         n=int(row["n_groups"]),
         description=f"difference of {gap.metric} between the best and the worst {dimension} group",
         detail=detail + _left_out(row),
@@ -224,6 +238,11 @@ def estimate_check(
         detail="; ".join(t for t in (detail, scarce) if t),
         insufficient_data=checks.insufficient_data,
     )
+
+
+def not_applicable(check: CheckResult, detail: str) -> CheckResult:
+    """``check`` marked not applicable (the data lacks what it needs), with ``detail`` saying why."""
+    return dataclasses.replace(check, outcome=NOT_APPLICABLE, detail=detail, value=None, ci=None)
 
 
 def bg_gap_check(
@@ -287,7 +306,9 @@ def validate_checks(checks: Checks, options: AnalysisOptions, attributes: Sequen
 
 
 def evaluate_checks(analysis: Analysis, checks: Checks) -> list[CheckResult]:
-    """Apply every enabled check to an analysis (of the primary method's samples)."""
+    """Apply every enabled check to an analysis (of the primary method's samples). A check of a
+    subject statistic is not applicable when no sample has a subject (the verdict then rests on
+    the mask-free checks); with only some, it is decided on those, with their n."""
     validate_checks(checks, analysis.options, analysis.attributes)
     results = []
     overall = (
@@ -315,7 +336,7 @@ def evaluate_checks(analysis: Analysis, checks: Checks) -> list[CheckResult]:
                     op=">=",
                     threshold=worst.value,
                     decide_on=worst.decide_on or checks.decide_on,
-                    outcome=INSUFFICIENT,
+                    outcome=NOT_APPLICABLE,
                     n=0,
                     description="accuracy of the least accurate group",
                     detail="the data has no group attributes",

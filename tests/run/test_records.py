@@ -62,6 +62,7 @@ def _reference(batch, positions, methods, explanation, threshold):
                 "status": batch["status"][i],
                 "reason": batch["reason"][i],
                 "note": batch["note"][i],
+                "has_subject": bool(batch["ok"][i]),  # a batch without the key: every readable sample has one
                 **dict.fromkeys(METRICS, math.nan),
                 "strategy": None,
                 "heatmap_grid": None,
