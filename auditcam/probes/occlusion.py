@@ -252,7 +252,8 @@ def _artefact_evidence(
         decided_by="no subjects: "
         + ", ".join(
             [
-                f"{constant:.0%} of the spot {'is' if uniform else 'is not'} the same in every member image",
+                f"{constant:.0%} of the spot is the same in every member image "
+                f"({'at least' if uniform else 'under'} {options.min_constant_share:.0%})",
                 f"{'at' if border else 'off'} the border",
                 "paste not measured" if carry is None else f"pasting it carries {carry:.0%} of other-class images",
             ]

@@ -18,8 +18,8 @@ from auditcam.stats.bootstrap import mean_interval
 NONE = {"A": 0.0, "B": 0.0}
 
 
-def _audit(tmp_path, model, split, name):
-    manifest = write_split(split, tmp_path / name)
+def _audit(tmp_path, model, split, name, masks=True):
+    manifest = write_split(split, tmp_path / name, masks=masks)
     dataset = LabelledDataset.from_manifest(manifest, classes=CLASSES, preprocessing=PREPROCESSING)
     return audit(model, dataset, progress=False, featuremap_channels=0, gallery_size=2)
 
@@ -58,6 +58,17 @@ def test_a_tag_shortcut_is_flagged_and_its_region_covers_the_tag(tmp_path, tag_m
     assert check.outcome == "fail"
     strategies = result.samples.loc[result.samples["method"] == "gradcam", "strategy"]
     assert strategies.notna().all() and flagged[0].id in set(strategies)
+
+
+@pytest.mark.slow
+def test_a_tag_shortcut_is_flagged_without_masks_on_label_free_evidence(tmp_path, tag_model, audited_split):
+    result = _audit(tmp_path, tag_model, audited_split, "tag-nomask", masks=False)
+    flagged = _flagged(result)
+    assert [s.class_name for s in flagged] == ["circle"]
+    evidence = flagged[0].occlusion["evidence"]
+    assert evidence["decided_by"].startswith("no subjects") and evidence["border"]
+    assert evidence["constant_share"] > 0.05  # the tag's pixels are the same in every member
+    assert all(s.subject_share is None for s in result.strategies.discovery.strategies)
 
 
 @pytest.mark.slow
