@@ -22,6 +22,7 @@ from auditcam.config import AnalysisOptions, Checks
 from auditcam.data import LabelledDataset, as_audit_dataset
 from auditcam.errors import InputError
 from auditcam.models import ModelInfo, model_device, sha256_file
+from auditcam.probes.occlusion import run_strategies
 from auditcam.result import AuditResult
 from auditcam.run import distributed
 from auditcam.run.device import amp_dtype, on_device, resolve_device
@@ -198,6 +199,11 @@ def audit(
                 num_workers=num_workers,
                 progress=progress,
             )
+            beyond["strategies"], location = run_strategies(
+                model, dataset, folder.samples, method=methods[0], classes=classes, checks=checks, analysis=options,
+                batch_size=run.layout.batch_size,
+            )  # fmt: skip
+            beyond["checks"] += [location] if location is not None else []
         check_results = [*evaluate_checks(analyses[methods[0]], checks), *beyond.pop("checks")]
         meta = {
             "name": name or _default_name(model_info),

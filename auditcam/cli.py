@@ -20,6 +20,7 @@ from auditcam.config import (
     DEFAULT_MAX_BACKGROUND_FOLLOWING,
     DEFAULT_MAX_BACKGROUND_RELIANT_RATE,
     DEFAULT_MAX_BG_GAP,
+    DEFAULT_MAX_LOCATION_SHORTCUT,
     DEFAULT_MAX_SANITY_CORRELATION,
     DEFAULT_MIN_GROUP_SIZE,
     INSUFFICIENT_DATA,
@@ -143,6 +144,14 @@ def add_check_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="R",
         help="with --sanity: ceiling on the rank correlation of the heatmaps with those of the randomised model "
         f"(default: {DEFAULT_MAX_SANITY_CORRELATION})",
+        **kept,
+    )
+    checks.add_argument(
+        "--max-location-shortcut",
+        type=_threshold,
+        metavar="DIFF",
+        help="ceiling on how much more occluding a strategy's hot spot flips predictions than an equally large "
+        f"control region, over spots off the subject (default: {DEFAULT_MAX_LOCATION_SHORTCUT})",
         **kept,
     )
     checks.add_argument("--decide-on", choices=DECIDE_ON, help="estimate that decides checks (default: point)", **kept)

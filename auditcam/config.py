@@ -39,6 +39,7 @@ DEFAULT_MAX_BG_GAP = 0.1  # decided only when the counterfactual test runs (--co
 # subject-driven model ample room for artefacts (which land on the donor's class only by chance:
 # about 1/(classes - 1) of the flips) and fails a model that follows the background in one swap of four.
 DEFAULT_MAX_BACKGROUND_FOLLOWING = 0.25
+DEFAULT_MAX_LOCATION_SHORTCUT = 0.1  # flip-rate difference, spot minus control (strategies' occlusion test)
 DEFAULT_MAX_SANITY_CORRELATION = 0.5  # decided only when the sanity check runs (--sanity)
 DEFAULT_MIN_GROUP_SIZE = 30
 DEFAULT_BOOTSTRAP = 1000
@@ -75,6 +76,7 @@ THRESHOLD_KEYS = (
     "max_bg_gap",
     "max_background_following",
     "max_sanity_correlation",
+    "max_location_shortcut",
 )
 
 
@@ -124,6 +126,10 @@ class Checks:
       swaps onto another class's background may move the prediction to the donor image's.
     - ``max_sanity_correlation``: with the sanity check, the mean Spearman correlation between
       the original maps and those of the fully randomised model must be at most this.
+    - ``max_location_shortcut``: the location-shortcut test (strategy discovery and occlusion):
+      the largest difference between the flip rate of occluding a strategy's hot spot and that
+      of an equally large control region, over strategies whose spot is not the subject, must
+      be at most this.
     - ``decide_on``: default estimate that decides a check, one of :data:`DECIDE_ON`.
     - ``insufficient_data``: what a check without enough data does to the verdict, one of
       :data:`INSUFFICIENT_DATA` (``fail``: the audit does not pass; ``skip``: ignored).
@@ -138,6 +144,7 @@ class Checks:
     max_bg_gap: Threshold | float | None = DEFAULT_MAX_BG_GAP
     max_background_following: Threshold | float | None = DEFAULT_MAX_BACKGROUND_FOLLOWING
     max_sanity_correlation: Threshold | float | None = DEFAULT_MAX_SANITY_CORRELATION
+    max_location_shortcut: Threshold | float | None = DEFAULT_MAX_LOCATION_SHORTCUT
     decide_on: str = "point"
     insufficient_data: str = "fail"
 
@@ -359,6 +366,7 @@ CHECK_KEYS: dict[str, Callable[[Any], Any]] = {
     "max_bg_gap": _threshold,
     "max_background_following": _threshold,
     "max_sanity_correlation": _threshold,
+    "max_location_shortcut": _threshold,
     "decide_on": lambda raw: _choice(raw, DECIDE_ON),
     "insufficient_data": lambda raw: _choice(raw, INSUFFICIENT_DATA),
 }

@@ -34,7 +34,7 @@ from auditcam.errors import InputError
 from auditcam.files import Parts, json_text, read_json, read_parts, replacing, write_parquet, write_parts
 from auditcam.run.gallery import Gallery
 from auditcam.run.loop import analysis_frame
-from auditcam.run.runfolder import COUNTERFACTUAL, FEATUREMAPS, GALLERY, SAMPLES, SANITY
+from auditcam.run.runfolder import COUNTERFACTUAL, FEATUREMAPS, GALLERY, SAMPLES, SANITY, STRATEGIES
 from auditcam.stats.analysis import Analysis, analyse, json_number
 from auditcam.stats.checks import (
     OUTCOMES,
@@ -54,6 +54,7 @@ from auditcam.stats.comparison import (
 if TYPE_CHECKING:
     from auditcam.probes.counterfactual import CounterfactualResult
     from auditcam.probes.featuremaps import ExemplarGrid
+    from auditcam.probes.occlusion import StrategiesResult
     from auditcam.probes.sanity import SanityResult
 
 
@@ -168,6 +169,7 @@ class AuditResult:
         counterfactual: CounterfactualResult | None = None,
         sanity: SanityResult | None = None,
         featuremaps: Sequence[ExemplarGrid] = (),
+        strategies: StrategiesResult | None = None,
         temporary: Path | None = None,
         summary: dict[str, Any] | None = None,
     ) -> None:
@@ -182,6 +184,7 @@ class AuditResult:
         self.counterfactual = counterfactual
         self.sanity = sanity
         self.featuremaps = tuple(featuremaps)
+        self.strategies = strategies
         if temporary is not None:  # the folder that holds samples_path goes with the result
             weakref.finalize(self, shutil.rmtree, str(temporary), True)
 
@@ -280,11 +283,13 @@ class AuditResult:
         }
 
     def _beyond_summary(self) -> dict[str, Any]:
-        """``bg_gap`` (headline) and ``counterfactual`` (detail), ``sanity``: present when run."""
+        """``bg_gap`` (headline) and ``counterfactual`` (detail), ``sanity``, ``strategies``: present when run."""
         out: dict[str, Any] = {}
         if self.counterfactual is not None:
             out["bg_gap"] = self.counterfactual.bg_gap
             out["counterfactual"] = self.counterfactual.to_dict()
+        if self.strategies is not None:
+            out["strategies"] = self.strategies.to_dict()
         if self.sanity is not None:
             out["sanity"] = {**self.sanity.to_dict(), "check": _check_named(self.checks, "sanity:")}
         return out
@@ -298,6 +303,8 @@ class AuditResult:
             parts[COUNTERFACTUAL] = self.counterfactual.to_parts()
         if self.sanity is not None:
             parts[SANITY] = self.sanity.to_parts()
+        if self.strategies is not None:
+            parts[STRATEGIES] = self.strategies.to_parts()
         return parts
 
     def write(self, out: str | Path, formats: Sequence[str] | None = None) -> dict[str, Path]:
@@ -325,13 +332,15 @@ class AuditResult:
         gallery and probe results. Not a bundle of this schema: an InputError naming the file."""
         from auditcam.probes.counterfactual import CounterfactualResult
         from auditcam.probes.featuremaps import grids_from_parts
+        from auditcam.probes.occlusion import StrategiesResult
         from auditcam.probes.sanity import SanityResult
 
         folder = Path(folder)
         _require(folder, (SUMMARY, SAMPLES, f"{GALLERY}.json", f"{FEATUREMAPS}.json"), AUDIT)
         summary = _read_summary(folder / SUMMARY)
         probes: dict[str, Any] = {"featuremaps": grids_from_parts(read_parts(folder, FEATUREMAPS))}
-        for stem, kind in ((COUNTERFACTUAL, CounterfactualResult), (SANITY, SanityResult)):
+        kinds = ((COUNTERFACTUAL, CounterfactualResult), (SANITY, SanityResult), (STRATEGIES, StrategiesResult))
+        for stem, kind in kinds:
             if stem in summary:
                 _require(folder, (f"{stem}.json",), AUDIT)
                 probes[stem] = kind.from_parts(read_parts(folder, stem))

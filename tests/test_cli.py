@@ -176,7 +176,11 @@ def test_checks_come_from_pyproject_then_config_then_flags(demo_run, tmp_path, m
     args = ["audit", "--model", MODEL_SPEC, "--weights", str(demo_run.weights["clean"]), "--data", str(manifest)]
     assert cli.main([*args, "--out", str(tmp_path / "a"), "--no-progress"]) == cli.EXIT_PASS
     summary = json.loads((tmp_path / "a" / "summary.json").read_text(encoding="utf-8"))
-    assert [c["name"] for c in summary["checks"]] == ["mean_subject_share", "group_gap:site:subject_share_mean"]
+    assert [c["name"] for c in summary["checks"]] == [
+        "mean_subject_share",
+        "group_gap:site:subject_share_mean",
+        "location_shortcut",  # on by default
+    ]
     assert summary["meta"]["config_sources"] == [str(project / "pyproject.toml")]
     root = assert_junit_shape((tmp_path / "a" / "junit.xml").read_text(encoding="utf-8"))
     assert [c.get("name") for c in root.iter("testcase")] == [c["name"] for c in summary["checks"]]
@@ -189,7 +193,7 @@ def test_checks_come_from_pyproject_then_config_then_flags(demo_run, tmp_path, m
     isolated = [*args, "--out", str(tmp_path / "c"), "--isolated", "--min-group-size", "10", "--no-progress"]
     assert cli.main(isolated) == cli.EXIT_PASS
     summary = json.loads((tmp_path / "c" / "summary.json").read_text(encoding="utf-8"))
-    assert [c["name"] for c in summary["checks"]] == ["background_reliant_rate"]  # the default only
+    assert [c["name"] for c in summary["checks"]] == ["background_reliant_rate", "location_shortcut"]  # defaults
 
 
 def test_bad_config_exits_2_naming_file_and_key(tmp_path, capsys):

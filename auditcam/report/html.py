@@ -409,7 +409,13 @@ def context(result: AuditResult) -> dict[str, Any]:
         row["dimension"]: row["worst_group"] for row in agg["disparities"] if row["statistic"] == "subject_share_mean"
     }
     checks = summary["checks"]
-    extra = {"counterfactual": None, "sanity": None, "featuremaps": None, **extra_sections(result, summary)}
+    extra = {
+        "strategies": None,
+        "counterfactual": None,
+        "sanity": None,
+        "featuremaps": None,
+        **extra_sections(result, summary),
+    }
     return {
         **page_assets(script=True),
         "meta": meta,

@@ -125,10 +125,39 @@ def featuremaps(result: AuditResult) -> dict[str, Any] | None:
     }
 
 
-def sections(result: AuditResult, summary: Mapping[str, Any]) -> dict[str, Any]:
-    """The three optional sections' contexts by template key (None: the section is left out);
-    their numbers from ``summary`` (the result's, as written), their pictures from the result."""
+def strategies(result: AuditResult, summary: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Each class's strategies as mean-heatmap tiles with their numbers, exemplars and the
+    occlusion result; the classes not clustered and everything not measured, with why."""
+    found = result.strategies
+    if found is None:
+        return None
+    cards = []
+    for strategy in found.discovery.strategies:
+        mean_map = strategy.mean_map / max(float(strategy.mean_map.max()), 1e-12)
+        cards.append(
+            {
+                **strategy.to_dict(),
+                "tile": figures.png_data_uri(figures.resized(figures.heat_colours(mean_map), THUMBNAIL // 2)),
+                "exemplars": [
+                    {"id": sample, "image": figures.png_data_uri(_small(picture))}
+                    for sample, picture in found.pictures.get(strategy.id, [])
+                ],
+            }
+        )
     return {
+        "method": found.method,
+        "classes": found.discovery.classes,
+        "cards": cards,
+        "not_measured": found.not_measured,
+        "check": _check(summary, "location_shortcut"),
+    }
+
+
+def sections(result: AuditResult, summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The optional sections' contexts by template key (None: the section is left out); their
+    numbers from ``summary`` (the result's, as written), their pictures from the result."""
+    return {
+        "strategies": strategies(result, summary),
         "counterfactual": counterfactual(result, summary),
         "sanity": sanity(result, summary),
         "featuremaps": featuremaps(result),

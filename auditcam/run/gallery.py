@@ -22,7 +22,7 @@ from auditcam.data import collate
 from auditcam.files import ROWS, Parts, records_table, table_records
 from auditcam.models import Preprocessing
 from auditcam.run.device import to_device
-from auditcam.run.records import POSITION
+from auditcam.run.records import HEATMAP_GRID, POSITION
 
 ENDS = ("background_reliant", "subject_focused")
 PICTURES = ("image", "heatmap", "mask")
@@ -173,9 +173,10 @@ def explain_exemplars(
 def exemplar(
     record: dict[str, Any], image: torch.Tensor, heatmap: torch.Tensor, mask: torch.Tensor, preprocessing: Preprocessing
 ) -> Exemplar:
-    """One sample as the report shows it: the displayed input, its [0, 1] heatmap and mask, on the host."""
+    """One sample as the report shows it: the displayed input, its [0, 1] heatmap and mask, on the
+    host; its record without the pooled heatmap grid (the heatmap itself is kept)."""
     return Exemplar(
-        record=record,
+        record={k: v for k, v in record.items() if k != HEATMAP_GRID},
         image=preprocessing.to_uint8(image),
         heatmap=heatmap.float().cpu().numpy().astype(np.float32),
         mask=mask.cpu().numpy().copy(),

@@ -35,7 +35,8 @@ SAMPLES = "samples.parquet"
 BUNDLE = ("report.html", "summary.json", "junit.xml", SAMPLES)
 # the bundle's other parts, each <stem>.json with its .npz and .parquet files (auditcam.files.write_parts)
 GALLERY, COUNTERFACTUAL, SANITY, FEATUREMAPS = "gallery", "counterfactual", "sanity", "featuremaps"
-PARTS = (GALLERY, COUNTERFACTUAL, SANITY, FEATUREMAPS)
+STRATEGIES = "strategies"
+PARTS = (GALLERY, COUNTERFACTUAL, SANITY, FEATUREMAPS, STRATEGIES)
 EXPLAINING, COMPLETE = "explaining", "complete"
 
 FINISHED_RUN = (

@@ -367,3 +367,45 @@ def evaluate_checks(analysis: Analysis, checks: Checks) -> list[CheckResult]:
 def passed(checks: Sequence[CheckResult]) -> bool:
     """The verdict: no check blocks (failed, or lacks data under ``insufficient_data = "fail"``)."""
     return not any(check.blocking for check in checks)
+
+
+def location_shortcut_check(
+    measured: Sequence[Mapping[str, Any]], checks: Checks, options: AnalysisOptions, reason: str = ""
+) -> CheckResult | None:
+    """``max_location_shortcut`` on the strategies whose spot was occluded and lies off the
+    subject (``measured``: their ``occlusion`` dicts with ``n``, ``difference`` and ``strategy``):
+    the largest flip-rate difference among those with at least ``min_group_size`` members;
+    not applicable, with ``reason``, when no strategy had such a spot (None: check off)."""
+    threshold = checks.max_location_shortcut
+    if threshold is None:
+        return None
+    description = "largest flip-rate difference, occluding a strategy's hot spot minus an equally large control region"
+    if not measured:
+        return CheckResult(
+            name="location_shortcut",
+            metric="flip_rate_difference",
+            scope="strategies",
+            value=None,
+            ci=None,
+            confidence=options.confidence,
+            op="<=",
+            threshold=threshold.value,
+            decide_on=threshold.decide_on or checks.decide_on,
+            outcome=NOT_APPLICABLE,
+            n=0,
+            description=description,
+            detail=reason,
+            insufficient_data=checks.insufficient_data,
+        )
+    enough = [m for m in measured if m["n"] >= options.min_group_size]
+    worst = max(enough or measured, key=lambda m: m["difference"]["value"])
+    return estimate_check(
+        Estimate.from_dict("flip_rate_difference", {**worst["difference"], "n": worst["n"]}, options.confidence),
+        checks,
+        options,
+        name="location_shortcut",
+        metric="flip_rate_difference",
+        threshold=threshold,
+        description=description,
+        detail=f"largest in strategy {worst['strategy']}",
+    )

@@ -87,7 +87,14 @@ def test_sections_are_left_out_when_not_run(small_dataset, demo_model):
         progress=False,
         featuremap_channels=0,
     )
-    assert extra_sections(plain, plain.summary()) == {"counterfactual": None, "sanity": None, "featuremaps": None}
+    sections = extra_sections(plain, plain.summary())
+    assert {k: v for k, v in sections.items() if k != "strategies"} == {
+        "counterfactual": None,
+        "sanity": None,
+        "featuremaps": None,
+    }
+    assert sections["strategies"]["cards"] == []  # 12 samples: no class clustered, and the page says why
+    assert sections["strategies"]["not_measured"]
     html = render_html(plain)
     assert not any(f'aria-label="{label}"' in html for label in SECTIONS)
     assert not {"bg_gap", "counterfactual", "sanity"} & set(plain.summary())
