@@ -249,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     runtime.add_argument("--gallery-size", type=int, default=8, help="samples shown at each end of the gallery")
     runtime.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_scale_arguments(run)
+    _add_log_argument(runtime)
     run.set_defaults(handler=_run_audit)
     _add_compare(sub)
     _add_validate(sub)
@@ -351,6 +352,29 @@ def model_options(args: argparse.Namespace) -> dict:
         "model_args": parse_model_args(args.model_arg),
         "pretrained": args.pretrained,
     }
+
+
+def _log_target(text: str):
+    from auditcam.integrations.targets import parse_log_target
+
+    try:
+        return parse_log_target(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_log_argument(parser: argparse.ArgumentParser) -> None:
+    """``--log mlflow[:URI]`` / ``--log tensorboard[:DIR]`` (repeatable), checked before any work."""
+    parser.add_argument(
+        "--log",
+        type=_log_target,
+        action="append",
+        default=[],
+        metavar="TARGET",
+        help="also log the audit to mlflow[:URI] (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db) "
+        "or tensorboard[:DIR] (default: runs); repeatable. The bundle is written first: a tracker that "
+        "fails costs a warning, never the audit",
+    )
 
 
 def _add_scale_arguments(parser: argparse.ArgumentParser) -> None:
@@ -561,6 +585,10 @@ def _run_audit(args: argparse.Namespace, argv: Sequence[str]) -> int:
     result.meta["command"] = "auditcam " + shlex.join(argv)
     result.meta["config_sources"] = list(config.sources)
     paths = result.write(args.out)
+    if args.log:
+        from auditcam.integrations.targets import log_result
+
+        log_result(result, args.out, args.log)
     for check in result.checks:
         print(f"{check.outcome.upper():>17}  {check.message}")
     print(f"{'PASSED' if result.passed else 'FAILED'}: report {paths['report.html']}, junit {paths['junit.xml']}")
@@ -719,6 +747,7 @@ def _add_compare(sub) -> None:
     runtime.add_argument("--batch-size", type=_positive_int, default=32, help="images per batch (default: 32)")
     _add_workers_argument(runtime)
     runtime.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_log_argument(runtime)
     compare.set_defaults(handler=_run_compare)
 
 
@@ -775,6 +804,10 @@ def _run_compare(args: argparse.Namespace, argv: Sequence[str]) -> int:
         results.append(result)
     comparison = compare(*results)
     paths = comparison.write(args.out)
+    if args.log:
+        from auditcam.integrations.targets import log_comparison
+
+        log_comparison(comparison, args.out, args.log)
     focus = comparison.focus_counts
     print(
         f"focus moved subject -> background in {focus['subject_to_background']} samples, "
