@@ -11,6 +11,7 @@ from auditcam.cam import Explainer, Explanation, find_target_layer
 from auditcam.config import AnalysisOptions, Checks, GroupGap, load_config
 from auditcam.data import LabelledDataset, open_dataset
 from auditcam.errors import InputError
+from auditcam.integrations.monitor import Monitor
 from auditcam.models import Preprocessing, load_model
 from auditcam.probes.counterfactual import CounterfactualOptions
 from auditcam.probes.sanity import SanityOptions
@@ -31,6 +32,7 @@ __all__ = [
     "GroupGap",
     "InputError",
     "LabelledDataset",
+    "Monitor",
     "Preprocessing",
     "SanityOptions",
     "__version__",

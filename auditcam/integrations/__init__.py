@@ -5,3 +5,7 @@ checked at every step of a training loop (with a Lightning callback).
 Each tracker is an optional extra (``auditcam[mlflow]``, ``auditcam[tensorboard]``,
 ``auditcam[lightning]``), imported only when used.
 """
+
+from auditcam.integrations.monitor import Monitor
+
+__all__ = ["Monitor"]
