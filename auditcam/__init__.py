@@ -5,11 +5,13 @@ whole dataset, broken down per class and per group, gated by pass/fail checks an
 as a self-contained HTML report.
 """
 
+from auditcam import report  # noqa: F401  (registers report.html and junit.xml, the views of a bundle)
 from auditcam.audit import audit
 from auditcam.cam import Explainer, Explanation, find_target_layer
 from auditcam.config import AnalysisOptions, AuditSettings, Checks, GroupGap, load_config
 from auditcam.data import LabelledDataset, open_dataset
 from auditcam.errors import InputError
+from auditcam.integrations.monitor import Monitor
 from auditcam.models import Preprocessing, load_model
 from auditcam.probes.counterfactual import CounterfactualOptions
 from auditcam.probes.sanity import SanityOptions
@@ -31,6 +33,7 @@ __all__ = [
     "GroupGap",
     "InputError",
     "LabelledDataset",
+    "Monitor",
     "Preprocessing",
     "SanityOptions",
     "__version__",

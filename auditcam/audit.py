@@ -20,11 +20,12 @@ from auditcam.cam import UPSAMPLING, Explainer
 from auditcam.config import AnalysisOptions, AuditSettings, Checks
 from auditcam.data import LabelledDataset, as_audit_dataset
 from auditcam.errors import InputError
-from auditcam.models import ModelInfo
+from auditcam.models import ModelInfo, model_device
 from auditcam.probes.beyond import beyond_heatmaps
+from auditcam.probes.occlusion import run_strategies
 from auditcam.result import AuditResult
 from auditcam.run import distributed
-from auditcam.run.device import amp_dtype, model_device, on_device, resolve_device
+from auditcam.run.device import amp_dtype, on_device, resolve_device
 from auditcam.run.gallery import Gallery, pick_gallery
 from auditcam.run.loop import analysis_frame, explain_share, find_layer, merge_shards
 from auditcam.run.memory import release_memory
@@ -70,7 +71,8 @@ def audit(
 
     Under torch.distributed (torchrun) every rank explains its share of the chunks into the
     shared ``run_dir``; rank 0 returns the result, the other ranks None. The counterfactual
-    test, the sanity check and the feature maps run on rank 0 after the merge.
+    test, the sanity check, the feature maps and the strategies' location test run on rank 0
+    after the merge.
     """
     settings = AuditSettings() if settings is None else settings
     if resume and overwrite:
@@ -155,6 +157,7 @@ def audit(
                 gallery,
                 settings,
                 donors=donors,
+                subjects=analyses[methods[0]].n_with_subject > 0,
                 method=methods[0],
                 layer=explainer.layer,
                 checks=checks,
@@ -164,6 +167,17 @@ def audit(
                 num_workers=num_workers,
                 progress=progress,
             )
+            beyond["strategies"], location = run_strategies(
+                model,
+                dataset,
+                folder.samples,
+                method=methods[0],
+                classes=classes,
+                checks=checks,
+                analysis=options,
+                batch_size=batch_size,
+            )
+            beyond["checks"] += [location] if location is not None else []
         check_results = [*evaluate_checks(analyses[methods[0]], checks), *beyond.pop("checks")]
         meta = run_meta(
             name=name,

@@ -17,8 +17,10 @@ from pathlib import Path
 
 from auditcam.config import (
     DECIDE_ON,
+    DEFAULT_MAX_BACKGROUND_FOLLOWING,
     DEFAULT_MAX_BACKGROUND_RELIANT_RATE,
     DEFAULT_MAX_BG_GAP,
+    DEFAULT_MAX_LOCATION_SHORTCUT,
     DEFAULT_MAX_SANITY_CORRELATION,
     DEFAULT_MIN_GROUP_SIZE,
     FLAGS,
@@ -27,6 +29,7 @@ from auditcam.config import (
     RunKey,
 )
 from auditcam.errors import InputError, Interrupted
+from auditcam.models import INTERPOLATIONS
 from auditcam.version import __version__
 
 EXIT_PASS, EXIT_FAIL, EXIT_INPUT, EXIT_BUG = 0, 1, 2, 3
@@ -69,6 +72,11 @@ def _rate(text: str) -> float:
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
     return value
+
+
+def _names(text: str) -> list[str]:
+    """A comma-separated list of names."""
+    return [m.strip() for m in text.split(",") if m.strip()]
 
 
 def _threshold(text: str) -> float | bool:
@@ -137,11 +145,27 @@ def add_check_arguments(parser: argparse.ArgumentParser) -> None:
         **kept,
     )
     checks.add_argument(
+        "--max-background-following",
+        type=_threshold,
+        metavar="RATE",
+        help="with --counterfactual: ceiling on the share of swaps onto another class's background whose "
+        f"prediction moves to the donor image's (default: {DEFAULT_MAX_BACKGROUND_FOLLOWING})",
+        **kept,
+    )
+    checks.add_argument(
         "--max-sanity-correlation",
         type=_threshold,
         metavar="R",
         help="with --sanity: ceiling on the rank correlation of the heatmaps with those of the randomised model "
         f"(default: {DEFAULT_MAX_SANITY_CORRELATION})",
+        **kept,
+    )
+    checks.add_argument(
+        "--max-location-shortcut",
+        type=_threshold,
+        metavar="DIFF",
+        help="ceiling on how much more occluding a strategy's hot spot flips predictions than an equally large "
+        f"control region, over spots off the subject (default: {DEFAULT_MAX_LOCATION_SHORTCUT})",
         **kept,
     )
     checks.add_argument("--decide-on", choices=DECIDE_ON, help="estimate that decides checks (default: point)", **kept)
@@ -174,11 +198,15 @@ def add_check_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_config_from_args(args: argparse.Namespace):
-    """The merged configuration: these flags > --config > [tool.auditcam] > defaults."""
-    from auditcam.config import KEYS, load_config
+    """The merged configuration: these flags > --config > [tool.auditcam] > defaults. A project's
+    ``bg_match`` may wait for a run with the counterfactual test; --bg-match on its own is a slip."""
+    from auditcam.config import KEYS, MATCH_NEEDS_COUNTERFACTUAL, load_config
 
     given = {key: getattr(args, key) for key in KEYS if hasattr(args, key)}
-    return load_config(given, args.config, use_pyproject=not args.isolated)
+    config = load_config(given, args.config, use_pyproject=not args.isolated)
+    if "bg_match" in given and not config.settings.counterfactual:
+        raise InputError(MATCH_NEEDS_COUNTERFACTUAL, "bg_match")
+    return config
 
 
 def add_setting_arguments(parser: argparse.ArgumentParser) -> None:
@@ -213,6 +241,8 @@ def _argument(key: RunKey) -> dict:
     options = {"type": _text_of(key), "metavar": key.metavar, "help": key.help + shown}
     if key.action == "optional":
         options.update(nargs="?", const=key.const)
+    elif key.action == "append":
+        options["action"] = "append"
     return options
 
 
@@ -229,18 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_run_demo)
 
     run = sub.add_parser("audit", help="audit a model on a labelled dataset with subject masks")
-    model = run.add_argument_group("model")
-    model.add_argument(
-        "--model",
-        required=True,
-        metavar="SPEC",
-        help="torchvision:NAME, path/to/file.py:function or package.module:function",
-    )
-    model.add_argument("--weights", type=Path, help="state dict: .safetensors, .pt or .pth")
-    model.add_argument("--num-classes", type=_positive_int, help="number of model outputs, if the factory needs it")
-    model.add_argument("--image-size", help="model input size: N or HxW (default: from the model spec)")
-    model.add_argument("--mean", help="normalisation mean, three comma-separated numbers")
-    model.add_argument("--std", help="normalisation std, three comma-separated numbers")
+    add_model_arguments(run.add_argument_group("model"))
     data = run.add_argument_group("data")
     _add_data_arguments(data)
     data.add_argument(
@@ -256,11 +275,132 @@ def build_parser() -> argparse.ArgumentParser:
     _add_workers_argument(runtime)
     runtime.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_scale_arguments(run)
+    _add_log_argument(runtime)
     run.set_defaults(handler=_run_audit)
     _add_compare(sub)
     _add_validate(sub)
     _add_featuremaps(sub)
+    _add_report(sub)
     return parser
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    """``auditcam report``: render the views of an audit (or comparison) folder again."""
+    report = sub.add_parser(
+        "report",
+        help="render an audit's (or comparison's) report.html and junit.xml again from its folder, "
+        "e.g. after an upgrade",
+    )
+    report.add_argument("out", type=Path, metavar="OUT", help="the --out folder of an audit or comparison")
+    report.add_argument(
+        "--format",
+        type=_names,
+        metavar="NAMES",
+        help="views to render, comma-separated, from html, junit (default: all)",
+    )
+    report.set_defaults(handler=_run_report)
+
+
+def _run_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from auditcam.result import COMPARISON_JSON, AuditResult, Comparison, render_views
+
+    kind = Comparison if (args.out / COMPARISON_JSON).is_file() else AuditResult
+    bundle = kind.read(args.out)
+    paths = render_views(bundle, args.out, args.format)
+    print(f"{'PASSED' if bundle.passed else 'FAILED'} audit; rendered {', '.join(map(str, paths.values()))}")
+    return EXIT_PASS
+
+
+MODEL_SPECS = (
+    "torchvision:NAME, timm:NAME, hf:PATH (a Hugging Face folder), path/to/file.py:function or package.module:function"
+)
+
+
+def add_model_arguments(group: argparse._ArgumentGroup, *, twice: bool = False) -> None:
+    """The flags that load a model and set its preprocessing, shared by every subcommand that loads
+    one; with ``twice`` (``compare``), --model, --weights and --num-classes are given once or twice."""
+    per_model = {"action": "append"} if twice else {}
+    each = " (once or twice)" if twice else ""
+    group.add_argument("--model", required=True, metavar="SPEC", help=MODEL_SPECS + each, **per_model)
+    group.add_argument("--weights", type=Path, help="state dict: .safetensors, .pt or .pth" + each, **per_model)
+    group.add_argument(
+        "--num-classes",
+        type=_positive_int,
+        help="number of model outputs, if the factory needs it" + each,
+        **per_model,
+    )
+    group.add_argument(
+        "--model-arg",
+        action="append",
+        metavar="KEY=VALUE",
+        help="keyword argument for the model's constructor, the value a Python literal, e.g. img_size=32 (repeatable)",
+    )
+    group.add_argument(
+        "--pretrained", action="store_true", help="timm:NAME: load timm's own pretrained weights (needs the network)"
+    )
+    group.add_argument("--image-size", help="model input size: N or HxW (default: from the model)")
+    group.add_argument(
+        "--crop-pct",
+        type=_crop_pct,
+        metavar="FRACTION",
+        help="resize to image size / FRACTION, then centre crop, as timm does (default: from the model)",
+    )
+    group.add_argument(
+        "--interpolation",
+        choices=INTERPOLATIONS,
+        help="resampling of the images (default: from the model, else bilinear)",
+    )
+    group.add_argument("--mean", help="normalisation mean, three comma-separated numbers (default: from the model)")
+    group.add_argument("--std", help="normalisation std, three comma-separated numbers (default: from the model)")
+
+
+def _crop_pct(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], e.g. 0.875, got {text!r}")
+    return value
+
+
+def model_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of :func:`~auditcam.models.load_model_info` beyond spec, weights and
+    number of classes, taken from the flags of :func:`add_model_arguments`."""
+    from auditcam.models import parse_model_args, parse_size, parse_triple
+
+    return {
+        "image_size": None if args.image_size is None else parse_size(args.image_size),
+        "mean": None if args.mean is None else parse_triple(args.mean, "--mean"),
+        "std": None if args.std is None else parse_triple(args.std, "--std"),
+        "interpolation": args.interpolation,
+        "crop_pct": args.crop_pct,
+        "model_args": parse_model_args(args.model_arg),
+        "pretrained": args.pretrained,
+    }
+
+
+def _log_target(text: str):
+    from auditcam.integrations.targets import parse_log_target
+
+    try:
+        return parse_log_target(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_log_argument(parser: argparse.ArgumentParser) -> None:
+    """``--log mlflow[:URI]`` / ``--log tensorboard[:DIR]`` (repeatable), checked before any work."""
+    parser.add_argument(
+        "--log",
+        type=_log_target,
+        action="append",
+        default=[],
+        metavar="TARGET",
+        help="also log the audit to mlflow[:URI] (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db) "
+        "or tensorboard[:DIR] (default: runs); repeatable. The bundle is written first: a tracker that "
+        "fails costs a warning, never the audit",
+    )
 
 
 def _add_scale_arguments(parser: argparse.ArgumentParser) -> None:
@@ -306,6 +446,7 @@ def _add_workers_argument(group: argparse._ArgumentGroup) -> None:
 def _add_data_arguments(group: argparse._ArgumentGroup) -> None:
     """The dataset flags shared by ``audit`` and ``validate``."""
     from auditcam.data import FORMATS
+    from auditcam.data.grabcut import SUBJECT_FROM_BOXES
 
     group.add_argument(
         "--data",
@@ -339,6 +480,12 @@ def _add_data_arguments(group: argparse._ArgumentGroup) -> None:
         action="store_true",
         help="resize (nearest) a mask whose size differs from its image's but whose aspect ratio matches",
     )
+    group.add_argument(
+        "--subject-from-boxes",
+        choices=SUBJECT_FROM_BOXES,
+        help="refine each box (manifest box columns) into a subject mask with OpenCV's GrabCut, "
+        "for detection boxes that count background as subject",
+    )
 
 
 def _data_options(args: argparse.Namespace) -> dict:
@@ -350,6 +497,7 @@ def _data_options(args: argparse.Namespace) -> dict:
         "masks": args.masks,
         "mask_value": args.mask_value,
         "resize_masks": args.resize_masks,
+        "subject_from_boxes": args.subject_from_boxes,
     }
 
 
@@ -369,7 +517,9 @@ def _run_validate(args: argparse.Namespace, argv: Sequence[str]) -> int:
         format=args.format,
         classes=read_classes(args.classes) if args.classes else None,
         options=DataOptions(images=args.images, labels=args.coco_labels, masks=args.masks),
-        masks=MaskOptions(subject_value=args.mask_value, resize=args.resize_masks),
+        masks=MaskOptions(
+            subject_value=args.mask_value, resize=args.resize_masks, subject_from_boxes=args.subject_from_boxes
+        ),
         workers=args.workers,
         progress=not args.no_progress,
     )
@@ -403,17 +553,10 @@ def _run_demo(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def _run_audit(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from auditcam.audit import audit
     from auditcam.data import LabelledDataset, read_classes
-    from auditcam.models import load_model_info, parse_size, parse_triple
+    from auditcam.models import load_model_info
 
     config = load_config_from_args(args)
-    model, info = load_model_info(
-        args.model,
-        args.weights,
-        args.num_classes,
-        image_size=None if args.image_size is None else parse_size(args.image_size),
-        mean=None if args.mean is None else parse_triple(args.mean, "--mean"),
-        std=None if args.std is None else parse_triple(args.std, "--std"),
-    )
+    model, info = load_model_info(args.model, args.weights, args.num_classes, **model_options(args))
     classes = read_classes(args.classes) if args.classes else info.classes
     dataset = LabelledDataset.open(
         args.data,
@@ -441,6 +584,10 @@ def _run_audit(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if result is None:  # another process of a torchrun job: rank 0 reports
         return EXIT_PASS
     paths = result.write(args.out)
+    if args.log:
+        from auditcam.integrations.targets import log_result
+
+        log_result(result, args.out, args.log)
     for check in result.checks:
         print(f"{check.outcome.upper():>17}  {check.message}")
     print(f"{'PASSED' if result.passed else 'FAILED'}: report {paths['report.html']}, junit {paths['junit.xml']}")
@@ -471,13 +618,7 @@ def _add_featuremaps(sub: argparse._SubParsersAction) -> None:
         "featuremaps",
         help="show every conv layer's feature maps for an image, with output shapes and the conv arithmetic",
     )
-    model = maps.add_argument_group("model")
-    model.add_argument("--model", required=True, metavar="SPEC", help="torchvision:NAME, file.py:function, ...")
-    model.add_argument("--weights", type=Path, help="state dict: .safetensors, .pt or .pth")
-    model.add_argument("--num-classes", type=_positive_int, help="number of model outputs, if the factory needs it")
-    model.add_argument("--image-size", help="model input size: N or HxW (default: from the model spec)")
-    model.add_argument("--mean", help="normalisation mean, three comma-separated numbers")
-    model.add_argument("--std", help="normalisation std, three comma-separated numbers")
+    add_model_arguments(maps.add_argument_group("model"))
     maps.add_argument("--image", type=Path, action="append", required=True, help="an image (repeatable)")
     maps.add_argument(
         "--layer", action="append", metavar="NAME", help="only these modules (repeatable; default: every Conv2d)"
@@ -492,18 +633,11 @@ def _run_featuremaps(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from torchvision import tv_tensors
 
     from auditcam.data import SampleFault, read_image
-    from auditcam.models import load_model_info, parse_size, parse_triple
+    from auditcam.models import load_model_info
     from auditcam.probes.featuremaps import capture
     from auditcam.report.featuremaps import ImageMaps, write_featuremaps
 
-    model, info = load_model_info(
-        args.model,
-        args.weights,
-        args.num_classes,
-        image_size=None if args.image_size is None else parse_size(args.image_size),
-        mean=None if args.mean is None else parse_triple(args.mean, "--mean"),
-        std=None if args.std is None else parse_triple(args.std, "--std"),
-    )
+    model, info = load_model_info(args.model, args.weights, args.num_classes, **model_options(args))
     pre, images = info.preprocessing, []
     for path in args.image:
         try:
@@ -535,13 +669,8 @@ def _add_compare(sub) -> None:
         "or twice (A, then B). Exit code: B's verdict (0 B passes its checks, 1 it does not, 2 bad input).",
     )
     models = compare.add_argument_group("models (A then B)")
-    models.add_argument("--model", action="append", required=True, metavar="SPEC", help="model spec (once or twice)")
-    models.add_argument("--weights", action="append", type=Path, help="state dict (once or twice)")
+    add_model_arguments(models, twice=True)
     models.add_argument("--name", action="append", help="model name (once or twice; default: weights file stem)")
-    models.add_argument("--num-classes", action="append", type=_positive_int, help="number of outputs (once or twice)")
-    models.add_argument("--image-size", help="model input size: N or HxW (default: from the model spec)")
-    models.add_argument("--mean", help="normalisation mean, three comma-separated numbers")
-    models.add_argument("--std", help="normalisation std, three comma-separated numbers")
     data = compare.add_argument_group("data")
     _add_data_arguments(data)
     data.add_argument("--allow-missing", action="store_true", help="record missing files as errors")
@@ -551,6 +680,7 @@ def _add_compare(sub) -> None:
     runtime.add_argument("--out", required=True, type=Path, help="output folder for the comparison")
     _add_workers_argument(runtime)
     runtime.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_log_argument(runtime)
     compare.set_defaults(handler=_run_compare)
 
 
@@ -566,8 +696,7 @@ def _pair(values: list | None, flag: str) -> list:
 def _run_compare(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from auditcam.audit import audit
     from auditcam.data import LabelledDataset, read_classes
-    from auditcam.models import load_model_info, parse_size, parse_triple
-    from auditcam.report import write_comparison
+    from auditcam.models import load_model_info
     from auditcam.result import compare
 
     config = load_config_from_args(args)
@@ -576,17 +705,8 @@ def _run_compare(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if names == [None, None]:
         stems = [w.stem if w else spec for w, spec in zip(weights, specs, strict=True)]
         names = stems if stems[0] != stems[1] else [f"{stems[0]} (A)", f"{stems[1]} (B)"]
-    loaded = [
-        load_model_info(
-            specs[i],
-            weights[i],
-            num_classes[i],
-            image_size=None if args.image_size is None else parse_size(args.image_size),
-            mean=None if args.mean is None else parse_triple(args.mean, "--mean"),
-            std=None if args.std is None else parse_triple(args.std, "--std"),
-        )
-        for i in range(2)
-    ]
+    options = model_options(args)
+    loaded = [load_model_info(specs[i], weights[i], num_classes[i], **options) for i in range(2)]
     classes = read_classes(args.classes) if args.classes else loaded[0][1].classes
     dataset = LabelledDataset.open(
         args.data,
@@ -613,7 +733,11 @@ def _run_compare(args: argparse.Namespace, argv: Sequence[str]) -> int:
         for (model, info), name in zip(loaded, names, strict=True)
     ]
     comparison = compare(*results)
-    paths = write_comparison(comparison, args.out)
+    paths = comparison.write(args.out)
+    if args.log:
+        from auditcam.integrations.targets import log_comparison
+
+        log_comparison(comparison, args.out, args.log)
     focus = comparison.focus_counts
     print(
         f"focus moved subject -> background in {focus['subject_to_background']} samples, "

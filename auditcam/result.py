@@ -3,15 +3,22 @@ gallery and the run's description, with the probes' results when they ran.
 
 ``samples`` stays on disk (``samples.parquet``) until it is used; :meth:`AuditResult.read_samples`
 reads a filtered part without loading the whole table.
+
+The bundle is the result: :meth:`AuditResult.write` writes ``summary.json``, ``samples.parquet``,
+the gallery's and each probe's files, reads them back with :meth:`AuditResult.read` and renders
+the views (``report.html``, ``junit.xml``: :data:`VIEWS`, registered by :mod:`auditcam.report`)
+from what is on disk, so a written audit renders again, the same, after an upgrade.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import json
 import math
-import os
 import shutil
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -22,8 +29,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from auditcam.config import AnalysisOptions
+from auditcam.errors import InputError
+from auditcam.files import Parts, json_text, read_json, read_parts, replacing, write_parquet, write_parts
 from auditcam.run.gallery import Gallery
-from auditcam.stats.analysis import Analysis, json_number
+from auditcam.run.loop import analysis_frame
+from auditcam.run.runfolder import COUNTERFACTUAL, FEATUREMAPS, GALLERY, SAMPLES, SANITY, STRATEGIES
+from auditcam.stats.analysis import Analysis, analyse, json_number
 from auditcam.stats.checks import (
     OUTCOMES,
     CheckResult,
@@ -42,10 +54,96 @@ from auditcam.stats.comparison import (
 if TYPE_CHECKING:
     from auditcam.probes.counterfactual import CounterfactualResult
     from auditcam.probes.featuremaps import ExemplarGrid
+    from auditcam.probes.occlusion import StrategiesResult
     from auditcam.probes.sanity import SanityResult
 
 
 SCHEMA_VERSION = 1  # of summary.json; see auditcam/schemas/summary.schema.json
+SUMMARY = "summary.json"
+AUDIT, COMPARISON = "audit", "comparison"
+# the comparison bundle: comparison.json, each side's summary and samples, the paired tables
+COMPARISON_JSON, DELTAS, FOCUS = "comparison.json", "deltas.parquet", "transitions.parquet"
+SIDES = ("a", "b")
+NOT_A_BUNDLE = "{folder}: not an {kind} bundle, {name} is missing; give the --out folder of an auditcam {kind}"
+OTHER_SCHEMA = "{path}: schema_version {found!r}, but this auditcam reads {known}; {hint}"
+UNKNOWN_FORMAT = "--format {name!r}: choose from {names}"
+NOT_WRITABLE = "--out {out}: cannot write there ({reason}); choose a writable folder"
+
+
+@dataclass(frozen=True)
+class View:
+    """A file rendered from a bundle read from disk: its ``--format`` ``name``, the ``filename``
+    it is written to, and ``render`` (the result or comparison -> the file's text)."""
+
+    name: str
+    filename: str
+    render: Callable[[Any], str]
+
+
+# views by kind (audit, comparison) and name; auditcam.report registers html and junit
+VIEWS: dict[str, dict[str, View]] = {AUDIT: {}, COMPARISON: {}}
+
+
+def register_view(kind: str, view: View) -> None:
+    """Render ``view`` whenever a bundle of ``kind`` (``"audit"`` or ``"comparison"``) is written
+    or rendered again; a view of the same name is replaced."""
+    VIEWS[kind][view.name] = view
+
+
+def _views(kind: str, formats: Sequence[str] | None) -> list[View]:
+    known = VIEWS[kind]
+    for name in formats or ():
+        if name not in known:
+            raise InputError(UNKNOWN_FORMAT.format(name=name, names=", ".join(known) or "(none registered)"))
+    return list(known.values()) if formats is None else [known[name] for name in formats]
+
+
+def render_views(
+    subject: AuditResult | Comparison, out: str | Path, formats: Sequence[str] | None = None
+) -> dict[str, Path]:
+    """Render the views ``formats`` (default: every registered one) of a result or comparison
+    read from a bundle into ``out``; return their paths by file name."""
+    kind = COMPARISON if isinstance(subject, Comparison) else AUDIT
+    out = Path(out)
+    paths = {}
+    for view in _views(kind, formats):
+        paths[view.filename] = out / view.filename
+        try:
+            with replacing(paths[view.filename]) as tmp:
+                tmp.write_text(view.render(subject), encoding="utf-8")
+        except OSError as exc:
+            raise InputError(NOT_WRITABLE.format(out=out, reason=exc.strerror or exc)) from None
+    return paths
+
+
+def _json_ready(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` as it reads back from its JSON file (tuples as lists, paths as text)."""
+    return json.loads(json_text(data))
+
+
+def _require(folder: Path, names: Sequence[str], kind: str) -> None:
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no such folder; give the --out folder of an auditcam {kind}")
+    for name in names:
+        if not (folder / name).is_file():
+            raise InputError(NOT_A_BUNDLE.format(folder=folder, kind=kind, name=name))
+
+
+def _read_summary(path: Path, known: int = SCHEMA_VERSION) -> dict[str, Any]:
+    """A summary.json (or comparison.json) of a schema version this auditcam reads."""
+    data = read_json(path)
+    found = data.get("schema_version") if isinstance(data, dict) else None
+    if found != known:
+        newer = isinstance(found, int) and not isinstance(found, bool) and found > known
+        hint = "upgrade auditcam to read it" if newer else "it was not written by auditcam"
+        raise InputError(OTHER_SCHEMA.format(path=path, found=found, known=known, hint=hint))
+    return data
+
+
+def _check_from_dict(data: dict[str, Any]) -> CheckResult:
+    names = {f.name for f in dataclasses.fields(CheckResult)}
+    fields = {k: v for k, v in data.items() if k in names}
+    return CheckResult(**{**fields, "ci": None if data["ci"] is None else tuple(data["ci"])})
 
 
 class AuditResult:
@@ -56,33 +154,53 @@ class AuditResult:
 
     ``samples`` may live on disk (a ``samples.parquet``; read into memory only when
     :attr:`samples` is used) or be a DataFrame. :meth:`read_samples` reads a filtered part.
+    ``analyses`` None: estimated again from the samples when used (see :attr:`analyses`).
+    :meth:`write` writes the bundle and its views, :meth:`read` reads a bundle back.
     """
 
     def __init__(
         self,
         samples: pd.DataFrame | str | Path,
         checks: Sequence[CheckResult],
-        analyses: dict[str, Analysis],
+        analyses: dict[str, Analysis] | None,
         gallery: Gallery,
         meta: dict[str, Any] | None = None,
         *,
         counterfactual: CounterfactualResult | None = None,
         sanity: SanityResult | None = None,
         featuremaps: Sequence[ExemplarGrid] = (),
+        strategies: StrategiesResult | None = None,
         temporary: Path | None = None,
+        summary: dict[str, Any] | None = None,
     ) -> None:
         in_memory = isinstance(samples, pd.DataFrame)
         self._frame: pd.DataFrame | None = samples if in_memory else None
         self.samples_path: Path | None = None if in_memory else Path(samples)
         self.checks = tuple(checks)
-        self.analyses = analyses
+        self._analyses = analyses
+        self._written = summary  # read from a bundle: its summary.json, as written
         self.gallery = gallery
         self.meta = {} if meta is None else meta
         self.counterfactual = counterfactual
         self.sanity = sanity
         self.featuremaps = tuple(featuremaps)
+        self.strategies = strategies
         if temporary is not None:  # the folder that holds samples_path goes with the result
             weakref.finalize(self, shutil.rmtree, str(temporary), True)
+
+    @property
+    def analyses(self) -> dict[str, Analysis]:
+        """The analysis per method. Of a result read from a bundle: estimated again from
+        samples.parquet with the audit's (seeded) options on first use: the audit's numbers
+        with the auditcam version that wrote it."""
+        if self._analyses is None:
+            attributes = self.meta["dataset"]["attributes"]
+            options = AnalysisOptions(**self.meta["analysis"])
+            self._analyses = {
+                m: analyse(analysis_frame(self.samples_path, m, attributes), attributes, options)
+                for m in self.meta["methods"]
+            }
+        return self._analyses
 
     @property
     def samples(self) -> pd.DataFrame:
@@ -117,17 +235,14 @@ class AuditResult:
         return self._dataset().count_rows(filter=_where(method, where))
 
     def write_samples(self, path: str | Path) -> None:
-        """Write ``samples.parquet`` to ``path`` (temporary name, then rename); a table already
-        on disk is copied as a file, never loaded."""
+        """Write ``samples.parquet`` to ``path`` atomically; a table already on disk is copied
+        as a file, never loaded."""
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
         if self.samples_path is None:
-            self._frame.to_parquet(tmp, index=False)
-        elif path.resolve() == self.samples_path.resolve():
-            return
-        else:
-            shutil.copyfile(self.samples_path, tmp)
-        os.replace(tmp, path)
+            write_parquet(path, self._frame)
+        elif path.resolve() != self.samples_path.resolve():
+            with replacing(path) as tmp:
+                shutil.copyfile(self.samples_path, tmp)
 
     @property
     def passed(self) -> bool:
@@ -143,10 +258,18 @@ class AuditResult:
     @cached_property
     def aggregates(self) -> dict[str, Any]:
         """JSON-ready aggregates with CIs and disparities, per method."""
+        if self._written is not None:
+            return self._written["aggregates"]
         return {method: analysis.to_dict() for method, analysis in self.analyses.items()}
 
     def summary(self) -> dict[str, Any]:
-        """The JSON-ready summary written to ``summary.json`` (schema: ``auditcam/schemas``)."""
+        """The summary written to ``summary.json`` (schema: ``auditcam/schemas``), as it reads
+        back from that file; of a result read from a bundle, the file's."""
+        if self._written is not None:
+            return copy.deepcopy(self._written)
+        return _json_ready(self._summary())
+
+    def _summary(self) -> dict[str, Any]:
         n_samples = self.meta.get("dataset", {}).get("n_samples")
         return {
             "schema_version": SCHEMA_VERSION,
@@ -160,20 +283,73 @@ class AuditResult:
         }
 
     def _beyond_summary(self) -> dict[str, Any]:
-        """``bg_gap`` (headline) and ``counterfactual`` (detail), ``sanity``: present when run."""
+        """``bg_gap`` (headline) and ``counterfactual`` (detail), ``sanity``, ``strategies``: present when run."""
         out: dict[str, Any] = {}
         if self.counterfactual is not None:
             out["bg_gap"] = self.counterfactual.bg_gap
             out["counterfactual"] = self.counterfactual.to_dict()
+        if self.strategies is not None:
+            out["strategies"] = self.strategies.to_dict()
         if self.sanity is not None:
             out["sanity"] = {**self.sanity.to_dict(), "check": _check_named(self.checks, "sanity:")}
         return out
 
-    def write(self, out: str | Path) -> dict[str, Path]:
-        """Write report.html, summary.json, junit.xml and samples.parquet into ``out``; return their paths."""
-        from auditcam.report import write_bundle  # the report is a view over this result
+    def _parts(self) -> dict[str, Parts]:
+        """The bundle's parts beside summary.json and samples.parquet, by file stem."""
+        from auditcam.probes.featuremaps import grids_to_parts
 
-        return write_bundle(self, out)
+        parts = {GALLERY: self.gallery.to_parts(), FEATUREMAPS: grids_to_parts(self.featuremaps)}
+        if self.counterfactual is not None:
+            parts[COUNTERFACTUAL] = self.counterfactual.to_parts()
+        if self.sanity is not None:
+            parts[SANITY] = self.sanity.to_parts()
+        if self.strategies is not None:
+            parts[STRATEGIES] = self.strategies.to_parts()
+        return parts
+
+    def write(self, out: str | Path, formats: Sequence[str] | None = None) -> dict[str, Path]:
+        """Write the bundle into ``out`` (created if needed): samples.parquet, the gallery's and
+        each probe's files, then summary.json; read it back and render the views ``formats``
+        (default: all, i.e. report.html and junit.xml) from it. Return every path by file name."""
+        out = Path(out)
+        _views(AUDIT, formats)  # an unknown format fails before anything is written
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            paths = {SAMPLES: out / SAMPLES}
+            self.write_samples(paths[SAMPLES])
+            for stem, parts in self._parts().items():
+                paths.update({path.name: path for path in write_parts(out, stem, parts)})
+            paths[SUMMARY] = out / SUMMARY
+            with replacing(paths[SUMMARY]) as tmp:
+                tmp.write_text(json_text(self._summary()), encoding="utf-8")
+        except OSError as exc:
+            raise InputError(NOT_WRITABLE.format(out=out, reason=exc.strerror or exc)) from None
+        return {**paths, **render_views(AuditResult.read(out), out, formats)}
+
+    @classmethod
+    def read(cls, folder: str | Path) -> AuditResult:
+        """The result written into ``folder`` by :meth:`write`: the same summary, samples table,
+        gallery and probe results. Not a bundle of this schema: an InputError naming the file."""
+        from auditcam.probes.counterfactual import CounterfactualResult
+        from auditcam.probes.featuremaps import grids_from_parts
+        from auditcam.probes.occlusion import StrategiesResult
+        from auditcam.probes.sanity import SanityResult
+
+        folder = Path(folder)
+        _require(folder, (SUMMARY, SAMPLES, f"{GALLERY}.json", f"{FEATUREMAPS}.json"), AUDIT)
+        summary = _read_summary(folder / SUMMARY)
+        probes: dict[str, Any] = {"featuremaps": grids_from_parts(read_parts(folder, FEATUREMAPS))}
+        kinds = ((COUNTERFACTUAL, CounterfactualResult), (SANITY, SanityResult), (STRATEGIES, StrategiesResult))
+        for stem, kind in kinds:
+            if stem in summary:
+                _require(folder, (f"{stem}.json",), AUDIT)
+                probes[stem] = kind.from_parts(read_parts(folder, stem))
+        return cls._of_summary(folder / SAMPLES, summary, Gallery.from_parts(read_parts(folder, GALLERY)), **probes)
+
+    @classmethod
+    def _of_summary(cls, samples: Path, summary: dict[str, Any], gallery: Gallery, **probes: Any) -> AuditResult:
+        checks = [_check_from_dict(check) for check in summary["checks"]]
+        return cls(samples, checks, None, gallery, summary["meta"], summary=summary, **probes)
 
 
 def _where(method: str | None, where: pc.Expression | None) -> pc.Expression | None:
@@ -235,15 +411,58 @@ class Comparison:
             "both_wrong": int((~a & ~b).sum()),
         }
 
+    def write(self, out: str | Path, formats: Sequence[str] | None = None) -> dict[str, Path]:
+        """Write the comparison's bundle into ``out``: comparison.json, each side's summary and
+        samples (``summary_a.json``, ``samples_a.parquet``, ...), the paired deltas and focus
+        transitions; read it back and render the views ``formats`` (default: comparison.html and
+        junit.xml, B's checks) from it. Return every path by file name."""
+        out = Path(out)
+        _views(COMPARISON, formats)
+        tables = {DELTAS: self.deltas, FOCUS: self.transitions}
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            paths = {}
+            for side, result in zip(SIDES, (self.a, self.b), strict=True):
+                paths[f"samples_{side}.parquet"] = out / f"samples_{side}.parquet"
+                result.write_samples(paths[f"samples_{side}.parquet"])
+                paths[f"summary_{side}.json"] = out / f"summary_{side}.json"
+                with replacing(paths[f"summary_{side}.json"]) as tmp:
+                    tmp.write_text(json_text(result.summary()), encoding="utf-8")
+            for name, frame in tables.items():
+                paths[name] = out / name
+                write_parquet(paths[name], frame)
+            paths[COMPARISON_JSON] = out / COMPARISON_JSON
+            with replacing(paths[COMPARISON_JSON]) as tmp:
+                tmp.write_text(json_text(self.to_dict()), encoding="utf-8")
+        except OSError as exc:
+            raise InputError(NOT_WRITABLE.format(out=out, reason=exc.strerror or exc)) from None
+        return {**paths, **render_views(Comparison.read(out), out, formats)}
+
+    @classmethod
+    def read(cls, folder: str | Path) -> Comparison:
+        """The comparison written into ``folder`` by :meth:`write` (its sides without gallery)."""
+        folder = Path(folder)
+        sides = [name for side in SIDES for name in (f"summary_{side}.json", f"samples_{side}.parquet")]
+        _require(folder, (COMPARISON_JSON, *sides, DELTAS, FOCUS), COMPARISON)
+        _read_summary(folder / COMPARISON_JSON, COMPARISON_SCHEMA_VERSION)
+        a, b = (
+            AuditResult._of_summary(
+                folder / f"samples_{side}.parquet", _read_summary(folder / f"summary_{side}.json"), Gallery(size=0)
+            )
+            for side in SIDES
+        )
+        return cls(a, b, pd.read_parquet(folder / DELTAS), pd.read_parquet(folder / FOCUS))
+
     def to_dict(self, max_changed: int | None = None) -> dict[str, Any]:
         """JSON-ready comparison (``comparison.json``); ``max_changed`` caps the listed samples."""
 
         def side(result: AuditResult) -> dict[str, Any]:
+            summary = result.summary()
             return {
-                "name": result.meta.get("name"),
-                "passed": result.passed,
-                "model": result.meta.get("model"),
-                "checks": [check.to_dict() for check in result.checks],
+                "name": summary["meta"].get("name"),
+                "passed": summary["passed"],
+                "model": summary["meta"].get("model"),
+                "checks": summary["checks"],
             }
 
         def ci(row: Any, prefix: str) -> list[float] | None:

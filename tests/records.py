@@ -55,11 +55,21 @@ def samples(
             "pointing_hit": (rng.random(n) < subject_share).astype(float),
             "iou": subject_share / 2,
             "background_reliant": (focus_lift < 1).astype(float),
+            "border_share": rng.uniform(0.5, 2.0, n),
+            "has_subject": pd.array(np.ones(n, dtype=bool), dtype="boolean"),
             attribute: values,
             "site": rng.choice(["A", "B"], n),
         }
     )
-    metrics = ["subject_share", "focus_lift", "rank_accuracy", "pointing_hit", "iou", "background_reliant"]
+    metrics = [
+        "subject_share",
+        "focus_lift",
+        "rank_accuracy",
+        "pointing_hit",
+        "iou",
+        "background_reliant",
+        "border_share",
+    ]
     frame.loc[status != "ok", metrics] = np.nan
     return frame
 

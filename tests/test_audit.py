@@ -95,8 +95,10 @@ def test_twelve_samples_are_insufficient_data_by_default(small_dataset, demo_mod
     manifest, classes = small_dataset
     dataset = LabelledDataset.from_manifest(manifest, classes=classes)
     result = audit(model, dataset, checks=Checks(max_background_reliant_rate=1.0), model_info=info, progress=False)
-    (check,) = result.checks
+    check, location = result.checks
     assert check.outcome == "insufficient data" and check.detail == "n = 12 < min_group_size 30"
+    # the location-shortcut check is on by default; no class has enough maps to cluster
+    assert location.name == "location_shortcut" and location.outcome == "not applicable" and not location.blocking
     assert not result.passed and result.failed_checks == [check]
     skipping = audit(
         model,

@@ -177,7 +177,11 @@ def test_checks_come_from_pyproject_then_config_then_flags(demo_run, tmp_path, m
     args = ["audit", "--model", MODEL_SPEC, "--weights", str(demo_run.weights["clean"]), "--data", str(manifest)]
     assert cli.main([*args, "--out", str(tmp_path / "a"), "--no-progress"]) == cli.EXIT_PASS
     summary = json.loads((tmp_path / "a" / "summary.json").read_text(encoding="utf-8"))
-    assert [c["name"] for c in summary["checks"]] == ["mean_subject_share", "group_gap:site:subject_share_mean"]
+    assert [c["name"] for c in summary["checks"]] == [
+        "mean_subject_share",
+        "group_gap:site:subject_share_mean",
+        "location_shortcut",  # on by default
+    ]
     assert summary["meta"]["config_sources"] == [str(project / "pyproject.toml")]
     root = assert_junit_shape((tmp_path / "a" / "junit.xml").read_text(encoding="utf-8"))
     assert [c.get("name") for c in root.iter("testcase")] == [c["name"] for c in summary["checks"]]
@@ -190,7 +194,7 @@ def test_checks_come_from_pyproject_then_config_then_flags(demo_run, tmp_path, m
     isolated = [*args, "--out", str(tmp_path / "c"), "--isolated", "--min-group-size", "10", "--no-progress"]
     assert cli.main(isolated) == cli.EXIT_PASS
     summary = json.loads((tmp_path / "c" / "summary.json").read_text(encoding="utf-8"))
-    assert [c["name"] for c in summary["checks"]] == ["background_reliant_rate"]  # the default only
+    assert [c["name"] for c in summary["checks"]] == ["background_reliant_rate", "location_shortcut"]  # defaults
 
 
 def test_bad_config_exits_2_naming_file_and_key(tmp_path, capsys):
@@ -236,7 +240,7 @@ def _readme_section(title: str) -> str:
     return text[start : text.index("\n## ", start + 1)]
 
 
-@pytest.mark.parametrize("command", ["demo", "audit", "validate", "featuremaps"])
+@pytest.mark.parametrize("command", ["demo", "audit", "validate", "featuremaps", "report"])
 def test_the_cli_reference_names_every_option(command):
     reference = _readme_section("CLI reference")
     assert {o for o in _options(command) if f"`{o}" not in reference} == set()
@@ -276,13 +280,19 @@ def test_audit_and_compare_take_every_run_setting_from_the_one_key_table():
 
 @pytest.mark.parametrize("command", ["audit", "compare"])
 def test_both_commands_parse_the_same_flags_into_the_same_settings(command):
-    flags = ["--method", "layercam,gradcam", "--batch-size", "8", "--amp", "--bg-any-group", "--sanity"]
+    flags = ["--method", "layercam,gradcam", "--batch-size", "8", "--amp", "--sanity", "--counterfactual"]
+    flags += ["--bg-match", "site", "--bg-match", "scanner"]
     args = cli.build_parser().parse_args(
         [command, "--model", "m:f", "--data", "x.csv", "--out", "o", "--isolated", *flags]
     )
     settings = cli.load_config_from_args(args).settings
     assert settings == AuditSettings(
-        methods=("layercam", "gradcam"), batch_size=8, amp="auto", bg_match_groups=False, sanity=True
+        methods=("layercam", "gradcam"),
+        batch_size=8,
+        amp="auto",
+        sanity=True,
+        counterfactual=True,
+        bg_match=("site", "scanner"),
     )
 
 
@@ -299,3 +309,45 @@ def test_a_library_error_about_a_parameter_is_shown_with_its_flag(demo_run, tmp_
     assert cli.main(argv) == cli.EXIT_INPUT
     err = capsys.readouterr().err.strip()
     assert err == "auditcam: error: --device 'tpu': choose from auto, cpu, cuda (or cuda:N)"
+
+
+@pytest.fixture
+def bundle(tmp_path) -> Path:
+    """An audit folder written from synthetic records (no model run)."""
+    from auditcam import AnalysisOptions, Checks
+    from tests.records import audit_result, gallery, samples
+
+    frame = samples({"light": 40, "dark": 40}, share={"dark": 0.25}, seed=2)
+    audit_result(frame, Checks(), AnalysisOptions(bootstrap=50), exemplars=gallery(frame, size=2)).write(tmp_path / "a")
+    return tmp_path / "a"
+
+
+def test_report_renders_an_audit_folder_again(bundle, capsys):
+    page = (bundle / "report.html").read_text(encoding="utf-8")
+    (bundle / "report.html").unlink()
+    (bundle / "junit.xml").unlink()
+    assert cli.main(["report", str(bundle)]) == cli.EXIT_PASS
+    assert (bundle / "report.html").read_text(encoding="utf-8") == page and (bundle / "junit.xml").is_file()
+    assert str(bundle / "report.html") in capsys.readouterr().out
+
+
+def test_report_format_junit_writes_only_junit(bundle):
+    (bundle / "report.html").unlink()
+    (bundle / "junit.xml").unlink()
+    assert cli.main(["report", str(bundle), "--format", "junit"]) == cli.EXIT_PASS
+    assert (bundle / "junit.xml").is_file() and not (bundle / "report.html").exists()
+
+
+@pytest.mark.parametrize(
+    ("damage", "argv_tail", "message"),
+    [
+        ("samples.parquet", [], "not an audit bundle, samples.parquet is missing"),
+        ("", ["--format", "pdf"], "--format 'pdf': choose from html, junit"),
+    ],
+)
+def test_report_of_a_bad_folder_exits_2_with_one_line(bundle, capsys, damage, argv_tail, message):
+    if damage:
+        (bundle / damage).unlink()
+    assert cli.main(["report", str(bundle), *argv_tail]) == cli.EXIT_INPUT
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err

@@ -186,7 +186,7 @@ counterfactual = true
 counterfactual_samples = 20
 bg_donors = "donors.csv"
 bg_fill = "black"
-bg_match_groups = false
+bg_match = ["site"]
 sanity = true
 sanity_samples = 8
 sanity_stages = 3
@@ -210,7 +210,7 @@ def test_every_run_setting_comes_from_a_toml_file(tmp_path):
         counterfactual_samples=20,
         bg_donors="donors.csv",
         bg_fill="black",
-        bg_match_groups=False,
+        bg_match=("site",),
         sanity=True,
         sanity_samples=8,
         sanity_stages=3,

@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import textwrap
+import warnings
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
+from torch import nn
 
 from auditcam.errors import InputError
-from auditcam.models import IMAGENET, Preprocessing, load_model, load_model_info, parse_size, parse_triple, sha256_file
+from auditcam.models import (
+    IMAGENET,
+    Preprocessing,
+    load_model,
+    load_model_info,
+    model_device,
+    parse_size,
+    parse_triple,
+    sha256_file,
+)
 
 
 @pytest.fixture
@@ -126,3 +138,92 @@ def test_parse_size_and_triple():
     assert parse_triple("0.5,0.4,0.3", "--mean") == (0.5, 0.4, 0.3)
     with pytest.raises(InputError, match="--std '1,2': expected three"):
         parse_triple("1,2", "--std")
+
+
+def test_to_uint8_undoes_the_normalisation_channels_last(gen):
+    pictures = torch.randint(0, 256, (2, 3, 5, 7), generator=gen, dtype=torch.uint8)
+    pre = Preprocessing(mean=(0.2, 0.5, 0.7), std=(0.1, 0.3, 0.25))
+    inputs = pre.normalise(pictures.float() / 255)
+    got = pre.to_uint8(inputs)
+    assert got.dtype == np.uint8 and got.shape == (2, 5, 7, 3)
+    np.testing.assert_array_equal(got, pictures.permute(0, 2, 3, 1).numpy())
+    np.testing.assert_array_equal(pre.to_uint8(inputs[0]), got[0])  # one (3, H, W) image too
+
+
+def test_model_device_is_the_first_parameter_or_buffer_device():
+    assert model_device(nn.Linear(2, 2).to("meta")) == torch.device("meta")
+    buffers_only = nn.BatchNorm2d(2, affine=False).to("meta")
+    assert model_device(buffers_only) == torch.device("meta")
+    assert model_device(nn.ReLU()) == torch.device("cpu")
+
+
+def test_logits_of_reads_every_output_shape(gen):
+    from collections import namedtuple
+
+    from auditcam.models import logits_of
+
+    logits = torch.randn(2, 3, generator=gen)
+    Output = namedtuple("Output", "logits hidden")
+    for output in (logits, Output(logits, None), {"logits": logits}, (logits, "aux"), [logits]):
+        assert logits_of(output) is logits
+    with pytest.raises(InputError, match=r"returned \(2, 3, 4\); auditcam needs logits of shape \(N, classes\)"):
+        logits_of(torch.zeros(2, 3, 4))
+    with pytest.raises(InputError, match="returned str"):
+        logits_of("nope")
+
+
+def test_center_crop_follows_timm_and_interpolation_reaches_the_resize():
+    # timm: scale = floor(size / crop_pct), the shorter side for a square size, both sides otherwise.
+    assert Preprocessing.center_crop((224, 224), 0.875).resize == 256
+    assert Preprocessing.center_crop((32, 48), 0.9).resize == (35, 53)
+    pre = Preprocessing.center_crop((32, 32), 0.9, interpolation="nearest")
+    image = torch.arange(3 * 40 * 40, dtype=torch.uint8).reshape(3, 40, 40)
+    out = pre.geometry()(image)
+    # nearest resize 40 -> 35 then the 32 px centre crop: every value is one of the input's
+    assert out.shape == (3, 32, 32) and set(out.unique().tolist()) <= set(image.unique().tolist())
+    assert pre.describe()["interpolation"] == "nearest" and pre.describe()["resize"] == 35
+    with pytest.raises(InputError, match="interpolation 'lanczos' is not supported"):
+        Preprocessing(interpolation="lanczos")
+    with pytest.raises(InputError, match=r"crop_pct 1\.5"):
+        Preprocessing.center_crop((32, 32), 1.5)
+
+
+def test_flags_crop_pct_and_interpolation_override_the_factory(factory_file):
+    _, info = load_model_info(f"{factory_file}:build", crop_pct=0.8, interpolation="bicubic")
+    assert info.preprocessing == Preprocessing((32, 48), (40, 60), (0.5, 0.5, 0.5), (0.2, 0.2, 0.2), "bicubic")
+
+
+def test_model_args_are_python_literals():
+    from auditcam.models import parse_model_args
+
+    assert parse_model_args(["img_size=32", "depths=(1, 1)", "act=gelu"]) == {
+        "img_size": 32,
+        "depths": (1, 1),
+        "act": "gelu",
+    }
+    with pytest.raises(InputError, match="--model-arg 'img_size': expected KEY=VALUE"):
+        parse_model_args(["img_size"])
+    model = load_model("torchvision:resnet18", model_args={"num_classes": 4, "zero_init_residual": True})
+    assert model.fc.out_features == 4
+
+
+def test_torchscript_and_exported_programs_are_refused(tmp_path, factory_file):
+    from auditcam.cam import Explainer
+
+    eager = load_model(f"{factory_file}:build")
+    with warnings.catch_warnings():  # torch 2.9 deprecates TorchScript: what users still hand us
+        warnings.simplefilter("ignore", FutureWarning)
+        scripted = torch.jit.trace(eager, torch.zeros(1, 3, 32, 48))
+    with pytest.raises(InputError, match="TorchScript module, which auditcam cannot explain: hooks cannot reach"):
+        Explainer(scripted)
+    scripted.save(str(tmp_path / "scripted.pt"))
+    with pytest.raises(InputError, match=r"--weights .*scripted.pt is a TorchScript archive.*factory and state dict"):
+        load_model(f"{factory_file}:build", tmp_path / "scripted.pt")
+    with pytest.raises(InputError, match=r"--model .*scripted.pt.* is a TorchScript archive"):
+        load_model(str(tmp_path / "scripted.pt"))
+    exported = torch.export.export(eager, (torch.zeros(1, 3, 32, 48),))
+    with pytest.raises(InputError, match=r"exported program \(torch.export\)"):
+        Explainer(exported)
+    torch.export.save(exported, tmp_path / "exported.pt2")
+    with pytest.raises(InputError, match=r"exported.pt2 is an exported program"):
+        load_model(f"{factory_file}:build", tmp_path / "exported.pt2")

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from auditcam.cam.layers import model_logits
 from auditcam.errors import InputError
+from auditcam.models import logits_of
 
 CAPTUM_PREFIX = "captum:"
 SIGNS = ("positive", "absolute_value")
@@ -96,7 +96,7 @@ class CaptumMethod:
         if self._instance is not None:
             return self._instance
         first = self._init_params[0].name if self._init_params else None
-        forward = model if first == "model" else (lambda x: model_logits(model, x))
+        forward = model if first == "model" else (lambda x: logits_of(model(x)))
         return self._class(forward, layer) if self.uses_layer else self._class(forward)  # type: ignore[misc]
 
     def __call__(self, model: nn.Module, layer: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

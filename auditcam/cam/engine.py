@@ -36,9 +36,10 @@ from torch import nn
 
 from auditcam.cam.captum import CAPTUM_PREFIX, NEEDS_FEATURE_MAP, CaptumMethod
 from auditcam.cam.grids import FEATURE_MAP, LAYOUTS, NOT_A_GRID, Grid, grid_of
-from auditcam.cam.layers import find_target_layer, get_layer, model_logits, preserved
+from auditcam.cam.layers import find_target_layer, get_layer, preserved
 from auditcam.cam.methods import FORWARD_METHODS, GRADIENT_FREE, METHOD_NAMES, METHODS
 from auditcam.errors import InputError
+from auditcam.models import check_hookable, logits_of
 
 UPSAMPLING = "bilinear, align_corners=False"
 
@@ -61,7 +62,7 @@ class Explanation:
     (N, k) targets, or ``top_k=k``: the k highest logits, highest first). ``maps[method]`` is
     float32 (N, H, W) — or (N, k, H, W) — at input resolution, >= 0 and un-normalised: the raw
     values are what scoring uses; :meth:`normalised` gives the per-map [0, 1] display view.
-    With several layers a map is the mean of the per-layer normalised maps.
+    With several layers a map is the fusion :func:`fuse_layers` describes, in [0, 1].
     """
 
     logits: torch.Tensor
@@ -78,6 +79,14 @@ class Explanation:
 def _normalised(maps: torch.Tensor) -> torch.Tensor:
     peak = maps.amax(dim=(-2, -1), keepdim=True).clamp_min(torch.finfo(maps.dtype).tiny)
     return maps / peak
+
+
+def fuse_layers(maps: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Fuse one method's maps from several layers: each layer's map, already upsampled to the input
+    size, is divided by its own maximum (per image and target; an all-zero map stays zero), and the
+    fused map is the mean of those. Normalising after upsampling puts every layer on the same
+    [0, 1] scale whatever its resolution or activation magnitude, so no layer dominates."""
+    return torch.stack([_normalised(m) for m in maps]).mean(0)
 
 
 def _resolve_methods(methods: Sequence[str | CaptumMethod]) -> tuple[tuple[str, ...], dict[str, CaptumMethod]]:
@@ -111,7 +120,14 @@ def _layer_names(layer: str | Sequence[str] | None) -> tuple[str, ...] | None:
     """``"layer3,layer4"``, ``["layer3", "layer4"]`` -> ("layer3", "layer4")."""
     if layer is None:
         return None
-    names = layer.split(",") if isinstance(layer, str) else list(layer)
+    if isinstance(layer, str):
+        names = layer.split(",")
+    elif isinstance(layer, Sequence) and all(isinstance(name, str) for name in layer):
+        names = list(layer)
+    else:
+        raise InputError(
+            f"layer must be a module name or a list of names (e.g. 'layer4' or ['layer3', 'layer4']); got {layer!r}"
+        )
     names = [name.strip() for name in names if name.strip()]
     if not names:
         raise InputError("give a layer name, e.g. layer4")
@@ -175,8 +191,9 @@ class _Pass:
 class Explainer:
     """CAM-family explanations of a classifier, every requested method from one pass.
 
-    ``layer``: a module name, several (a list or ``"layer3,layer4"``: maps fused by the mean of
-    per-layer normalised maps), or None for the layer :func:`~auditcam.cam.layers.find_target_layer`
+    ``layer``: a module name, several (a list or ``"layer3,layer4"``: maps fused by
+    :func:`fuse_layers`, the mean of the per-layer maps each divided by its maximum after
+    upsampling), or None for the layer :func:`~auditcam.cam.layers.find_target_layer`
     finds on the first call (the last feature map before global pooling; a ViT's last attention
     input); a token or channels-last layer is read as a grid. ``methods``: names from
     :data:`~auditcam.cam.methods.METHOD_NAMES`, ``"captum:NAME"`` or
@@ -200,6 +217,7 @@ class Explainer:
     ) -> None:
         if scorecam_chunk_size < 1:
             raise InputError(f"scorecam_chunk_size must be at least 1, got {scorecam_chunk_size}")
+        check_hookable(model)
         self.model = model
         self.methods, self._captum = _resolve_methods(methods)
         self.autocast = autocast
@@ -249,7 +267,7 @@ class Explainer:
                 run = self._gradient_pass(modules, images, targets, top_k)
                 per_layer = self._maps(run, modules, images)
         maps = {
-            name: layer_maps[0] if len(layer_maps) == 1 else torch.stack([_normalised(m) for m in layer_maps]).mean(0)
+            name: layer_maps[0] if len(layer_maps) == 1 else fuse_layers(layer_maps)
             for name, layer_maps in per_layer.items()
         }
         return Explanation(logits=run.logits.detach(), targets=run.targets, maps=maps, layer=self.layer)
@@ -299,7 +317,7 @@ class Explainer:
             torch.set_grad_enabled(needs_gradients),
             self._autocast(images.device),
         ):
-            logits = model_logits(self.model, x)
+            logits = logits_of(self.model(x))
         targets = _choose_targets(logits, targets, top_k)
         activations = [a.detach() for a in captured]
         if not needs_gradients:
@@ -394,4 +412,4 @@ class Explainer:
     def _plain_forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits without autograd and without capture hooks (Score-CAM's masked images)."""
         with torch.no_grad(), self._autocast(images.device):
-            return model_logits(self.model, images)
+            return logits_of(self.model(images))

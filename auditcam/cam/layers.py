@@ -11,6 +11,7 @@ or not. Gradients are never accumulated into ``.grad``.
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -21,6 +22,7 @@ from torchvision.ops.misc import Permute
 
 from auditcam.cam.grids import TOKENS, grid_of
 from auditcam.errors import InputError
+from auditcam.models import logits_of
 
 NO_FEATURE_MAP = (
     "found no feature map (N, C, H, W), channels-last map or token sequence in the model; "
@@ -88,24 +90,16 @@ def get_layer(model: nn.Module, name: str) -> nn.Module:
     raise InputError(f"layer {name!r} is not a module of the model; candidates (last ones): {tail}")
 
 
-def model_logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """The (N, classes) logits of ``model(images)``: a tensor, or an object with ``.logits``."""
-    output = model(images)
-    logits = getattr(output, "logits", output)
-    if not torch.is_tensor(logits) or logits.dim() != 2:
-        shape = tuple(logits.shape) if torch.is_tensor(logits) else type(logits).__name__
-        raise InputError(f"the model returned {shape}; auditcam needs logits of shape (N, classes)")
-    return logits
-
-
 @dataclass(frozen=True)
 class LayerTrace:
     """One forward pass: ``outputs``, ``(name, output shape)`` of every submodule whose output is a
-    tensor in the order the modules finish (a container finishes after its children), and, for
-    each attention module in the order they start, how many of those outputs had finished then."""
+    tensor in the order the modules finish (a container finishes after its children); for each
+    attention module in the order they start, how many of those outputs had finished then; and
+    ``starts``, the same count for every submodule when it first starts."""
 
     outputs: list[tuple[str, tuple[int, ...]]]
     attention_starts: list[int]
+    starts: dict[str, int] = field(default_factory=dict)
 
 
 def _is_attention(module: nn.Module) -> bool:
@@ -127,10 +121,17 @@ def trace_layers(model: nn.Module, example: torch.Tensor) -> LayerTrace:
     def attention_start(_module: nn.Module, _inputs: object) -> None:
         trace.attention_starts.append(len(trace.outputs))
 
+    def starter(name: str):
+        def hook(_module: nn.Module, _inputs: object) -> None:
+            trace.starts.setdefault(name, len(trace.outputs))
+
+        return hook
+
     with preserved(model) as handles:
         for name, module in model.named_modules():
             if name:
                 handles.append(module.register_forward_hook(recorder(name)))
+                handles.append(module.register_forward_pre_hook(starter(name)))
             if _is_attention(module):
                 handles.append(module.register_forward_pre_hook(attention_start))
         with torch.no_grad():
@@ -138,18 +139,64 @@ def trace_layers(model: nn.Module, example: torch.Tensor) -> LayerTrace:
     return trace
 
 
+def reaching_layers(model: nn.Module, example: torch.Tensor, names: set[str]) -> set[str]:
+    """Of the layers ``names``, those whose output's positions (cells of the grid; a ViT's patch
+    tokens, not its class token) get a non-zero gradient from the predicted class's logit: one
+    forward and backward pass of a seeded random input shaped like ``example``. A layer outside
+    this set makes all-zero maps by construction (the head cannot see its positions)."""
+    kept: dict[str, torch.Tensor] = {}
+    size = (example.shape[-2], example.shape[-1])
+    modules = dict(model.named_modules())
+
+    def keeper(name: str):
+        def hook(_module: nn.Module, _inputs: object, output: object) -> object:
+            if not torch.is_tensor(output) or name in kept:
+                return None
+            kept[name] = output
+            return output.clone()  # in-place ops downstream leave the kept output alone
+
+        return hook
+
+    generator = torch.Generator().manual_seed(0)
+    noise = torch.randn(example[:1].shape, generator=generator).to(example)
+    with preserved(model) as handles, torch.enable_grad():
+        handles.extend(modules[name].register_forward_hook(keeper(name)) for name in names)
+        logits = logits_of(model(noise.requires_grad_(True)))
+        wanted = [name for name, output in kept.items() if output.requires_grad]
+        score = logits[0, int(logits[0].argmax())]
+        grads = torch.autograd.grad(score, [kept[n] for n in wanted], allow_unused=True) if wanted else []
+    reached = set()
+    for name, grad in zip(wanted, grads, strict=True):
+        grid = grid_of(grad.shape, size) if grad is not None else None
+        if grid is not None and bool(grid.to_nchw(grad).abs().amax() > 0):
+            reached.add(name)
+    return reached
+
+
 def find_target_layer(model: nn.Module, example: torch.Tensor) -> str:
     """Name of the layer explained by default: the last feature map with more than one cell before
     global pooling (``layer4`` of a ResNet, ``features`` of DenseNet and Swin); when that is a token
     sequence with a class token, which the head reads alone, the input of the last attention, the
-    last layer whose patch tokens reach the logits (``encoder.layers.encoder_layer_11.ln_1`` of ViT-B)."""
+    last layer whose patch tokens reach the logits (``encoder.layers.encoder_layer_11.ln_1`` of ViT-B).
+
+    The choice is then checked by data flow (:func:`reaching_layers`; skipped on the meta device):
+    when the head cannot see the chosen layer's positions (an attention block the name rule does not
+    know, as in ConViT and XCiT), the default is the last layer whose positions reach the logits, or,
+    when that layer sits inside a module whose output the head cannot see at those positions (a
+    class-attention module), that module's input."""
     modules = dict(model.named_modules())
     trace = trace_layers(model, example[:1])
     size = (example.shape[-2], example.shape[-1])
+    runs = Counter(name for name, _ in trace.outputs)  # a module run twice (CoaT's shared crpe) has no one map
     maps = []  # (position in the trace, name, grid)
     for position, (name, shape) in enumerate(trace.outputs):
         grid = grid_of(shape, size)
-        if grid is not None and grid.cells > 1 and not isinstance(modules[name], _NOT_FEATURE_LAYERS):
+        if (
+            grid is not None
+            and grid.cells > 1
+            and runs[name] == 1
+            and not isinstance(modules[name], _NOT_FEATURE_LAYERS)
+        ):
             maps.append((position, name, grid))
     trunk = [(name, grid) for _, name, grid in maps if not isinstance(modules[name], _NORMALISATIONS)]
     if not trunk:
@@ -158,4 +205,18 @@ def find_target_layer(model: nn.Module, example: torch.Tensor) -> str:
     if grid.layout == TOKENS and grid.prefix and trace.attention_starts:
         start = trace.attention_starts[-1]
         name = next((n for p, n, g in reversed(maps) if p < start and g.layout == TOKENS), name)
-    return name
+    if example.device.type == "meta":
+        return name
+    reached = reaching_layers(model, example, {n for _, n, _ in maps} | {name})
+    if name in reached:
+        return name
+    seen = [(position, n) for position, n, _ in maps if n in reached]
+    if not seen:
+        return name
+    last = seen[-1][1]
+    parent = last.rpartition(".")[0]
+    if parent and parent not in reached and parent in trace.starts:
+        inputs = [n for position, n in seen if position < trace.starts[parent]]
+        if inputs:
+            return inputs[-1]
+    return last

@@ -8,7 +8,7 @@ from auditcam.data.io import SampleFault, read_image, read_mask
 from auditcam.data.manifest import read_manifest
 from auditcam.data.problems import Problem
 from auditcam.data.rows import UNKNOWN_GROUP, Row, read_classes
-from auditcam.data.subjects import Box, MaskFile, MaskOptions
+from auditcam.data.subjects import Box, MaskFile, MaskOptions, NoSubject
 from auditcam.data.validate import Validation, format_table, validate
 
 open_dataset = LabelledDataset.open
@@ -21,6 +21,7 @@ __all__ = [
     "LabelledDataset",
     "MaskFile",
     "MaskOptions",
+    "NoSubject",
     "Problem",
     "Row",
     "SampleFault",

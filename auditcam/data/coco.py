@@ -27,7 +27,7 @@ import torch
 from torchvision import tv_tensors
 
 from auditcam.data.io import SampleFault, fit_mask
-from auditcam.data.problems import BAD_VALUE, EMPTY_MASK, SIZE_MISMATCH, UNKNOWN_LABEL, Problems
+from auditcam.data.problems import BAD_VALUE, SIZE_MISMATCH, UNKNOWN_LABEL, Problems
 from auditcam.data.rows import (
     RESERVED_COLUMNS,
     Row,
@@ -37,7 +37,7 @@ from auditcam.data.rows import (
     check_label,
     check_unique,
 )
-from auditcam.data.subjects import Geometry, MaskOptions
+from auditcam.data.subjects import NO_SUBJECT, Geometry, MaskOptions, NoSubjectFault
 from auditcam.errors import InputError
 
 STANDARD_IMAGE_KEYS = frozenset(
@@ -56,7 +56,7 @@ class CocoShapes:
 
     def place(self, image_hw: tuple[int, int], orientation: int, options: MaskOptions) -> tuple[Geometry, list[str]]:
         if not self.segmentations:
-            raise SampleFault("invalid", f"no {self.category!r} annotation for this image", EMPTY_MASK)
+            raise NoSubjectFault(f"{NO_SUBJECT}: no {self.category!r} annotation for this image")
         mask = torch.from_numpy(coco_mask(self.segmentations, self.height, self.width))
         mask, note = fit_mask(mask, image_hw, resize=options.resize, what="annotation", orientation=orientation)
         return tv_tensors.Mask(mask.to(torch.uint8)), [note] if note else []

@@ -3,7 +3,8 @@ the dict :class:`~auditcam.data.LabelledDataset` yields, and an item that breaks
 becomes an ``error`` record with its reason instead of stopping the run.
 
 An item is a dict with ``image`` (float, 3 x H x W, already model input), ``mask`` (H x W, any
-dtype, nonzero = subject; or a ``tv_tensors.BoundingBoxes`` on the H x W canvas) and ``label``
+dtype, nonzero = subject; or a ``tv_tensors.BoundingBoxes`` on the H x W canvas; absent or None
+for a sample without a subject) and ``label``
 (class index, or class name when ``classes`` is given); optionally ``id`` (default: the index),
 ``image_path`` and ``attributes`` (dict). Instead of ``image``/``mask`` an item may carry
 ``status`` and ``reason`` for a sample the user's loader could not read.
@@ -20,7 +21,7 @@ from torchvision import tv_tensors
 
 from auditcam.data.dataset import LabelledDataset
 from auditcam.data.rows import RESERVED_COLUMNS, attribute_value, parse_label
-from auditcam.data.subjects import rasterise
+from auditcam.data.subjects import NO_SUBJECT, rasterise
 from auditcam.errors import InputError
 from auditcam.models import IMAGENET, Preprocessing
 
@@ -90,20 +91,28 @@ class WrappedDataset(Dataset):
             item["status"], item["reason"] = str(raw["status"]), str(raw.get("reason", ""))
             return item
         try:
-            item["image"], item["mask"] = _checked(raw, given, self.attributes)
+            item["image"], mask = _checked(raw, given, self.attributes)
         except ValueError as exc:
             item["status"], item["reason"] = "error", f"dataset item {index}: {exc}"
+            return item
+        item["has_subject"] = mask is not None
+        item["mask"] = torch.zeros(item["image"].shape[-2:], dtype=torch.bool) if mask is None else mask
+        if mask is None:
+            item["reason"] = NO_SUBJECT
         return item
 
 
 def _checked(raw: dict[str, Any], given: dict[str, Any], attributes: Sequence[str]) -> tuple[torch.Tensor, ...]:
-    """The item's image and bool mask, or ValueError saying which part of the contract broke."""
+    """The item's image and bool mask (None: no subject), or ValueError saying which part of the
+    contract broke."""
     undeclared = [a for a in given if a not in attributes]
     if undeclared:
         raise ValueError(f"attribute {undeclared[0]!r} is not one of the dataset's attributes {list(attributes)}")
     image, mask = raw.get("image"), raw.get("mask")
     if not isinstance(image, torch.Tensor) or image.ndim != 3 or image.shape[0] != 3:
         raise ValueError("'image' must be a tensor of shape (3, H, W)")
+    if mask is None:  # a sample without a subject: everything mask-free is still measured
+        return image.as_subclass(torch.Tensor).float(), None
     if isinstance(mask, tv_tensors.BoundingBoxes):
         mask = rasterise(mask)
     if not isinstance(mask, torch.Tensor):

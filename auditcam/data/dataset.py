@@ -14,18 +14,25 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 
 from auditcam.data.formats import DataOptions, read_source
+from auditcam.data.grabcut import check_subject_from_boxes, refine_boxes
 from auditcam.data.io import SampleFault, decode, image_tensor
 from auditcam.data.rows import Row
-from auditcam.data.subjects import DEFAULT_MASKS, Geometry, MaskOptions, rasterise
+from auditcam.data.subjects import DEFAULT_MASKS, Geometry, MaskOptions, NoSubjectFault, rasterise
 from auditcam.models import IMAGENET, Preprocessing
 
 
-def load_sample(row: Row, options: MaskOptions) -> tuple[torch.Tensor, Geometry, list[str]]:
+def load_sample(row: Row, options: MaskOptions) -> tuple[torch.Tensor, Geometry | NoSubjectFault, list[str]]:
     """Decode a row's image (uint8, 3 x H x W, upright) and place its subject on it, in the
-    image's frame; the notes say what was done (a resized mask, PIL's warnings)."""
+    image's frame (or the :class:`NoSubjectFault` saying why it has none); the notes say what
+    was done (a resized mask, PIL's warnings)."""
     decoded = decode(row.image_path, "image")
     image = image_tensor(decoded)
-    subject, notes = row.subject.place(tuple(image.shape[-2:]), decoded.orientation, options)
+    try:
+        subject, notes = row.subject.place(tuple(image.shape[-2:]), decoded.orientation, options)
+        if options.subject_from_boxes == "grabcut" and isinstance(subject, tv_tensors.BoundingBoxes):
+            subject = refine_boxes(image, subject)
+    except NoSubjectFault as missing:
+        return image, missing, list(decoded.warnings)
     return image, subject, [*decoded.warnings, *notes]
 
 
@@ -34,7 +41,9 @@ class LabelledDataset(Dataset):
 
     Each item is a dict: ``index``, ``id``, ``image_path`` (as written in the source), ``label``,
     ``attributes``, ``note`` ('' or what was done to read it), and either ``image`` (3, H, W)
-    normalised + ``mask`` (H, W) bool, or ``status``/``reason`` saying why it could not be read.
+    normalised + ``mask`` (H, W) bool + ``has_subject`` (False: the mask is empty because the
+    sample has no subject, ``reason`` says why), or ``status``/``reason`` saying why it could not
+    be read.
     """
 
     def __init__(
@@ -69,13 +78,16 @@ class LabelledDataset(Dataset):
         allow_missing: bool = False,
         mask_value: int | None = None,
         resize_masks: bool = False,
+        subject_from_boxes: str | None = None,
     ) -> LabelledDataset:
         """Open a manifest (CSV/Parquet), a COCO instances JSON or a class-per-folder tree.
 
         ``format`` overrides the guess from the path (``csv``, ``parquet``, ``coco``, ``folder``);
         ``images``/``labels`` are COCO's images folder and labels CSV, ``masks`` the folder
         layout's mask tree; ``mask_value`` picks the subject id in instance-id masks;
-        ``resize_masks`` resizes masks of the image's aspect ratio but another size.
+        ``resize_masks`` resizes masks of the image's aspect ratio but another size;
+        ``subject_from_boxes="grabcut"`` refines each box into a mask with GrabCut (the dataset
+        must have boxes). Samples without subject labels are audited on everything mask-free.
         A missing file stops with an ``InputError`` naming the row unless ``allow_missing``.
         """
         options = DataOptions(
@@ -85,13 +97,14 @@ class LabelledDataset(Dataset):
             allow_missing=allow_missing,
         )
         found = read_source(path, format=format, classes=classes, options=options)
+        check_subject_from_boxes(subject_from_boxes, found.rows, path)
         return cls(
             found.rows,
             classes=found.classes,
             attributes=found.attributes,
             preprocessing=preprocessing,
             source=str(path),
-            masks=MaskOptions(subject_value=mask_value, resize=resize_masks),
+            masks=MaskOptions(subject_value=mask_value, resize=resize_masks, subject_from_boxes=subject_from_boxes),
         )
 
     @classmethod
@@ -146,9 +159,14 @@ class LabelledDataset(Dataset):
         except SampleFault as fault:
             item["status"], item["reason"] = fault.status, fault.reason
             return item
-        image_tv, subject_tv = self._geometry(tv_tensors.Image(image), subject)
+        if isinstance(subject, NoSubjectFault):
+            image_tv = self._geometry(tv_tensors.Image(image))
+            item["mask"] = torch.zeros(image_tv.shape[-2:], dtype=torch.bool)
+            item["has_subject"], item["reason"] = False, subject.reason
+        else:
+            image_tv, subject_tv = self._geometry(tv_tensors.Image(image), subject)
+            item["mask"], item["has_subject"] = rasterise(subject_tv), True
         item["image"] = self.preprocessing.normalise(image_tv.as_subclass(torch.Tensor).float() / 255.0)
-        item["mask"] = rasterise(subject_tv)
         item["note"] = "; ".join(notes)
         return item
 
@@ -156,7 +174,8 @@ class LabelledDataset(Dataset):
 def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Stack the readable samples; keep every sample's metadata and fault in order.
 
-    ``ok`` (bool, N) marks which items have an image; ``image``/``mask`` hold only those, in order.
+    ``ok`` (bool, N) marks which items have an image; ``image``/``mask`` hold only those, in order;
+    ``has_subject`` (bool, N) marks the readable items with a subject (an item without the key has one).
     """
     ok = [("image" in item) for item in items]
     readable = [item for item, good in zip(items, ok, strict=True) if good]
@@ -170,6 +189,10 @@ def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "reason": [item.get("reason", "") for item in items],
         "note": [item.get("note", "") for item in items],
         "ok": torch.tensor(ok, dtype=torch.bool),
+        "has_subject": torch.tensor(
+            [good and bool(item.get("has_subject", True)) for item, good in zip(items, ok, strict=True)],
+            dtype=torch.bool,
+        ),
     }
     if readable:
         batch["image"] = torch.stack([item["image"] for item in readable])

@@ -1,7 +1,8 @@
-"""Folder layout: ``root/<class>/<file>`` with masks in a parallel tree ``masks/<class>/<stem>.png``
-(default ``root/masks``, which is then not a class). Class names: the given class list, else the
-class folders in sorted order (torchvision's ``ImageFolder`` convention). Files in subfolders of a
-class folder belong to that class; their masks keep the same relative path."""
+"""Folder layout: ``root/<class>/<file>`` with masks in a parallel tree
+``masks/<class>/<stem>.png`` (default ``root/masks``, which is then not a class; without it the
+samples have no subjects). Class names: the given class list, else the class folders in sorted
+order (torchvision's ``ImageFolder`` convention). Files in subfolders of a class folder belong
+to that class; their masks keep the same relative path."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from auditcam.data.problems import UNKNOWN_LABEL, Problems
 from auditcam.data.rows import Row, check_file
-from auditcam.data.subjects import MaskFile
+from auditcam.data.subjects import MaskFile, NoSubject
 from auditcam.errors import InputError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
@@ -35,11 +36,12 @@ def folder_rows(
         raise InputError(f"--data {root}: folder not found")
     problems = problems or Problems(str(root))
     mask_root = Path(masks) if masks is not None else root / MASKS_FOLDER
-    if not mask_root.is_dir():
+    if masks is not None and not mask_root.is_dir():
         raise InputError(
-            f"{mask_root}: masks folder not found; a folder dataset keeps masks in masks/<class>/<stem>.png "
-            "(or pass --masks DIR)"
+            f"--masks {mask_root}: masks folder not found; a folder dataset keeps masks in masks/<class>/<stem>.png "
+            "(or leave --masks out to audit without subjects)"
         )
+    with_masks = mask_root.is_dir()
     folders = sorted(
         p
         for p in root.iterdir()
@@ -65,6 +67,9 @@ def folder_rows(
         for path in files:
             relative = path.relative_to(root).as_posix()
             place = f"file {relative!r}"
+            if not with_masks:
+                rows.append(Row(len(rows), relative, relative, path, label, NoSubject(), {}, place))
+                continue
             mask_path = mask_root / path.relative_to(root).with_suffix(".png")
             shown = mask_path.relative_to(mask_root.parent).as_posix()
             if not check_file(problems, place, "", mask_path, shown, allow_missing=allow_missing):

@@ -1,8 +1,9 @@
 """Read a manifest (CSV or Parquet) into checked rows.
 
-Columns: ``image`` (required), ``label`` (class index or class name), the subject as ``mask`` (a
-path) or as box columns ``x_min, y_min, x_max, y_max`` (pixels), optional ``id``; every other
-column is a group attribute. Paths resolve relative to the manifest's folder.
+Columns: ``image`` (required), ``label`` (class index or class name), optionally the subject as
+``mask`` (a path) or as box columns ``x_min, y_min, x_max, y_max`` (pixels), optional ``id``;
+every other column is a group attribute. Paths resolve relative to the manifest's folder. A row
+whose subject cells are empty (or a manifest without them) is a sample without a subject.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from auditcam.data.rows import (
     check_label,
     check_unique,
 )
-from auditcam.data.subjects import BOX_COLUMNS, BoxError, MaskFile, Subject, parse_box
+from auditcam.data.subjects import BOX_COLUMNS, BoxError, MaskFile, NoSubject, Subject, parse_box
 from auditcam.errors import InputError
 
 SUBJECT_COLUMNS = ("mask", *BOX_COLUMNS)
@@ -65,13 +66,11 @@ def _columns(manifest: Path, columns: list[str]) -> list[str]:
     required = ["image", "label"]
     if has_boxes:
         required += [c for c in BOX_COLUMNS if c not in columns]
-    elif "mask" not in columns:
-        required.append("mask")
     missing = [c for c in required if c not in columns]
     if missing:
         raise InputError(
             f"{manifest}: missing column {', '.join(map(repr, missing))}; a manifest needs columns image, label "
-            f"and mask or box columns {', '.join(BOX_COLUMNS)} (found: {', '.join(columns)})"
+            f"and optionally mask or all box columns {', '.join(BOX_COLUMNS)} (found: {', '.join(columns)})"
         )
     attributes = [c for c in columns if c not in ("image", "label", "id", *SUBJECT_COLUMNS)]
     clashes = [c for c in attributes if c in RESERVED_COLUMNS]
@@ -81,7 +80,8 @@ def _columns(manifest: Path, columns: list[str]) -> list[str]:
 
 
 def _subject(problems: Problems, place: str, record: dict[str, str], root: Path, allow_missing: bool) -> Subject | None:
-    """The row's mask file or box, or None after reporting what is wrong."""
+    """The row's mask file or box (:class:`NoSubject` when its subject cells are all empty), or
+    None after reporting what is wrong."""
     mask = record.get("mask", "")
     box_cells = [record.get(c, "") for c in BOX_COLUMNS]
     if mask and any(box_cells):
@@ -96,9 +96,10 @@ def _subject(problems: Problems, place: str, record: dict[str, str], root: Path,
         except BoxError as exc:
             problems.report(place, exc.column, BAD_VALUE, exc.detail)
             return None
-    column = "mask" if not any(box_cells) else BOX_COLUMNS[[bool(c) for c in box_cells].index(False)]
-    detail = "no subject: give a mask path or all four box columns" if column == "mask" else "empty box coordinate"
-    problems.report(place, column, BAD_VALUE, detail)
+    if not any(box_cells):
+        return NoSubject()
+    column = BOX_COLUMNS[[bool(c) for c in box_cells].index(False)]
+    problems.report(place, column, BAD_VALUE, "empty box coordinate; give all four or none")
     return None
 
 

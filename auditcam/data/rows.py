@@ -39,6 +39,8 @@ RESERVED_COLUMNS = frozenset(
         "pointing_hit",
         "iou",
         "background_reliant",
+        "border_share",
+        "has_subject",
     }
 )
 ID_HINT = "ids must be unique — add or fix the id column"

@@ -12,22 +12,33 @@ from typing import Protocol
 import torch
 from torchvision import tv_tensors
 
-from auditcam.data.io import SampleFault, decode, fit_mask, mask_tensor
-from auditcam.data.problems import EMPTY_MASK
+from auditcam.data.io import decode, fit_mask, mask_tensor
 
 
 @dataclass(frozen=True)
 class MaskOptions:
     """How masks are read: ``subject_value`` picks one id of an instance map (None: any pixel
-    > 0 is subject); ``resize`` resizes a mask of the image's aspect ratio but another size."""
+    > 0 is subject); ``resize`` resizes a mask of the image's aspect ratio but another size;
+    ``subject_from_boxes`` (``"grabcut"``) refines each box into a mask (None: the box is the subject)."""
 
     subject_value: int | None = None
     resize: bool = False
+    subject_from_boxes: str | None = None
 
 
 DEFAULT_MASKS = MaskOptions()
 Geometry = tv_tensors.Mask | tv_tensors.BoundingBoxes
 BOX_COLUMNS = ("x_min", "y_min", "x_max", "y_max")
+NO_SUBJECT = "no subject"
+
+
+class NoSubjectFault(Exception):
+    """A sample that has no usable subject (none given, a box off the image): it is still
+    predicted and scored on everything mask-free; ``reason`` says why it has no subject."""
+
+    def __init__(self, reason: str = NO_SUBJECT) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class Subject(Protocol):
@@ -36,6 +47,16 @@ class Subject(Protocol):
     def place(self, image_hw: tuple[int, int], orientation: int, options: MaskOptions) -> tuple[Geometry, list[str]]:
         """A Mask (H, W) or BoundingBoxes in the image's frame, and notes on what was done."""
         ...
+
+
+@dataclass(frozen=True)
+class NoSubject:
+    """A sample without subject labels (no mask or box given)."""
+
+    reason: str = NO_SUBJECT
+
+    def place(self, image_hw: tuple[int, int], orientation: int, options: MaskOptions) -> tuple[Geometry, list[str]]:
+        raise NoSubjectFault(self.reason)
 
 
 @dataclass(frozen=True)
@@ -65,7 +86,9 @@ class Box:
     def place(self, image_hw: tuple[int, int], orientation: int, options: MaskOptions) -> tuple[Geometry, list[str]]:
         h, w = image_hw
         if self.x_max <= 0 or self.y_max <= 0 or self.x_min >= w or self.y_min >= h:
-            raise SampleFault("invalid", f"box {self.text()} lies outside the {w}x{h} image (WxH)", EMPTY_MASK)
+            raise NoSubjectFault(f"{NO_SUBJECT}: box {self.text()} lies outside the {w}x{h} image (WxH)")
+        if self.x_min >= self.x_max or self.y_min >= self.y_max:
+            raise NoSubjectFault(f"{NO_SUBJECT}: box {self.text()} has zero area")
         boxes = tv_tensors.BoundingBoxes(
             [[self.x_min, self.y_min, self.x_max, self.y_max]], format="XYXY", canvas_size=(h, w), dtype=torch.float32
         )
@@ -94,10 +117,11 @@ def parse_box(values: dict[str, str]) -> Box:
             raise BoxError(column, f"{text!r} is not a number") from None
         if not math.isfinite(numbers[column]):
             raise BoxError(column, f"{text!r} is not a finite number")
-    if numbers["x_min"] >= numbers["x_max"]:
-        raise BoxError("x_max", f"{numbers['x_max']:g} is not greater than x_min {numbers['x_min']:g}")
-    if numbers["y_min"] >= numbers["y_max"]:
-        raise BoxError("y_max", f"{numbers['y_max']:g} is not greater than y_min {numbers['y_min']:g}")
+    # a zero-area box is a sample without a subject (recorded per sample); an inverted one is a typo
+    if numbers["x_min"] > numbers["x_max"]:
+        raise BoxError("x_max", f"{numbers['x_max']:g} is less than x_min {numbers['x_min']:g}")
+    if numbers["y_min"] > numbers["y_max"]:
+        raise BoxError("y_max", f"{numbers['y_max']:g} is less than y_min {numbers['y_min']:g}")
     return Box(**numbers)
 
 

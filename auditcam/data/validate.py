@@ -15,10 +15,11 @@ from tqdm.auto import tqdm
 
 from auditcam.data.dataset import default_workers, load_sample
 from auditcam.data.formats import DEFAULT_OPTIONS, DataOptions, Source, read_source
+from auditcam.data.grabcut import check_subject_from_boxes
 from auditcam.data.io import SampleFault
 from auditcam.data.problems import EMPTY_MASK, FULL_MASK, NO_SAMPLES, Problem, Problems
 from auditcam.data.rows import Row
-from auditcam.data.subjects import DEFAULT_MASKS, MaskOptions, rasterise
+from auditcam.data.subjects import DEFAULT_MASKS, NO_SUBJECT, MaskOptions, NoSubjectFault, rasterise
 
 EMPTY_REASON = "empty subject mask"
 CHECK_BATCH = 16
@@ -43,6 +44,9 @@ def check_row(row: Row, masks: MaskOptions) -> list[Problem]:
         _image, subject, _notes = load_sample(row, masks)
     except SampleFault as fault:
         return [Problem(row.where, "", fault.kind, fault.reason)]
+    if isinstance(subject, NoSubjectFault):  # none given is fine; one given but unusable is a problem
+        detail = subject.reason.removeprefix(NO_SUBJECT).removeprefix(": ")
+        return [Problem(row.where, "", EMPTY_MASK, detail)] if detail else []
     mask = rasterise(subject)
     if not mask.any():
         return [Problem(row.where, "", EMPTY_MASK, EMPTY_REASON)]
@@ -83,6 +87,7 @@ def validate(
     :func:`~auditcam.data.default_workers`."""
     problems = Problems(str(path), collect=True)
     source = read_source(path, format=format, classes=classes, options=options, problems=problems)
+    check_subject_from_boxes(masks.subject_from_boxes, source.rows, path)
     found = list(problems.found)
     if workers is None:
         workers = default_workers(len(source.rows), CHECK_BATCH)

@@ -1,6 +1,11 @@
 """The embedded default: build a synthetic shortcut dataset, train a *shortcut* and a *clean*
 tiny CNN on CPU, audit both on a balanced held-out split and write one report per model.
 
+A third model, *tag*, learned a location shortcut: a small magenta tag in the corner of every
+circle it was trained on. It is audited on held-out images *without subject masks*, where the
+tag sits on half the images of every class, independent of the class: the strategy discovery
+finds the circles it predicts by the tag, and the location-shortcut test flags that strategy.
+
 The audits include the counterfactual background test, with backgrounds taken from an
 *in-distribution* split whose textures follow the class as in the shortcut training data (on
 the balanced split a same-class background is no more typical than any other, so BG-gap would
@@ -18,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from PIL import Image
 from safetensors.torch import save_file
 
@@ -25,15 +31,21 @@ from auditcam.audit import audit
 from auditcam.config import AuditSettings
 from auditcam.data import LabelledDataset
 from auditcam.demo.models import train
-from auditcam.demo.synthetic import CLASSES, Split, make_split
+from auditcam.demo.synthetic import CLASSES, TEXTURES, Split, add_tag, make_split
+from auditcam.files import atomic_write
 from auditcam.models import load_model_info
-from auditcam.report import atomic_write, render_index
+from auditcam.report import render_index
 from auditcam.result import AuditResult
 
 MODEL_SPEC = "auditcam.demo.models:tiny_cnn"
 # Probability that the background texture is forced to agree with the class, per site.
 SHORTCUT_AGREEMENT = {"A": 0.97, "B": 0.5}
 CLEAN_AGREEMENT = {"A": 0.0, "B": 0.0}
+TRAINING = {
+    "shortcut": "background agrees with the class",
+    "clean": "background independent of the class",
+    "tag": "a tag in the corner of every circle",
+}
 
 
 @dataclass(frozen=True)
@@ -47,21 +59,28 @@ class DemoRun:
     results: dict[str, AuditResult]
 
 
-def write_split(split: Split, folder: Path) -> Path:
-    """Write a split as PNG images and masks plus ``manifest.csv``; return the manifest path."""
+def write_split(split: Split, folder: Path, *, background: bool = False, masks: bool = True) -> Path:
+    """Write a split as PNG images (and masks, unless ``masks`` is False: a manifest without a
+    mask column) plus ``manifest.csv``; return the manifest path. ``background`` adds a
+    ``background`` group column naming each image's texture family, as datasets record a site,
+    scanner or location."""
     (folder / "images").mkdir(parents=True, exist_ok=True)
-    (folder / "masks").mkdir(parents=True, exist_ok=True)
+    if masks:
+        (folder / "masks").mkdir(parents=True, exist_ok=True)
     manifest = folder / "manifest.csv"
     with manifest.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["id", "image", "mask", "label", "site"])
+        writer.writerow(
+            ["id", "image", *(["mask"] if masks else []), "label", "site", *(["background"] if background else [])]
+        )
         for i in range(len(split.labels)):
             name = f"{i:05d}.png"
             Image.fromarray(split.images[i].permute(1, 2, 0).numpy()).save(folder / "images" / name)
-            Image.fromarray(split.masks[i].numpy().astype("uint8") * 255).save(folder / "masks" / name)
-            writer.writerow(
-                [f"demo-{i:05d}", f"images/{name}", f"masks/{name}", CLASSES[int(split.labels[i])], split.sites[i]]
-            )
+            mask = [f"masks/{name}"] if masks else []
+            if masks:
+                Image.fromarray(split.masks[i].numpy().astype("uint8") * 255).save(folder / "masks" / name)
+            row = [f"demo-{i:05d}", f"images/{name}", *mask, CLASSES[int(split.labels[i])], split.sites[i]]
+            writer.writerow([*row, *([TEXTURES[int(split.textures[i])]] if background else [])])
     (folder / "classes.txt").write_text("\n".join(CLASSES) + "\n", encoding="utf-8")
     return manifest
 
@@ -95,13 +114,15 @@ def run_demo(
     donors = write_split(make_split(n_donors, agreement=SHORTCUT_AGREEMENT, seed=seed * 10 + 4), out / "data-indist")
     step(f"wrote {n_donors} in-distribution samples (backgrounds follow the class) to {donors}")
 
+    tagged = make_split(n_test, agreement=CLEAN_AGREEMENT, seed=seed * 10 + 5)
+    tag_manifest = write_split(add_tag(tagged, torch.arange(n_test) % 2 == 0), out / "data-tag", masks=False)
+    step(f"wrote {n_test} held-out samples without masks, a tag on half of every class, to {tag_manifest}")
+    splits["tag"] = add_tag(splits["clean"], splits["clean"].labels == 0)
+
     weights: dict[str, Path] = {}
     (out / "models").mkdir(parents=True, exist_ok=True)
     for name, split in splits.items():
-        step(
-            f"training the {name} model on {n_train} images "
-            f"({'background agrees with the class' if name == 'shortcut' else 'background independent of the class'})"
-        )
+        step(f"training the {name} model on {n_train} images ({TRAINING[name]})")
         model = train(split.images, split.labels, epochs=epochs, seed=seed)
         weights[name] = out / "models" / f"{name}.safetensors"
         save_file(model.state_dict(), str(weights[name]))
@@ -111,20 +132,36 @@ def run_demo(
     for name, path in weights.items():
         step(f"auditing the {name} model")
         model, info = load_model_info(MODEL_SPEC, path)
+        if name == "tag":  # no masks: the strategies and their location test are what can find it
+            dataset = LabelledDataset.from_manifest(tag_manifest, classes=CLASSES, preprocessing=info.preprocessing)
+            command = (
+                f"auditcam audit --model {MODEL_SPEC} --weights {path} --data {tag_manifest} --out {out / name} "
+                "--name 'tag model'"
+            )
+            result = audit(model, dataset, model_info=info, name="tag model", progress=progress, command=command)
+            reports[name] = result.write(out / name)["report.html"]
+            results[name] = result
+            check = next(c for c in result.checks if c.name == "location_shortcut")
+            step(f"  tag: {'PASSED' if result.passed else 'FAILED'} · {check.message}")
+            continue
         dataset = LabelledDataset.from_manifest(manifest, classes=CLASSES, preprocessing=info.preprocessing)
         backgrounds = LabelledDataset.from_manifest(donors, classes=CLASSES, preprocessing=info.preprocessing)
         result = audit(
             model,
             dataset,
             AuditSettings(
-                counterfactual=True, bg_donors=backgrounds, counterfactual_samples=n_counterfactual, sanity=True
+                counterfactual=True,
+                bg_donors=backgrounds,
+                bg_match=("site",),
+                counterfactual_samples=n_counterfactual,
+                sanity=True,
             ),
             model_info=info,
             name=f"{name} model",
             progress=progress,
             command=(
                 f"auditcam audit --model {MODEL_SPEC} --weights {path} --data {manifest} --out {out / name} "
-                f"--name '{name} model' --counterfactual --bg-donors {donors} "
+                f"--name '{name} model' --counterfactual --bg-donors {donors} --bg-match site "
                 f"--counterfactual-samples {n_counterfactual} --sanity"
             ),
         )
@@ -142,11 +179,13 @@ def run_demo(
     atomic_write(
         index,
         render_index(
-            "auditcam demo: shortcut vs clean model",
-            "Two tiny CNNs audited on the same held-out images, where the background is independent of the class. "
-            "The shortcut model was trained where the background texture gave the class away.",
+            "auditcam demo: shortcut, clean and tag models",
+            "Tiny CNNs audited on held-out images where the background is independent of the class. "
+            "The shortcut model was trained where the background texture gave the class away; the tag model "
+            "where a corner tag marked every circle (audited without masks, on images tagged independently of "
+            "the class).",
             {f"{name} model": (results[name], f"{name}/report.html") for name in results},
-        ).encode("utf-8"),
+        ),
     )
     reports["index"] = index
     return DemoRun(manifest=manifest, donors=donors, weights=weights, reports=reports, results=results)

@@ -64,9 +64,11 @@ def make_split(
     agreement: dict[str, float],
     size: int = 64,
     seed: int = 0,
+    centred: bool = False,
 ) -> Split:
     """Generate ``n`` samples, half per site. ``agreement[site]`` is the probability that the
-    background texture equals the class; otherwise the texture is drawn uniformly at random."""
+    background texture equals the class; otherwise the texture is drawn uniformly at random.
+    ``centred`` puts every subject in the middle of its image (as centred crops do)."""
     gen = torch.Generator().manual_seed(seed)
     yy, xx = torch.meshgrid(
         torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32), indexing="ij"
@@ -94,6 +96,8 @@ def make_split(
         background = (grey + tint)[:, None, None] + contrast * (pattern - 0.5)
         r = uniform(9.0, 12.0)
         cy, cx = uniform(r + 2, size - r - 2), uniform(r + 2, size - r - 2)
+        if centred:
+            cy, cx = size / 2 + uniform(-1.5, 1.5), size / 2 + uniform(-1.5, 1.5)
         mask = _shape_mask(label, cy, cx, r, yy, xx)
         colour = _hue_to_rgb(uniform(0.0, 1.0))
         image = torch.where(mask, colour[:, None, None], background)
@@ -101,3 +105,22 @@ def make_split(
         images[i] = (image.clamp(0, 1) * 255 + 0.5).to(torch.uint8)
         masks[i] = mask
     return Split(images=images, masks=masks, labels=labels, textures=textures, sites=sites)
+
+
+TAG_SIZE = 6  # pixels of the square tag, at TAG_OFFSET from the top-left corner
+TAG_OFFSET = 2
+TAG_COLOUR = (255, 0, 255)
+
+
+def add_tag(split: Split, tagged: torch.Tensor) -> Split:
+    """The split with a small fixed-position magenta tag stamped on the images where ``tagged``
+    (like the source tag of the PASCAL VOC horses, a shortcut found without masks)."""
+    images = split.images.clone()
+    end = TAG_OFFSET + TAG_SIZE
+    images[tagged, :, TAG_OFFSET:end, TAG_OFFSET:end] = torch.tensor(TAG_COLOUR, dtype=torch.uint8)[:, None, None]
+    return Split(images=images, masks=split.masks, labels=split.labels, textures=split.textures, sites=split.sites)
+
+
+def tag_region(size: int = 64) -> tuple[float, float, float, float]:
+    """The tag's normalised box ``[x0, y0, x1, y1]``."""
+    return (TAG_OFFSET / size, TAG_OFFSET / size, (TAG_OFFSET + TAG_SIZE) / size, (TAG_OFFSET + TAG_SIZE) / size)

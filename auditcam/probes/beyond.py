@@ -19,6 +19,7 @@ def beyond_heatmaps(
     settings: AuditSettings,
     *,
     donors: Any,
+    subjects: bool,
     method: str,
     layer: str | None,
     checks: Checks,
@@ -30,18 +31,26 @@ def beyond_heatmaps(
 ) -> dict[str, Any]:
     """AuditResult fields (``counterfactual``, ``sanity``, ``featuremaps``) plus ``checks``;
     ``donors``: the dataset the swapped-in backgrounds come from (None: ``dataset``); ``method``
-    and ``layer``: the explained ones that the sanity check and the feature maps use."""
-    from auditcam.probes.counterfactual import BG_GAP, CounterfactualOptions, run_counterfactual
+    and ``layer``: the explained ones that the sanity check and the feature maps use. Without
+    ``subjects`` (no sample has one) the background test cannot move any subject: its checks are
+    not applicable."""
+    from auditcam.probes.counterfactual import BG_GAP, FOLLOWING, CounterfactualOptions, run_counterfactual
     from auditcam.probes.featuremaps import exemplar_grids
     from auditcam.probes.sanity import SanityOptions, run_sanity
-    from auditcam.stats.checks import bg_gap_check, sanity_check
+    from auditcam.stats.analysis import NO_SUBJECTS
+    from auditcam.stats.checks import background_following_check, bg_gap_check, not_applicable, sanity_check
 
     out: dict[str, Any] = {"checks": []}
-    if settings.counterfactual:
+    if settings.counterfactual and not subjects:
+        nothing = {"value": None, "ci": None, "n": 0}
+        for check in (background_following_check(nothing, checks, options), bg_gap_check(nothing, checks, options)):
+            if check is not None:
+                out["checks"].append(not_applicable(check, f"{NO_SUBJECTS}: swapping backgrounds needs subject masks"))
+    elif settings.counterfactual:
         cf_options = CounterfactualOptions(
             donors=donors,
             fill=settings.bg_fill,
-            match_groups=settings.bg_match_groups,
+            match=settings.bg_match,
             samples=settings.counterfactual_samples,
         )
         cf = run_counterfactual(
@@ -55,9 +64,9 @@ def beyond_heatmaps(
             progress=progress,
         )
         out["counterfactual"] = cf
-        worst = cf.largest_group_gap()
-        detail = "" if worst is None else f"largest in {worst['dimension']}={worst['group']}: {worst['value']:.3f}"
-        out["checks"].append(bg_gap_check(cf.estimate(BG_GAP), checks, options, detail))
+        following = background_following_check(cf.estimate(FOLLOWING), checks, options, _largest(cf, FOLLOWING))
+        reason = "" if cf.bg_gap_informative else cf.information["reason"]
+        out["checks"] += [following, bg_gap_check(cf.estimate(BG_GAP), checks, options, _largest(cf, BG_GAP), reason)]
     if settings.sanity:
         result = run_sanity(
             model,
@@ -78,3 +87,9 @@ def beyond_heatmaps(
         out["featuremaps"] = exemplar_grids(model, shown, dataset.preprocessing, layer, channels)
     out["checks"] = [c for c in out["checks"] if c is not None]
     return out
+
+
+def _largest(cf: Any, statistic: str) -> str:
+    """Where a counterfactual statistic is largest among the groups with enough samples."""
+    worst = cf.largest_group_gap(statistic)
+    return "" if worst is None else f"largest in {worst['dimension']}={worst['group']}: {worst['value']:.3f}"

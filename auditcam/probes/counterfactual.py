@@ -14,20 +14,29 @@ Role of Image Backgrounds in Object Recognition"), built from the subject masks:
   paper draws a random class; excluding the own class keeps the contrast clean when there are
   few classes).
 
+The gate is the **background-following rate**, valid for any donors: over the ``mixed_rand``
+swaps where the model predicts the donor image differently from the sample, the share whose
+prediction moves to the donor's (:func:`background_following`). A model that reads the subject
+keeps its prediction (pasting artefacts move 0.5 % on the demo's balanced split), one that reads
+the background takes the donor's (100 % there); the default threshold
+:data:`auditcam.config.DEFAULT_MAX_BACKGROUND_FOLLOWING` sits between. The flip rate, the share
+of predictions that change at all (original vs a mixed variant), is reported beside it.
+
 BG-gap = accuracy(mixed_same) − accuracy(mixed_rand), paired over the samples where both are
-valid: how much a class-typical background helps. The flip rate is the share of predictions
-that change when only the background changes (original vs a mixed variant).
+valid: how much a class-typical background helps. It shows reliance only when the donors'
+backgrounds carry class information; when the model classifies their subject-removed images at
+chance (:func:`background_information`), BG-gap is reported as not informative on these donors.
 
 Backgrounds come from the audited dataset unless ``donors`` names another labelled dataset
-(e.g. in-distribution data where backgrounds follow the usual correlation with the class; a
-split built with backgrounds independent of the class makes BG-gap ~0 for any model). With
-``match_groups``, donors share the sample's value of every group attribute both datasets have.
-Donors are drawn with a seeded generator; a sample without a usable donor gets the variant's
-status ``invalid`` and a reason, never a silent drop.
+(e.g. in-distribution data where backgrounds follow the usual correlation with the class). By
+default donors are drawn from any sample; ``match`` names the group attributes a donor must
+share with the sample. Donors are drawn with a seeded generator; a sample without a usable donor
+gets the variant's status ``invalid`` and a reason, never a silent drop.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,9 +53,10 @@ from auditcam.cam import preserved
 from auditcam.config import AnalysisOptions
 from auditcam.data import as_audit_dataset, default_workers
 from auditcam.errors import InputError
-from auditcam.models import Preprocessing
+from auditcam.files import ROWS, Parts
+from auditcam.models import Preprocessing, logits_of, model_device
 from auditcam.stats.analysis import ALL, CLASS, OVERALL
-from auditcam.stats.estimates import breakdowns, estimate_dict, ratio_estimates, slices
+from auditcam.stats.estimates import Estimate, Estimates, breakdowns, ratio_estimates
 
 ORIGINAL, ONLY_FG, NO_FG, MIXED_SAME, MIXED_RAND = "original", "only_fg", "no_fg", "mixed_same", "mixed_rand"
 VARIANTS = (ORIGINAL, ONLY_FG, NO_FG, MIXED_SAME, MIXED_RAND)
@@ -63,8 +73,11 @@ STATISTICS = (
     "bg_gap",
     "flip_rate_mixed_same",
     "flip_rate_mixed_rand",
+    "background_following_rate",
 )
 BG_GAP = "bg_gap"
+FOLLOWING = "background_following_rate"
+DONOR_VIEWS = 4  # per sample: the mixed_same donor's image and background, the mixed_rand donor's
 MAX_EXAMPLES = 4
 
 NO_SUBJECT = "empty subject mask: no subject to keep or move"
@@ -75,6 +88,14 @@ DONOR_UNREADABLE = "background donor {id} unreadable: {reason}"
 DONOR_NO_BACKGROUND = "background donor {id} has no background to tile"
 DONOR_SIZE = "background donor {id} is {donor} (HxW) but the sample is {sample}"
 OTHER_CLASSES = "the background donors' classes ({donors}) differ from the audited dataset's ({audited})"
+UNKNOWN_MATCH = "counterfactual bg_match {attribute!r} is not a group attribute of {where} (attributes: {attributes})"
+AT_CHANCE = (
+    "not informative on these donors: the model classifies their subject-removed backgrounds at chance "
+    "(accuracy {accuracy}, CI {low} to {high}; chance {chance:.3f}, n = {n}), so a same-class background cannot "
+    "help it and BG-gap cannot show reliance; the background-following rate gates instead. For a BG-gap that can, "
+    "pass --bg-donors with a split where backgrounds follow the class"
+)
+NO_DONOR_BACKGROUND = "not informative: no donor background could be classified"
 
 
 @dataclass(frozen=True)
@@ -82,20 +103,22 @@ class CounterfactualOptions:
     """How the background variants are built.
 
     ``donors``: a labelled dataset to take backgrounds from (default: the audited one);
-    ``fill``: the constant of ``only_fg``, one of :data:`FILLS`; ``match_groups``: donors share
-    the sample's group attributes; ``margin``: the subject box grows by this share of the
-    image's longer side (at least one pixel) before it is refilled, to take mask halos along;
+    ``fill``: the constant of ``only_fg``, one of :data:`FILLS`; ``match``: group attributes a
+    donor must share with the sample (default none: any sample of the right class);
+    ``margin``: the subject box grows by this share of the image's longer side (at least one
+    pixel) before it is refilled, to take mask halos along;
     ``samples``: test a seeded random subset of this many samples (None: all of them; donors
     are still drawn from the whole donor dataset).
     """
 
     donors: Dataset | None = None
     fill: str = "mean"
-    match_groups: bool = True
+    match: tuple[str, ...] = ()
     margin: float = 0.02
     samples: int | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "match", tuple(dict.fromkeys(self.match)))
         if self.fill not in FILLS:
             raise InputError(f"counterfactual fill {self.fill!r}: choose from {', '.join(FILLS)}")
         if not 0 <= self.margin < 0.5:
@@ -267,8 +290,9 @@ def _catalogue(dataset: Any, attributes: Sequence[str]) -> tuple[np.ndarray, lis
 
 class VariantDataset(Dataset):
     """Item ``i``: sample ``indices[i]`` of ``dataset`` with its five variants built from its
-    mask and its two background donors (read from ``donors``); the work runs in DataLoader
-    workers."""
+    mask and its two background donors (read from ``donors``), and the donors' own images and
+    backgrounds (``donor_views``, :data:`DONOR_VIEWS`, predicted too so that the following rate
+    and BG-gap's informativeness can be computed); the work runs in DataLoader workers."""
 
     def __init__(
         self,
@@ -279,32 +303,37 @@ class VariantDataset(Dataset):
         rand: np.ndarray,
         missing: tuple[list[str], list[str]],
         *,
+        donor_labels: np.ndarray,
         fill: torch.Tensor,
         margin: float,
     ) -> None:
         self.dataset, self.donors, self.indices = dataset, donors, indices
-        self.same, self.rand = same, rand
+        self.same, self.rand, self.donor_labels = same, rand, donor_labels
         self.missing = missing
         self.fill, self.margin = fill, margin
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def _donor(self, index: int, why_none: str, shape: torch.Size, margin: int) -> tuple[Background, str | None]:
+    def _donor(
+        self, index: int, why_none: str, shape: torch.Size, margin: int
+    ) -> tuple[Background, str | None, torch.Tensor | None]:
+        """The donor's background, id and own image (None where it cannot be used)."""
         if index < 0:
-            return Background(None, why_none), None
+            return Background(None, why_none), None, None
         item = self.donors[index]
         donor_id = str(item["id"])
         if "image" not in item:
-            return Background(None, DONOR_UNREADABLE.format(id=donor_id, reason=item.get("reason", ""))), donor_id
+            reason = DONOR_UNREADABLE.format(id=donor_id, reason=item.get("reason", ""))
+            return Background(None, reason), donor_id, None
         if item["image"].shape != shape:
             size = "x".join(map(str, item["image"].shape[-2:]))
             reason = DONOR_SIZE.format(id=donor_id, donor=size, sample="x".join(map(str, shape[-2:])))
-            return Background(None, reason), donor_id
+            return Background(None, reason), donor_id, None
         background = background_of(item["image"], item["mask"], margin)
         if background.image is None:
-            return Background(None, DONOR_NO_BACKGROUND.format(id=donor_id)), donor_id
-        return background, donor_id
+            return Background(None, DONOR_NO_BACKGROUND.format(id=donor_id)), donor_id, None
+        return background, donor_id, item["image"]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.dataset[int(self.indices[index])]
@@ -314,10 +343,16 @@ class VariantDataset(Dataset):
             return out
         image, mask = item["image"], item["mask"]
         margin = margin_pixels(image.shape[-2:], self.margin)
-        same, same_id = self._donor(int(self.same[index]), self.missing[0][index], image.shape, margin)
-        rand, rand_id = self._donor(int(self.rand[index]), self.missing[1][index], image.shape, margin)
+        same, same_id, same_image = self._donor(int(self.same[index]), self.missing[0][index], image.shape, margin)
+        rand, rand_id, rand_image = self._donor(int(self.rand[index]), self.missing[1][index], image.shape, margin)
         out["variants"], out["reasons"] = variants(image, mask, same, rand, self.fill, margin)
         out["donors"] = (same_id, rand_id)
+        out["donor_labels"] = tuple(
+            int(self.donor_labels[j]) if j >= 0 else None for j in (self.same[index], self.rand[index])
+        )
+        views = (same_image, same.image, rand_image, rand.image)  # an unusable view is the sample, unread
+        out["donor_views"] = torch.stack([image if v is None else v for v in views])
+        out["donor_valid"] = [v is not None for v in views]
         return out
 
 
@@ -333,72 +368,159 @@ def _collate(items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 class CounterfactualResult:
     """``samples``: one row per (sample, variant) with the prediction, the background donor and
     status/reason; ``estimates``: accuracy per variant, BG-gap and flip rates per breakdown
-    with CIs (columns as :data:`auditcam.stats.estimates.ESTIMATE_COLUMNS`); ``examples``: a few
+    with CIs (:class:`~auditcam.stats.estimates.Estimates`); ``examples``: a few
     samples' variants as displayable uint8 images with their predictions."""
 
     samples: pd.DataFrame
-    estimates: pd.DataFrame
+    estimates: Estimates
     settings: dict[str, Any]
     attributes: tuple[str, ...] = ()
     examples: tuple[dict[str, Any], ...] = field(default=())
+    matched: tuple[str, ...] = ()
+    information: dict[str, Any] = field(default_factory=dict)
 
-    def estimate(self, statistic: str = BG_GAP, dimension: str = OVERALL, group: str = ALL) -> dict[str, Any]:
-        """One estimate as ``{value, ci, n, sufficient}``."""
-        e = self.estimates
-        row = e[(e["dimension"] == dimension) & (e["group"] == group) & (e["statistic"] == statistic)]
-        if row.empty:
-            raise KeyError(f"no estimate of {statistic!r} for {dimension}={group!r}")
-        return estimate_dict(row.iloc[0])
+    def estimate(self, statistic: str = BG_GAP, dimension: str = OVERALL, group: str = ALL) -> Estimate:
+        """One estimate (value, ci, n, sufficient)."""
+        return self.estimates[(dimension, group, statistic)]
 
-    def largest_group_gap(self) -> dict[str, Any] | None:
-        """The group (of any attribute, with enough samples) with the largest BG-gap, as an
-        estimate row; None without such a group."""
-        e = self.estimates
-        rows = e[(e["statistic"] == BG_GAP) & e["sufficient"] & e["dimension"].isin(self.attributes)]
+    def largest_group_gap(self, statistic: str = BG_GAP) -> dict[str, Any] | None:
+        """The group (of any attribute, with enough samples) with the largest ``statistic``, as
+        an estimate row; None without such a group."""
+        e = self.estimates.frame
+        rows = e[(e["statistic"] == statistic) & e["sufficient"] & e["dimension"].isin(self.attributes)]
         rows = rows[rows["value"].notna()]
         return None if rows.empty else rows.loc[rows["value"].idxmax()].to_dict()
 
-    @property
-    def bg_gap(self) -> dict[str, Any]:
-        """The headline of ``summary.json``: BG-gap overall, per class and per group."""
-        table = slices(self.estimates)
-        pick = {d: {g: s[BG_GAP] for g, s in groups.items()} for d, groups in table.items()}
+    def headline(self, statistic: str) -> dict[str, Any]:
+        """One statistic overall (``value, ci, n, sufficient``), ``by_class`` and ``by_group``."""
+        table = self.estimates.to_dict()
+        pick = {d: {g: s[statistic] for g, s in groups.items()} for d, groups in table.items()}
         return {
             **pick[OVERALL][ALL],
             "by_class": pick[CLASS],
             "by_group": {a: pick[a] for a in self.attributes},
         }
 
+    @property
+    def bg_gap(self) -> dict[str, Any]:
+        """The headline of ``summary.json``: BG-gap overall, per class and per group."""
+        return self.headline(BG_GAP)
+
+    @property
+    def bg_gap_informative(self) -> bool:
+        """Whether the donors' backgrounds carry class information for this model (else BG-gap
+        cannot show reliance and its check is not applicable)."""
+        return bool(self.information.get("informative", False))
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready detail: settings, counts per variant status, every estimate per breakdown."""
-        table = slices(self.estimates)
+        """JSON-ready detail: settings, the matched attributes, counts per variant status, the
+        background-following rate and flip rate (headlines), BG-gap's informativeness and every
+        estimate per breakdown."""
+        table = self.estimates.to_dict()
         status = self.samples.groupby(["variant", "status"]).size()
         return {
             "settings": self.settings,
+            "matched": list(self.matched),
             "variants": {v: VARIANT_HELP[v] for v in VARIANTS},
             "status": {v: {s: int(n) for (w, s), n in status.items() if w == v} for v in VARIANTS},
+            "background_following": self.headline(FOLLOWING),
+            "flip_rate": self.headline(f"flip_rate_{MIXED_RAND}"),
+            "bg_gap_informative": self.information,
             "overall": table[OVERALL][ALL],
             "by_class": table[CLASS],
             "by_group": {a: table[a] for a in self.attributes},
         }
 
+    def to_parts(self) -> Parts:
+        """For the bundle: the per-variant rows (``counterfactual.parquet``), the estimates, the
+        settings and the examples (their pictures as arrays)."""
+        examples = [{k: v for k, v in e.items() if k != "images"} for e in self.examples]
+        return Parts(
+            {
+                "settings": self.settings,
+                "attributes": list(self.attributes),
+                "examples": examples,
+                "matched": list(self.matched),
+                "information": self.information,
+                "confidence": self.estimates.confidence,
+            },
+            {f"{i}/images": e["images"] for i, e in enumerate(self.examples)},
+            {ROWS: self.samples, "estimates": self.estimates.frame},
+        )
 
-def _logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    output = model(images)
-    logits = getattr(output, "logits", output)
-    if not torch.is_tensor(logits) or logits.dim() != 2:
-        raise InputError("the model must return logits of shape (N, classes) for the counterfactual test")
-    return logits
+    @classmethod
+    def from_parts(cls, parts: Parts) -> CounterfactualResult:
+        """The result :meth:`to_parts` took apart."""
+        fields = parts.fields
+        examples = tuple({**e, "images": parts.arrays[f"{i}/images"]} for i, e in enumerate(fields["examples"]))
+        return cls(
+            parts.tables[ROWS],
+            Estimates(parts.tables["estimates"], fields["confidence"]),
+            fields["settings"],
+            tuple(fields["attributes"]),
+            examples,
+            tuple(fields["matched"]),
+            fields["information"],
+        )
 
 
-def _device(model: nn.Module) -> torch.device:
-    return next((p.device for p in model.parameters()), torch.device("cpu"))
+def background_following(
+    original: np.ndarray, swapped: np.ndarray, donor: np.ndarray, valid: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per swap: 1.0 where the prediction on the swapped image equals the model's prediction
+    for the donor image, and whether the swap counts: ``valid`` and the donor image predicted
+    differently from the sample's original (otherwise a move to the donor's class cannot show).
+    The mean over the counted swaps is the background-following rate."""
+    counted = np.asarray(valid, dtype=bool) & (np.asarray(donor) != np.asarray(original))
+    return (np.asarray(swapped) == np.asarray(donor)).astype(float), counted
 
 
-def estimate(samples: pd.DataFrame, attributes: Sequence[str], options: AnalysisOptions) -> pd.DataFrame:
-    """Accuracy per variant, BG-gap (paired) and flip rates per breakdown, from the per
-    (sample, variant) rows of :attr:`CounterfactualResult.samples`."""
-    wide = samples.pivot(index="id", columns="variant", values=["pred", "correct", "status"])
+def chance_accuracy(labels: np.ndarray, preds: np.ndarray) -> float:
+    """Accuracy expected if the predictions were independent of the labels, with their observed
+    frequencies: sum over classes of P(pred = k) P(label = k) (Cohen's expected agreement)."""
+    labels, preds = np.asarray(labels, dtype=np.int64), np.asarray(preds, dtype=np.int64)
+    if len(labels) == 0:
+        return math.nan
+    size = int(max(labels.max(), preds.max())) + 1
+    return float(np.bincount(labels, minlength=size) @ np.bincount(preds, minlength=size)) / len(labels) ** 2
+
+
+def background_information(labels: np.ndarray, preds: np.ndarray, options: AnalysisOptions) -> dict[str, Any]:
+    """Do the donors' backgrounds carry class information for the model? ``labels``: each
+    donor's class, ``preds``: the model's prediction for its subject-removed background. Yes
+    when the accuracy's CI lies above :func:`chance_accuracy`; else BG-gap cannot show reliance."""
+    labels, preds = np.asarray(labels, dtype=np.int64), np.asarray(preds, dtype=np.int64)
+    if len(labels) == 0:
+        return {"informative": False, "accuracy": None, "chance": None, "reason": NO_DONOR_BACKGROUND}
+    overall = {OVERALL: ([ALL], np.zeros(len(labels), dtype=np.int64))}
+    estimates = ratio_estimates(
+        {"accuracy": labels == preds}, {"accuracy": np.ones(len(labels), bool)}, overall, options
+    )
+    accuracy = estimates[(OVERALL, ALL, "accuracy")].to_dict()
+    chance = chance_accuracy(labels, preds)
+    low, high = accuracy["ci"] if accuracy["ci"] is not None else (accuracy["value"], accuracy["value"])
+    informative = bool(low > chance)
+    reason = (
+        ""
+        if informative
+        else AT_CHANCE.format(
+            accuracy=f"{accuracy['value']:.3f}", low=f"{low:.3f}", high=f"{high:.3f}", chance=chance, n=accuracy["n"]
+        )
+    )
+    return {"informative": informative, "accuracy": accuracy, "chance": chance, "reason": reason}
+
+
+def donor_backgrounds(samples: pd.DataFrame) -> pd.DataFrame:
+    """One row per donor whose background was classified: ``donor``, ``donor_label``,
+    ``donor_bg_pred`` (a donor drawn several times counts once)."""
+    used = samples[samples["donor_bg_pred"].notna() & samples["donor_label"].notna()]
+    return used[["donor", "donor_label", "donor_bg_pred"]].drop_duplicates("donor").reset_index(drop=True)
+
+
+def estimate(samples: pd.DataFrame, attributes: Sequence[str], options: AnalysisOptions) -> Estimates:
+    """Accuracy per variant, BG-gap (paired), flip rates and the background-following rate per
+    breakdown, from the per (sample, variant) rows of :attr:`CounterfactualResult.samples`."""
+    wide = samples.pivot(index="id", columns="variant", values=["pred", "correct", "status", "donor_pred"])
     first = samples[samples["variant"] == ORIGINAL].set_index("id").loc[wide.index].reset_index()
     valid = {v: (wide["status"][v] == "ok").to_numpy() & wide["pred"][v].notna().to_numpy() for v in VARIANTS}
     correct = {v: wide["correct"][v].fillna(False).astype(bool).to_numpy() for v in VARIANTS}
@@ -410,6 +532,13 @@ def estimate(samples: pd.DataFrame, attributes: Sequence[str], options: Analysis
     for v in (MIXED_SAME, MIXED_RAND):
         values[f"flip_rate_{v}"] = (pred[v] != pred[ORIGINAL]).astype(float)
         counted[f"flip_rate_{v}"] = valid[v] & valid[ORIGINAL]
+    donor = wide["donor_pred"][MIXED_RAND]
+    values[FOLLOWING], counted[FOLLOWING] = background_following(
+        pred[ORIGINAL],
+        pred[MIXED_RAND],
+        donor.fillna(-1).astype(np.int64).to_numpy(),
+        valid[MIXED_RAND] & valid[ORIGINAL] & donor.notna().to_numpy(),
+    )
     return ratio_estimates(values, counted, breakdowns(first, attributes), options)
 
 
@@ -419,7 +548,7 @@ def _name(classes: Sequence[str] | None, label: int) -> str:
 
 def _example(item: dict[str, Any], preds: list[int], classes: Sequence[str] | None, pre: Preprocessing) -> dict:
     """A sample's variants as displayable uint8 pictures (5, H, W, 3) with the predicted classes."""
-    pictures = (pre.denormalise(item["variants"].float()).permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
+    pictures = pre.to_uint8(item["variants"])
     label = int(item["label"])
     return {
         "id": str(item["id"]),
@@ -441,8 +570,9 @@ def run_counterfactual(
     num_workers: int | None = 0,
     progress: bool = False,
 ) -> CounterfactualResult:
-    """Predict every sample's five background variants with ``model`` (left as it was found)
-    and estimate accuracy per variant, BG-gap and flip rates with seeded bootstrap CIs."""
+    """Predict every sample's five background variants and its donors' images with ``model``
+    (left as it was found) and estimate accuracy per variant, BG-gap, flip rates and the
+    background-following rate with seeded bootstrap CIs."""
     options = CounterfactualOptions() if options is None else options
     analysis = AnalysisOptions() if analysis is None else analysis
     dataset = as_audit_dataset(dataset)
@@ -452,7 +582,12 @@ def run_counterfactual(
     if donors.classes is not None and dataset.classes is not None and donors.classes != dataset.classes:
         raise InputError(OTHER_CLASSES.format(donors=", ".join(donors.classes), audited=", ".join(dataset.classes)))
     classes = dataset.classes or classes
-    shared = [a for a in dataset.attributes if a in donors.attributes] if options.match_groups else []
+    for attribute in options.match:
+        for where, data in (("the audited data", dataset), ("the background donors", donors)):
+            if attribute not in data.attributes:
+                known = ", ".join(data.attributes) or "(none)"
+                raise InputError(UNKNOWN_MATCH.format(attribute=attribute, where=where, attributes=known))
+    shared = list(options.match)
     all_labels, all_groups = _catalogue(dataset, shared)
     indices = np.arange(len(dataset))
     if options.samples is not None and options.samples < len(dataset):
@@ -479,12 +614,13 @@ def run_counterfactual(
         same,
         rand,
         missing,
+        donor_labels=donor_labels,
         fill=fill_colour(pre, options.fill),
         margin=options.margin,
     )
     workers = default_workers(len(source), batch_size) if num_workers is None else num_workers
     batches = DataLoader(source, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=_collate)
-    device = _device(model)
+    device = model_device(model)
     records: list[dict[str, Any]] = []
     examples: list[dict[str, Any]] = []
     bar = tqdm(total=len(source), unit="img", desc="backgrounds", disable=not progress, file=sys.stderr)
@@ -493,12 +629,15 @@ def run_counterfactual(
             readable = [it for it in items if "variants" in it]
             if readable:
                 per_variant = [torch.stack([it["variants"][k] for it in readable]) for k in range(len(VARIANTS))]
-                probs = torch.stack([_logits(model, b.to(device)).float().softmax(1) for b in per_variant], dim=1).cpu()
+                probs = torch.stack(
+                    [logits_of(model(b.to(device))).float().softmax(1) for b in per_variant], dim=1
+                ).cpu()
                 confidence, pred = probs.max(dim=2)
+                views = _donor_predictions(model, readable, device)
             done = iter(range(len(readable)))
             for item in items:
                 j = next(done) if "variants" in item else None
-                prediction = None if j is None else (pred[j].tolist(), confidence[j].tolist())
+                prediction = None if j is None else (pred[j].tolist(), confidence[j].tolist(), views[j])
                 records.extend(_records(item, prediction, classes))
                 if prediction is not None and len(examples) < MAX_EXAMPLES and not any(item["reasons"]):
                     examples.append(_example(item, prediction[0], classes, pre))
@@ -507,24 +646,44 @@ def run_counterfactual(
     settings = {
         "donors": "the audited dataset" if donors is dataset else str(donors.source),
         "fill": options.fill,
-        "match_groups": list(shared) if options.match_groups else False,
+        "matched": list(shared),
         "margin": options.margin,
         "samples": len(indices),
         "seed": analysis.seed,
     }
+    backgrounds = donor_backgrounds(samples)
     return CounterfactualResult(
         samples=samples,
         estimates=estimate(samples, dataset.attributes, analysis),
         settings=settings,
         attributes=tuple(dataset.attributes),
         examples=tuple(examples),
+        matched=tuple(shared),
+        information=background_information(
+            backgrounds["donor_label"].to_numpy(np.int64), backgrounds["donor_bg_pred"].to_numpy(np.int64), analysis
+        ),
     )
+
+
+def _donor_predictions(model: nn.Module, items: Sequence[dict[str, Any]], device: torch.device) -> list[list]:
+    """Per item, the model's prediction for each of its :data:`DONOR_VIEWS` (None: unusable);
+    only the usable views are run, one forward pass per view."""
+    out: list[list] = [[None] * DONOR_VIEWS for _ in items]
+    for k in range(DONOR_VIEWS):
+        usable = [i for i, it in enumerate(items) if it["donor_valid"][k]]
+        if usable:
+            batch = torch.stack([items[i]["donor_views"][k] for i in usable]).to(device)
+            for i, p in zip(usable, logits_of(model(batch)).argmax(1).tolist(), strict=True):
+                out[i][k] = p
+    return out
 
 
 def _records(
     item: dict[str, Any], prediction: tuple[list, list] | None, classes: Sequence[str] | None
 ) -> list[dict[str, Any]]:
-    """The five rows of one sample (an unreadable sample: five ``error`` rows with its reason)."""
+    """The five rows of one sample (an unreadable sample: five ``error`` rows with its reason);
+    a mixed row names its donor, the donor's class and the model's predictions for the donor's
+    image (``donor_pred``) and for its subject-removed background (``donor_bg_pred``)."""
     label = int(item["label"])
     base = {
         "id": str(item["id"]),
@@ -533,13 +692,17 @@ def _records(
         "label_name": _name(classes, label),
         **{k: str(v) for k, v in (item["attributes"] or {}).items()},
     }
-    donors = {MIXED_SAME: item["donors"][0], MIXED_RAND: item["donors"][1]}
+    donors = {MIXED_SAME: 0, MIXED_RAND: 1}
     rows = []
     for k, variant in enumerate(VARIANTS):
-        row = dict(base, variant=variant, donor=donors.get(variant), pred=None, pred_name=None, correct=None)
-        row.update(confidence=float("nan"), status=item["status"], reason=item["reason"])
+        d = donors.get(variant)
+        row = dict(base, variant=variant, donor=None if d is None else item["donors"][d], pred=None, pred_name=None)
+        row.update(correct=None, confidence=float("nan"), status=item["status"], reason=item["reason"])
+        row.update(donor_label=None, donor_pred=None, donor_bg_pred=None)
         if prediction is not None:
-            preds, confidence = prediction
+            preds, confidence, views = prediction
+            if d is not None:
+                row.update(donor_label=item["donor_labels"][d], donor_pred=views[2 * d], donor_bg_pred=views[2 * d + 1])
             reason = item["reasons"][k]
             if reason:
                 row.update(status="invalid", reason=reason)
@@ -567,11 +730,15 @@ def _frame(records: list[dict[str, Any]], attributes: Sequence[str]) -> pd.DataF
         "correct",
         "confidence",
         "donor",
+        "donor_label",
+        "donor_pred",
+        "donor_bg_pred",
         "status",
         "reason",
         *attributes,
     ]
     frame = pd.DataFrame.from_records(records, columns=columns)
-    frame = frame.astype({"label": "int64", "pred": "Int64", "correct": "boolean", "confidence": "float64"})
+    numbers = {"label": "int64", "pred": "Int64", "correct": "boolean", "confidence": "float64"}
+    frame = frame.astype({**numbers, "donor_label": "Int64", "donor_pred": "Int64", "donor_bg_pred": "Int64"})
     text = ("id", "image", "variant", "label_name", "pred_name", "donor", "status", "reason", *attributes)
     return frame.astype({c: "string" for c in text})

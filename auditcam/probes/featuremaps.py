@@ -27,7 +27,8 @@ from auditcam.cam import preserved
 from auditcam.cam.grids import NOT_A_GRID, Grid, grid_of
 from auditcam.cam.layers import get_layer
 from auditcam.errors import InputError
-from auditcam.models import Preprocessing
+from auditcam.files import ROWS, Parts, records_table, table_records
+from auditcam.models import Preprocessing, model_device
 from auditcam.run.gallery import Exemplar
 
 DEFAULT_CHANNELS = 16
@@ -147,7 +148,7 @@ def capture(model: nn.Module, images: torch.Tensor, layers: Sequence[str] | None
 
         return hook
 
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = model_device(model)
     with preserved(model) as handles:
         for name in chosen:
             handles.append(modules[name].register_forward_hook(recorder(name)))
@@ -230,3 +231,26 @@ def exemplar_grids(
             )
         )
     return tuple(out)
+
+
+def grids_to_parts(grids: Sequence[ExemplarGrid]) -> Parts:
+    """The exemplars' grids for the bundle: records as a table, pictures and grids as arrays."""
+    fields = {"grids": [{"layer": g.layer, "shape": list(g.shape), "channels": list(g.channels)} for g in grids]}
+    arrays = {f"{i}/{name}": getattr(g, name) for i, g in enumerate(grids) for name in ("picture", "grid")}
+    return Parts(fields, arrays, {ROWS: records_table([g.record for g in grids])})
+
+
+def grids_from_parts(parts: Parts) -> tuple[ExemplarGrid, ...]:
+    """The grids :func:`grids_to_parts` took apart."""
+    records = table_records(parts.tables[ROWS])
+    return tuple(
+        ExemplarGrid(
+            record=record,
+            layer=g["layer"],
+            shape=tuple(g["shape"]),
+            picture=parts.arrays[f"{i}/picture"],
+            grid=parts.arrays[f"{i}/grid"],
+            channels=tuple(g["channels"]),
+        )
+        for i, (record, g) in enumerate(zip(records, parts.fields["grids"], strict=True))
+    )

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -36,8 +35,10 @@ from torch import nn
 from auditcam.cam import Explainer, preserved
 from auditcam.config import AnalysisOptions
 from auditcam.errors import InputError
+from auditcam.files import Parts
+from auditcam.models import logits_of, model_device
 from auditcam.stats.analysis import ALL, OVERALL
-from auditcam.stats.estimates import ESTIMATE_COLUMNS, estimate_dict, ratio_estimates
+from auditcam.stats.estimates import Estimate, Estimates, ratio_estimates
 
 # (model, images, targets) -> maps (N, H, W): how the maps under test are computed
 Explain = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -241,18 +242,16 @@ class SanityResult:
     ids: tuple[str, ...]
     spearman: np.ndarray  # (stages, samples)
     ssim: np.ndarray  # (stages, samples)
-    estimates: pd.DataFrame
+    estimates: Estimates
     settings: dict[str, Any]
     examples: tuple[dict[str, Any], ...] = field(default=())
 
-    def stage_estimate(self, statistic: str, k: int) -> dict[str, Any]:
-        """Mean ``spearman`` or ``ssim`` after compared stage ``k``: ``{value, ci, n, sufficient}``."""
-        e = self.estimates
-        row = e[(e["dimension"] == OVERALL) & (e["statistic"] == f"{statistic}:{k}")]
-        return estimate_dict(row.iloc[0])
+    def stage_estimate(self, statistic: str, k: int) -> Estimate:
+        """Mean ``spearman`` or ``ssim`` after compared stage ``k``."""
+        return self.estimates[(OVERALL, ALL, f"{statistic}:{k}")]
 
     @property
-    def final(self) -> dict[str, Any]:
+    def final(self) -> Estimate:
         """Mean Spearman correlation with the original maps once every layer is randomised."""
         return self.stage_estimate(SPEARMAN, len(self.stages) - 1)
 
@@ -263,15 +262,50 @@ class SanityResult:
                 "stage": k + 1,
                 "layer": stage.name,
                 "randomised": list(stage.modules),
-                SPEARMAN: self.stage_estimate(SPEARMAN, k),
-                SSIM: self.stage_estimate(SSIM, k),
+                SPEARMAN: self.stage_estimate(SPEARMAN, k).to_dict(),
+                SSIM: self.stage_estimate(SSIM, k).to_dict(),
             }
             for k, stage in enumerate(self.stages)
         ]
 
     def to_dict(self) -> dict[str, Any]:
         """The ``sanity`` part of summary.json (its check is added by the audit)."""
-        return {"settings": self.settings, "final_spearman": self.final, "stages": self.table()}
+        return {"settings": self.settings, "final_spearman": self.final.to_dict(), "stages": self.table()}
+
+    def to_parts(self) -> Parts:
+        """For the bundle: stages, ids and settings; the per-sample scores and the examples'
+        pictures and maps as arrays; the estimates as a table."""
+        arrays = {SPEARMAN: self.spearman, SSIM: self.ssim}
+        for i, example in enumerate(self.examples):
+            arrays[f"{i}/maps"] = np.stack(example["maps"])
+            if example["picture"] is not None:
+                arrays[f"{i}/picture"] = example["picture"]
+        fields = {
+            "stages": [dataclasses.asdict(stage) for stage in self.stages],
+            "ids": list(self.ids),
+            "settings": self.settings,
+            "examples": [e["id"] for e in self.examples],
+        }
+        fields["confidence"] = self.estimates.confidence
+        return Parts(fields, arrays, {"estimates": self.estimates.frame})
+
+    @classmethod
+    def from_parts(cls, parts: Parts) -> SanityResult:
+        """The result :meth:`to_parts` took apart."""
+        fields, arrays = parts.fields, parts.arrays
+        examples = tuple(
+            {"id": name, "picture": arrays.get(f"{i}/picture"), "maps": tuple(arrays[f"{i}/maps"])}
+            for i, name in enumerate(fields["examples"])
+        )
+        return cls(
+            tuple(Stage(s["name"], tuple(s["modules"])) for s in fields["stages"]),
+            tuple(fields["ids"]),
+            arrays[SPEARMAN],
+            arrays[SSIM],
+            Estimates(parts.tables["estimates"], fields["confidence"]),
+            fields["settings"],
+            examples,
+        )
 
 
 def model_randomisation(
@@ -300,7 +334,7 @@ def model_randomisation(
     except Exception as exc:  # a module that cannot be copied: say so instead of touching the original
         raise InputError(NO_COPY.format(error=exc)) from None
     twin.eval()
-    device = next((p.device for p in twin.parameters()), torch.device("cpu"))
+    device = model_device(twin)
     images = images.to(device)
     chunks = range(0, len(images), batch_size)
     if targets is None:
@@ -336,7 +370,7 @@ def model_randomisation(
         for name, table in ((SPEARMAN, spearman_a), (SSIM, ssim_a)):
             values[f"{name}:{k}"], counted[f"{name}:{k}"] = table[k], np.isfinite(table[k])
     overall = {OVERALL: ([ALL], np.zeros(len(ids), dtype=np.int64))}
-    estimates = ratio_estimates(values, counted, overall, analysis)[list(ESTIMATE_COLUMNS)]
+    estimates = ratio_estimates(values, counted, overall, analysis)
     examples = tuple(
         {"id": ids[i], "picture": None if pictures is None else pictures[i], "maps": tuple(example_maps[i])}
         for i in range(shown)
@@ -352,8 +386,7 @@ def model_randomisation(
 
 
 def _argmax(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    output = model(images)
-    return getattr(output, "logits", output).argmax(dim=1)
+    return logits_of(model(images)).argmax(dim=1)
 
 
 def run_sanity(
@@ -386,7 +419,7 @@ def run_sanity(
     images = torch.stack([item["image"] for item in items])
     labels = torch.tensor([int(item["label"]) for item in items])
     pre = dataset.preprocessing
-    pictures = (pre.denormalise(images[:MAX_EXAMPLES].float()).permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
+    pictures = pre.to_uint8(images[:MAX_EXAMPLES])
     result = model_randomisation(
         model,
         images,

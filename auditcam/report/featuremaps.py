@@ -14,8 +14,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from auditcam.files import atomic_write
 from auditcam.probes.featuremaps import LayerMaps, channel_grid
-from auditcam.report import atomic_write
 from auditcam.report.html import _environment, page_assets
 
 PAGE, TABLE, PNG_FOLDER = "featuremaps.html", "layers.json", "png"

@@ -21,6 +21,7 @@ from auditcam.report import figures, plots, sections
 from auditcam.report.reproduce import config_toml
 from auditcam.report.templates import environment, template_dir
 from auditcam.run.gallery import Exemplar
+from auditcam.scoring import REGISTRY, Metric, aggregates, scored_metrics
 from auditcam.stats.checks import OUTCOMES
 from auditcam.version import __version__
 
@@ -33,37 +34,19 @@ MAX_GALLERY_CARDS = 24  # per end of the gallery, whatever the audit kept
 MAX_BAR_CHARTS = 6  # per-group bar charts: class, then attributes and intersections
 MAX_CLASSES_NAMED = 30
 
-# statistic -> (column heading, number style)
-STATISTIC_LABELS = {
-    "accuracy": ("accuracy", "pct"),
-    "subject_share_mean": ("mean subject_share", "fmt"),
-    "subject_share_median": ("median subject_share", "fmt"),
-    "subject_area_mean": ("mean subject_area", "fmt"),
-    "focus_lift_mean": ("mean focus_lift", "fmt"),
-    "background_reliant_rate": ("background-reliant", "pct"),
-    "pointing_hit_rate": ("pointing hits", "pct"),
-    "error_rate": ("not scored", "pct"),
-}
 
-METRIC_HELP = {
-    "subject_share": "Share of the heatmap's energy that falls on the labelled subject (0 to 1).",
-    "subject_area": "Share of the image the subject covers: what subject_share would be for a uniform heatmap.",
-    "focus_lift": "subject_share divided by subject_area: 1 means no better than a uniform heatmap, "
-    "above 1 focused on the subject, below 1 drawn to the background.",
-    "rank_accuracy": "Share of the K hottest pixels that lie on the subject, K = subject size in pixels.",
-    "pointing_hit": "Whether the single hottest pixel lies on the subject (pointing game).",
-    "iou": "Overlap (intersection over union) of the pixels at or above half the peak heat with the subject.",
-    "background_reliant": "A sample counts as background-reliant when its focus_lift is below the reliance threshold.",
-}
-METRIC_DEFINITIONS = {
-    "subject_share": "sum(H·M) / sum(H)",
-    "subject_area": "mean(M)",
-    "focus_lift": "subject_share / subject_area",
-    "rank_accuracy": "share of the top-K pixels of H inside M, K = sum(M)",
-    "pointing_hit": "argmax H lies in M",
-    "iou": "IoU of {H ≥ 0.5·max H} with M",
-    "background_reliant": "focus_lift < reliance threshold",
-}
+def statistic_labels(registry: dict[str, Metric] | None = None) -> dict[str, tuple[str, str]]:
+    """statistic -> (column heading, number style), from the metric registry."""
+    return {name: (a.label, m.style) for name, (m, a) in aggregates(registry).items()}
+
+
+def metric_help(registry: dict[str, Metric] | None = None) -> dict[str, str]:
+    """Per-sample metric -> the help text the report shows, from the metric registry."""
+    registry = REGISTRY if registry is None else registry
+    return {name: registry[name].help for name in scored_metrics(registry)}
+
+
+STATISTIC_LABELS = statistic_labels()
 DECIDE_ON_HELP = {
     "point": "the estimate",
     "upper": "upper end of the CI",
@@ -233,8 +216,15 @@ def _charts(frame: pd.DataFrame, agg: Mapping[str, Any], meta: Mapping[str, Any]
     }
 
 
-def _key_numbers(overall: Mapping[str, Any], meta: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The headline estimates, each with one sentence on how to read it."""
+def _key_numbers(agg: Mapping[str, Any], meta: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The headline estimates, each with one sentence on how to read it; one the data cannot
+    give carries ``not_measured`` (why) instead of a value."""
+    cards = _key_cards(agg["overall"], meta)
+    missing = agg.get("not_measured", {})
+    return [{**card, "not_measured": missing.get(card["statistic"], "")} for card in cards]
+
+
+def _key_cards(overall: Mapping[str, Any], meta: Mapping[str, Any]) -> list[dict[str, Any]]:
     c = overall["ci"]
     area = overall.get("subject_area_mean")
     area_text = ""
@@ -245,50 +235,83 @@ def _key_numbers(overall: Mapping[str, Any], meta: Mapping[str, Any]) -> list[di
     threshold = meta.get("reliance_threshold", 1.0)
     return [
         {
-            "label": "mean subject_share",
+            "label": STATISTIC_LABELS["subject_share_mean"][0],
+            "statistic": "subject_share_mean",
             "value": overall["subject_share_mean"],
             "ci": c["subject_share_mean"],
-            "style": "fmt",
+            "style": STATISTIC_LABELS["subject_share_mean"][1],
             "digits": 3,
             "text": "The share of each heatmap's energy that lies on the subject, averaged." + area_text,
         },
         {
-            "label": "mean focus_lift",
+            "label": STATISTIC_LABELS["focus_lift_mean"][0],
+            "statistic": "focus_lift_mean",
             "value": overall["focus_lift_mean"],
             "ci": c["focus_lift_mean"],
-            "style": "fmt",
+            "style": STATISTIC_LABELS["focus_lift_mean"][1],
             "digits": 2,
             "text": "subject_share over subject_area: 1 is no better than a uniform heatmap, above 1 the heatmap "
             "concentrates on the subject, below 1 it is drawn to the background.",
         },
         {
-            "label": "background-reliant samples",
+            "label": STATISTIC_LABELS["background_reliant_rate"][0],
+            "statistic": "background_reliant_rate",
             "value": overall["background_reliant_rate"],
             "ci": c["background_reliant_rate"],
-            "style": "pct",
+            "style": STATISTIC_LABELS["background_reliant_rate"][1],
             "digits": 3,
             "text": f"The share of valid samples with focus_lift below {threshold:g}: "
             "their heatmap favours the background.",
         },
         {
-            "label": "accuracy",
+            "label": STATISTIC_LABELS["accuracy"][0],
+            "statistic": "accuracy",
             "value": overall["accuracy"],
             "ci": c["accuracy"],
-            "style": "pct",
+            "style": STATISTIC_LABELS["accuracy"][1],
             "digits": 3,
             "text": f"Correct predictions among the {overall['n_predicted']} samples the model saw "
             f"({overall['n']} in all: {overall['n_valid']} scored, {overall['n_invalid']} invalid, "
             f"{overall['n_error']} unreadable).",
         },
         {
-            "label": "pointing hits",
+            "label": STATISTIC_LABELS["pointing_hit_rate"][0],
+            "statistic": "pointing_hit_rate",
             "value": overall["pointing_hit_rate"],
             "ci": c["pointing_hit_rate"],
-            "style": "pct",
+            "style": STATISTIC_LABELS["pointing_hit_rate"][1],
             "digits": 3,
-            "text": "The share of valid samples whose single hottest heatmap pixel lies on the subject.",
+            "text": "The share of valid samples whose hottest heatmap pixel (any of those tied at the peak) "
+            "lies on the subject.",
+        },
+        {
+            "label": STATISTIC_LABELS["border_share_mean"][0],
+            "statistic": "border_share_mean",
+            "value": overall.get("border_share_mean"),
+            "ci": c.get("border_share_mean"),
+            "style": STATISTIC_LABELS["border_share_mean"][1],
+            "digits": 2,
+            "text": "The heatmap's share in the image's outer band over the band's share of the image: 1 is no "
+            "preference, above 1 drawn to the edges (tags, rulers, scanner borders). Needs no subject.",
         },
     ]
+
+
+def _subjects_text(agg: Mapping[str, Any]) -> str:
+    """One sentence on how many samples have a subject label and what that leaves unmeasured."""
+    n, with_subject = agg["overall"]["n"], agg.get("n_with_subject", agg["overall"]["n"])
+    if with_subject == n:
+        return ""
+    missing = agg.get("not_measured", {})
+    if missing:
+        names = ", ".join(STATISTIC_LABELS[s][0] for s in missing)
+        return f"No sample has a subject label: {names} are {next(iter(missing.values()))}. Accuracy, " + (
+            "confidence, the group breakdowns and border_share are measured on every sample."
+        )
+    return (
+        f"{with_subject} of {n} samples have a subject label: the subject statistics rest on those alone; "
+        "accuracy and border_share on every sample."
+    )
 
 
 def _preprocessing_text(preprocessing: Mapping[str, Any]) -> str:
@@ -366,10 +389,13 @@ def _reason_counts(problems: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def context(result: AuditResult) -> dict[str, Any]:
-    """Everything the template shows, computed from the result (the template does no maths)."""
-    meta = result.meta
+    """Everything the template shows, computed from the result (the template does no maths):
+    its numbers from the summary as written to summary.json, so a result read back from its
+    bundle renders the same page."""
+    summary = result.summary()
+    meta = summary["meta"]
     primary = meta["methods"][0]
-    agg = result.aggregates[primary]
+    agg = summary["aggregates"][primary]
     attributes = list(meta["dataset"]["attributes"])
     # read only the columns and rows shown (the samples table may be far larger than memory allows)
     frame = result.read_samples(primary, columns=[*CHART_COLUMNS, *attributes])
@@ -382,20 +408,27 @@ def context(result: AuditResult) -> dict[str, Any]:
     worst_groups = {
         row["dimension"]: row["worst_group"] for row in agg["disparities"] if row["statistic"] == "subject_share_mean"
     }
-    checks = [check.to_dict() for check in result.checks]
-    extra = {"counterfactual": None, "sanity": None, "featuremaps": None, **extra_sections(result)}
+    checks = summary["checks"]
+    extra = {
+        "strategies": None,
+        "counterfactual": None,
+        "sanity": None,
+        "featuremaps": None,
+        **extra_sections(result, summary),
+    }
     return {
         **page_assets(script=True),
         "meta": meta,
         "model_name": meta["name"],
-        "passed": result.passed,
+        "passed": summary["passed"],
         "checks": checks,
         "outcome_counts": {o: sum(c["outcome"] == o for c in checks) for o in OUTCOMES},
         "decide_on_help": DECIDE_ON_HELP,
         "analysis": meta["analysis"],
         "primary": primary,
         "overall": agg["overall"],
-        "key_numbers": _key_numbers(agg["overall"], meta),
+        "key_numbers": _key_numbers(agg, meta),
+        "subjects_text": _subjects_text(agg),
         "by_class": agg["by_class"],
         "by_group": agg["by_group"],
         "by_intersection": agg["by_intersection"],
@@ -414,17 +447,17 @@ def context(result: AuditResult) -> dict[str, Any]:
         "n_problems": result.count_samples(primary, where=problem),
         "noted": result.read_samples(primary, where=noted, limit=MAX_PROBLEMS_LISTED).to_dict("records"),
         "n_noted": result.count_samples(primary, where=noted),
-        "metric_help": METRIC_HELP,
-        "metric_definitions": [(name, METRIC_DEFINITIONS[name], text) for name, text in METRIC_HELP.items()],
+        "metric_help": metric_help(),
+        "metric_definitions": [(name, REGISTRY[name].formula, text) for name, text in metric_help().items()],
         "nav": _nav(extra, bool(agg["by_group"] or agg["by_intersection"])),
         **extra,
     }
 
 
-def extra_sections(result: AuditResult) -> dict[str, Any]:
+def extra_sections(result: AuditResult, summary: Mapping[str, Any]) -> dict[str, Any]:
     """Context of the optional sections ``counterfactual``, ``sanity`` and ``featuremaps``
     (the template includes ``sections/<key>.html.j2`` when the value is truthy)."""
-    return sections.sections(result)
+    return sections.sections(result, summary)
 
 
 def render_html(result: AuditResult) -> str:
@@ -447,29 +480,32 @@ def render_index(title: str, intro: str, reports: dict[str, tuple[AuditResult, s
     return (
         _environment()
         .get_template("index.html.j2")
-        .render(title=title, intro=intro, entries=entries, **page_assets(script=True))
+        .render(
+            title=title, intro=intro, entries=entries, statistic_labels=STATISTIC_LABELS, **page_assets(script=True)
+        )
     )
 
 
 # -- comparison -------------------------------------------------------------------------------
 
 
-def _check_rows(a: AuditResult, b: AuditResult) -> list[dict[str, Any]]:
-    """Checks of A and B side by side, matched by name."""
+def _check_rows(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Checks of the summaries A and B side by side, matched by name."""
     rows: dict[str, dict[str, Any]] = {}
-    for side, result in (("a", a), ("b", b)):
-        for check in result.checks:
-            row = rows.setdefault(check.name, {"name": check.name, "rule": f"{check.op} {fmt(check.threshold)}"})
-            row[side] = check.to_dict()
+    for side, summary in (("a", a), ("b", b)):
+        for check in summary["checks"]:
+            name = check["name"]
+            row = rows.setdefault(name, {"name": name, "rule": f"{check['op']} {fmt(check['threshold'])}"})
+            row[side] = check
     return [{"a": None, "b": None, **row} for row in rows.values()]
 
 
-def _side_facts(result: AuditResult) -> dict[str, Any]:
-    meta = result.meta
+def _side_facts(summary: Mapping[str, Any]) -> dict[str, Any]:
+    meta = summary["meta"]
     model = meta.get("model") or {}
     return {
         "name": meta.get("name"),
-        "passed": result.passed,
+        "passed": summary["passed"],
         "spec": model.get("spec") or meta.get("name"),
         "weights": model.get("weights"),
         "sha256": model.get("weights_sha256"),
@@ -487,7 +523,8 @@ def comparison_context(comparison: Comparison) -> dict[str, Any]:
     deltas: dict[str, list[dict[str, Any]]] = {}
     for row in data["deltas"]:
         deltas.setdefault(row["dimension"], []).append(row)
-    meta = comparison.b.meta
+    summaries = comparison.a.summary(), comparison.b.summary()  # as written to disk
+    meta = summaries[1]["meta"]
     method = data["method"]
     frames = {
         name: result.read_samples(method)
@@ -506,14 +543,14 @@ def comparison_context(comparison: Comparison) -> dict[str, Any]:
     return {
         **page_assets(script=True),
         "names": comparison.names,
-        "sides": [_side_facts(comparison.a), _side_facts(comparison.b)],
+        "sides": [_side_facts(summary) for summary in summaries],
         "passed": comparison.passed,
         "n_samples": data["n_samples"],
         "dataset": dataset["source"],
         "facts": facts,
         "method": method,
         "analysis": meta["analysis"],
-        "check_rows": _check_rows(comparison.a, comparison.b),
+        "check_rows": _check_rows(*summaries),
         "focus": data["focus"]["counts"],
         "correctness": data["correctness"],
         "overall_deltas": deltas.get("overall", []),
@@ -526,7 +563,7 @@ def comparison_context(comparison: Comparison) -> dict[str, Any]:
             "distributions": plots.share_distributions(frames),
         },
         "command": meta.get("command", "(run through the Python API)"),
-        "commands": _unique(r.meta.get("command") for r in (comparison.a, comparison.b) if r.meta.get("command")),
+        "commands": _unique(x["meta"]["command"] for x in summaries if x["meta"].get("command")),
         "config_toml": config_toml(meta.get("checks", {}), meta["analysis"]),
     }
 

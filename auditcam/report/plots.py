@@ -24,6 +24,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from auditcam.scoring import aggregates
+
 # Okabe & Ito (2008), "Color Universal Design": blue, orange, green, pink, sky, vermillion, yellow, black
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
@@ -183,10 +185,8 @@ def share_distribution(frame: pd.DataFrame, attributes: Sequence[str]) -> Chart 
 
 # -- per-group estimates with intervals --------------------------------------------------------
 
-BAR_STATISTICS = (
-    ("subject_share_mean", "mean subject_share"),
-    ("background_reliant_rate", "background-reliant rate"),
-    ("accuracy", "accuracy"),
+BAR_STATISTICS = tuple(
+    (name, aggregates()[name][1].label) for name in ("subject_share_mean", "background_reliant_rate", "accuracy")
 )
 
 
@@ -439,11 +439,7 @@ def accuracy_vs_share(frame: pd.DataFrame, bins: int = 5, min_bin: int = 5) -> C
 # -- comparison of two models -----------------------------------------------------------------
 
 
-DELTA_STATISTICS = (
-    ("subject_share_mean", "mean subject_share"),
-    ("background_reliant_rate", "background-reliant rate"),
-    ("accuracy", "accuracy"),
-)
+DELTA_STATISTICS = BAR_STATISTICS
 CHANGE_STYLE = {  # marker, colour, filled
     "improved": ("^", PALETTE[2], True),
     "worsened": ("s", PALETTE[5], True),

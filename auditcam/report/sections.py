@@ -4,6 +4,7 @@ run; pictures become PNG data URIs here, so the templates only lay things out.""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -16,8 +17,8 @@ if TYPE_CHECKING:
 THUMBNAIL = 112  # largest stored side of the small pictures, pixels; smaller ones are enlarged by CSS
 
 
-def _check(result: AuditResult, prefix: str) -> dict[str, Any] | None:
-    return next((c.to_dict() for c in result.checks if c.name.startswith(prefix)), None)
+def _check(summary: Mapping[str, Any], prefix: str) -> dict[str, Any] | None:
+    return next((c for c in summary["checks"] if c["name"].startswith(prefix)), None)
 
 
 def _small(picture: np.ndarray) -> np.ndarray:
@@ -29,14 +30,16 @@ def _grey(heatmap: np.ndarray) -> np.ndarray:
     return np.repeat((np.clip(heatmap, 0, 1) * 255 + 0.5).astype(np.uint8)[:, :, None], 3, axis=2)
 
 
-def counterfactual(result: AuditResult) -> dict[str, Any] | None:
-    """Accuracy per background variant, BG-gap and flip rates per breakdown, a few examples."""
+def counterfactual(result: AuditResult, summary: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Accuracy per background variant, the background-following rate, BG-gap (and whether the
+    donors let it show anything) and flip rates per breakdown, the matched attributes, the two
+    checks and a few examples."""
     from auditcam.probes.counterfactual import VARIANT_HELP, VARIANTS
 
     test = result.counterfactual
     if test is None:
         return None
-    data = test.to_dict()
+    data = summary["counterfactual"]
     examples = [
         {
             "id": example["id"],
@@ -55,22 +58,25 @@ def counterfactual(result: AuditResult) -> dict[str, Any] | None:
     ]
     return {
         "settings": data["settings"],
+        "matched": data["matched"],
+        "information": data["bg_gap_informative"],
         "variants": [{"key": v, "help": VARIANT_HELP[v]} for v in VARIANTS],
         "status": data["status"],
         "overall": data["overall"],
         "by_class": data["by_class"],
         "by_group": data["by_group"],
-        "check": _check(result, "bg_gap"),
+        "checks": [c for c in (_check(summary, "background_following"), _check(summary, "bg_gap")) if c is not None],
         "examples": examples,
     }
 
 
-def sanity(result: AuditResult) -> dict[str, Any] | None:
+def sanity(result: AuditResult, summary: Mapping[str, Any]) -> dict[str, Any] | None:
     """The cascade table, the verdict and the maps of a few samples as the layers go random."""
     check = result.sanity
     if check is None:
         return None
-    stages = check.table()
+    data = summary["sanity"]
+    stages = data["stages"]
     examples = []
     for example in check.examples:
         picture = example["picture"]
@@ -87,11 +93,11 @@ def sanity(result: AuditResult) -> dict[str, Any] | None:
             for title, heat in zip(titles, example["maps"], strict=True)
         ]
         examples.append({"id": example["id"], "panels": panels})
-    gate = _check(result, "sanity:")
+    gate = _check(summary, "sanity:")
     return {
-        "settings": check.settings,
+        "settings": data["settings"],
         "stages": stages,
-        "final": check.final,
+        "final": data["final_spearman"],
         "check": gate,
         "failed": gate is not None and gate["outcome"] == "fail",
         "examples": examples,
@@ -119,10 +125,40 @@ def featuremaps(result: AuditResult) -> dict[str, Any] | None:
     }
 
 
-def sections(result: AuditResult) -> dict[str, Any]:
-    """The three optional sections' contexts by template key (None: the section is left out)."""
+def strategies(result: AuditResult, summary: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Each class's strategies as mean-heatmap tiles with their numbers, exemplars and the
+    occlusion result; the classes not clustered and everything not measured, with why."""
+    found = result.strategies
+    if found is None:
+        return None
+    cards = []
+    for strategy in found.discovery.strategies:
+        mean_map = strategy.mean_map / max(float(strategy.mean_map.max()), 1e-12)
+        cards.append(
+            {
+                **strategy.to_dict(),
+                "tile": figures.png_data_uri(figures.resized(figures.heat_colours(mean_map), THUMBNAIL // 2)),
+                "exemplars": [
+                    {"id": sample, "image": figures.png_data_uri(_small(picture))}
+                    for sample, picture in found.pictures.get(strategy.id, [])
+                ],
+            }
+        )
     return {
-        "counterfactual": counterfactual(result),
-        "sanity": sanity(result),
+        "method": found.method,
+        "classes": found.discovery.classes,
+        "cards": cards,
+        "not_measured": found.not_measured,
+        "check": _check(summary, "location_shortcut"),
+    }
+
+
+def sections(result: AuditResult, summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The optional sections' contexts by template key (None: the section is left out); their
+    numbers from ``summary`` (the result's, as written), their pictures from the result."""
+    return {
+        "strategies": strategies(result, summary),
+        "counterfactual": counterfactual(result, summary),
+        "sanity": sanity(result, summary),
         "featuremaps": featuremaps(result),
     }

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from auditcam.errors import InputError
+from auditcam.models import model_device
 
 DEVICES = ("auto", "cpu", "cuda")
 UNKNOWN_DEVICE = "`device` {name!r}: choose from {choices} (or cuda:N)"
@@ -75,13 +76,6 @@ def amp_dtype(device: torch.device, amp: bool | str | torch.dtype | None) -> tor
     if device.type == "cpu" and dtype == torch.float16:
         raise InputError(FP16_ON_CPU, "amp")
     return dtype
-
-
-def model_device(model: torch.nn.Module) -> torch.device:
-    """The device of the model's first parameter or buffer (the CPU for a model without any)."""
-    for tensor in (*model.parameters(), *model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
 
 
 def pin_memory(device: torch.device) -> bool:

@@ -4,10 +4,12 @@ picked afterwards by streaming samples.parquet and explaining only those samples
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -17,17 +19,13 @@ import torch
 
 from auditcam.cam import Explainer
 from auditcam.data import collate
+from auditcam.files import ROWS, Parts, records_table, table_records
 from auditcam.models import Preprocessing
 from auditcam.run.device import to_device
-from auditcam.run.records import POSITION
+from auditcam.run.records import HEATMAP_GRID, POSITION
 
-if TYPE_CHECKING:
-    pass
-
-
-import heapq
-import itertools
-from dataclasses import field
+ENDS = ("background_reliant", "subject_focused")
+PICTURES = ("image", "heatmap", "mask")
 
 
 @dataclass(frozen=True)
@@ -79,6 +77,31 @@ class Gallery:
     def subject_focused(self) -> list[Exemplar]:
         """Highest subject_share first."""
         return [item for _, _, item in sorted(self._best, key=lambda t: (-t[0], -t[1]))]
+
+    def to_parts(self) -> Parts:
+        """For the bundle: each end's exemplars in order, their records as one table (rows:
+        background-reliant, then subject-focused) and their pictures as arrays."""
+        ends = {end: getattr(self, end) for end in ENDS}
+        shown = [e for exemplars in ends.values() for e in exemplars]
+        arrays = {f"{i}/{name}": getattr(e, name) for i, e in enumerate(shown) for name in PICTURES}
+        records = records_table([e.record for e in shown])
+        return Parts({"size": self.size, **{end: len(e) for end, e in ends.items()}}, arrays, {ROWS: records})
+
+    @classmethod
+    def from_parts(cls, parts: Parts) -> Gallery:
+        """The gallery :meth:`to_parts` took apart, each end in the same order."""
+        records = table_records(parts.tables[ROWS])
+        shown = [
+            Exemplar(record, *(parts.arrays[f"{i}/{name}"] for name in PICTURES)) for i, record in enumerate(records)
+        ]
+        gallery = cls(size=parts.fields["size"])
+        n_reliant = parts.fields[ENDS[0]]
+        # heap keys that sort as the ends were given: the kth item of an end has the kth rank
+        gallery._worst = [(-float(k), -k, e) for k, e in enumerate(shown[:n_reliant])]
+        gallery._best = [(-float(k), -k, e) for k, e in enumerate(shown[n_reliant:])]
+        for heap in (gallery._worst, gallery._best):
+            heapq.heapify(heap)
+        return gallery
 
 
 GALLERY_READ_ROWS = 8192
@@ -150,11 +173,11 @@ def explain_exemplars(
 def exemplar(
     record: dict[str, Any], image: torch.Tensor, heatmap: torch.Tensor, mask: torch.Tensor, preprocessing: Preprocessing
 ) -> Exemplar:
-    """One sample as the report shows it: the displayed input, its [0, 1] heatmap and mask, on the host."""
-    picture = preprocessing.denormalise(image.float().cpu())
+    """One sample as the report shows it: the displayed input, its [0, 1] heatmap and mask, on the
+    host; its record without the pooled heatmap grid (the heatmap itself is kept)."""
     return Exemplar(
-        record=record,
-        image=(picture.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8),
+        record={k: v for k, v in record.items() if k != HEATMAP_GRID},
+        image=preprocessing.to_uint8(image),
         heatmap=heatmap.float().cpu().numpy().astype(np.float32),
         mask=mask.cpu().numpy().copy(),
     )

@@ -103,7 +103,8 @@ def explain_share(
                 if not checked:
                     check_outputs(explanation.logits, batch["label"], classes)
                     checked = True
-                scored = score_explanation(explanation, on_device_batch["mask"], methods, reliance_threshold)
+                subjects = batch["has_subject"][ok] if "has_subject" in batch else None
+                scored = score_explanation(explanation, on_device_batch["mask"], methods, reliance_threshold, subjects)
             records = batch_records(batch, positions, methods, classes, dataset.attributes, scored)
             journal.append(records)
             if explanation is not None:

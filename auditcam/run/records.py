@@ -2,6 +2,11 @@
 whole batch at a time (no Python loop over rows), in the documented column order of
 ``samples.parquet``.
 
+Each row also keeps its heatmap average-pooled to a ``GRID`` x ``GRID`` grid
+(``heatmap_grid``, float32, row-major; null where there is no heatmap): the strategy discovery
+(:mod:`auditcam.stats.strategies`) clusters these without a second pass over the images, in
+256 bytes a row. ``strategy`` is filled in after the run (null until then, or when not measured).
+
 Shards carry one more column, ``position`` (the sample's index in the dataset): it orders the
 merge and names the samples a resumed run has already done; ``samples.parquet`` drops it.
 """
@@ -18,13 +23,16 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import torch
+import torch.nn.functional as F
 
-from auditcam.scoring import INVALID_REASONS, METRICS, score
+from auditcam.scoring import INVALID_REASONS, METRICS, REGISTRY, Metric, score, scored_metrics
 
 POSITION = "position"
+GRID = 8  # side of the pooled heatmap grid kept per row
+HEATMAP_GRID = "heatmap_grid"
+STRATEGY = "strategy"
 TEXT = ("id", "image", "method", "label_name", "pred_name", "status", "reason", "note")
-# the pandas dtypes AuditResult.samples has, restored from the Parquet schema's pandas metadata
-DTYPES: dict[str, str] = {
+RECORD_DTYPES: dict[str, str] = {
     "id": "string",
     "image": "string",
     "method": "string",
@@ -38,29 +46,38 @@ DTYPES: dict[str, str] = {
     "status": "string",
     "reason": "string",
     "note": "string",
-    **dict.fromkeys(METRICS, "float64"),
+    "has_subject": "boolean",
 }
+# after the metric columns: the row's strategy (filled by strategy discovery) and its pooled heatmap
+STRATEGY_DTYPES: dict[str, str] = {STRATEGY: "string", HEATMAP_GRID: "object"}
+# what the analysis reads besides the metric columns and the attributes
+_ANALYSED_RECORD_COLUMNS = ("id", "label", "label_name", "pred", "correct", "status", "has_subject")
+
+
+def dtypes(registry: dict[str, Metric] | None = None) -> dict[str, str]:
+    """The pandas dtypes AuditResult.samples has (restored from the Parquet schema's pandas
+    metadata): the record columns, one float64 column per scored metric of the registry, then
+    the strategy columns."""
+    return {**RECORD_DTYPES, **dict.fromkeys(scored_metrics(registry), "float64"), **STRATEGY_DTYPES}
+
+
+def analysis_columns(registry: dict[str, Metric] | None = None) -> tuple[str, ...]:
+    """The columns the analysis reads back, besides the attributes: the record columns it
+    needs and every scored metric column the registry aggregates."""
+    registry = REGISTRY if registry is None else registry
+    return (*_ANALYSED_RECORD_COLUMNS, *(m.column for m in registry.values() if m.scored and m.aggregates))
+
+
+DTYPES = dtypes()
+ANALYSIS_COLUMNS = analysis_columns()
 _ARROW = {
     "string": pa.string(),
     "int64": pa.int64(),
     "Int64": pa.int64(),
     "boolean": pa.bool_(),
     "float64": pa.float64(),
+    "object": pa.list_(pa.float32()),
 }
-# columns the analysis reads back (see auditcam.stats.analysis.REQUIRED_COLUMNS), besides the attributes
-ANALYSIS_COLUMNS = (
-    "id",
-    "label",
-    "label_name",
-    "pred",
-    "correct",
-    "status",
-    "subject_share",
-    "subject_area",
-    "focus_lift",
-    "background_reliant",
-    "pointing_hit",
-)
 
 
 def columns(attributes: Sequence[str]) -> list[str]:
@@ -101,21 +118,30 @@ class Scored:
     target: np.ndarray
     metrics: np.ndarray  # (methods, K, len(METRICS)) float32
     codes: np.ndarray  # (methods, K) int
+    grids: np.ndarray  # (methods, K, GRID * GRID) float32
 
 
 def score_explanation(
-    explanation: Any, masks: torch.Tensor, methods: Sequence[str], reliance_threshold: float
+    explanation: Any,
+    masks: torch.Tensor,
+    methods: Sequence[str],
+    reliance_threshold: float,
+    subjects: torch.Tensor | None = None,
 ) -> Scored:
     """Predictions and metrics of every method for one explained batch, copied to the host in
-    one transfer (one synchronisation per batch on a GPU)."""
+    one transfer (one synchronisation per batch on a GPU); ``subjects`` marks the samples with a
+    subject (default: all)."""
     confidence, pred = explanation.logits.float().softmax(dim=1).max(dim=1)
     per_method = []
     for method in methods:
-        scores = score(explanation.maps[method], masks, reliance_threshold=reliance_threshold)
-        per_method.append(torch.stack([*(scores[name] for name in METRICS), scores["invalid"].float()], dim=1))
+        maps = explanation.maps[method]
+        scores = score(maps, masks, reliance_threshold=reliance_threshold, subjects=subjects)
+        grid = F.adaptive_avg_pool2d(maps.float().unsqueeze(1), GRID).flatten(1)
+        metrics = torch.stack([*(scores[name] for name in METRICS), scores["invalid"].float()], dim=1)
+        per_method.append(torch.cat([metrics, grid], dim=1))
     head = torch.stack([pred.float(), confidence, explanation.targets.float()], dim=1)
-    host = torch.cat([head, *per_method], dim=1).cpu().numpy()  # (K, 3 + methods * (metrics + 1))
-    width = len(METRICS) + 1
+    host = torch.cat([head, *per_method], dim=1).cpu().numpy()  # (K, 3 + methods * (metrics + 1 + grid))
+    width = len(METRICS) + 1 + GRID * GRID
     blocks = host[:, 3:].reshape(len(host), len(methods), width).transpose(1, 0, 2)
     return Scored(
         pred=host[:, 0].astype(np.int64),
@@ -123,6 +149,7 @@ def score_explanation(
         target=host[:, 2].astype(np.int64),
         metrics=blocks[:, :, : len(METRICS)],
         codes=blocks[:, :, len(METRICS)].astype(np.int64),
+        grids=np.ascontiguousarray(blocks[:, :, len(METRICS) + 1 :], dtype=np.float32),
     )
 
 
@@ -132,6 +159,14 @@ def _names(indices: np.ndarray, classes: Sequence[str] | None, absent: np.ndarra
     if absent is not None:
         names[absent] = None
     return pa.array(names.tolist(), type=pa.string())
+
+
+def _flags(batch: Mapping[str, Any], key: str, default: np.ndarray) -> np.ndarray:
+    """A per-item bool column of the batch as numpy (``default`` where the batch has none)."""
+    value = batch.get(key)
+    if value is None:
+        return default
+    return value.numpy() if torch.is_tensor(value) else np.asarray(value, dtype=bool)
 
 
 def batch_records(
@@ -144,7 +179,8 @@ def batch_records(
 ) -> pa.RecordBatch:
     """The shard rows of one batch: sample-major, one row per method, in :func:`samples_schema`
     order with ``position`` first. Unreadable samples get NaN metrics and no prediction; a
-    readable sample whose metrics are invalid for a method gets status ``invalid`` and the reason."""
+    readable sample whose metrics are invalid for a method gets status ``invalid`` and the reason;
+    one without a subject keeps status ``ok``, ``has_subject`` false and its reason ("no subject")."""
     n, m = len(positions), len(methods)
     ok = batch["ok"].numpy() if torch.is_tensor(batch["ok"]) else np.asarray(batch["ok"], dtype=bool)
     labels = batch["label"].numpy().astype(np.int64)
@@ -153,10 +189,12 @@ def batch_records(
     target = np.zeros(n, dtype=np.int64)
     metrics = np.full((n, m, len(METRICS)), np.nan)
     codes = np.zeros((n, m), dtype=np.int64)
+    grids = np.zeros((n, m, GRID * GRID), dtype=np.float32)
     if scored is not None:
         pred[ok], confidence[ok], target[ok] = scored.pred, scored.confidence, scored.target
         metrics[ok] = scored.metrics.transpose(1, 0, 2)
         codes[ok] = scored.codes.T
+        grids[ok] = scored.grids.transpose(1, 0, 2)
     absent = ~ok
     sample = {
         POSITION: pa.array(np.asarray(positions, dtype=np.int64)),
@@ -170,6 +208,7 @@ def batch_records(
         "confidence": pa.array(confidence),
         "target": pa.array(target, mask=absent),
         "note": pa.array(batch["note"], type=pa.string()),
+        "has_subject": pa.array(_flags(batch, "has_subject", ok)),
         **{a: pa.array([row.get(a) for row in batch["attributes"]], type=pa.string()) for a in attributes},
     }
     rows = np.repeat(np.arange(n), m)
@@ -188,6 +227,12 @@ def batch_records(
         "status": pa.array(status.tolist(), type=pa.string()),
         "reason": pa.array(reason.tolist(), type=pa.string()),
         **{name: pa.array(flat[:, k]) for k, name in enumerate(METRICS)},
+        STRATEGY: pa.nulls(n * m, type=pa.string()),
+        HEATMAP_GRID: pa.ListArray.from_arrays(
+            np.arange(0, n * m * GRID * GRID + 1, GRID * GRID, dtype=np.int32),
+            pa.array(grids.ravel()),
+            mask=pa.array(np.repeat(absent, m)),
+        ),
     }
     schema = samples_schema(attributes, shard=True)
     return pa.record_batch([data[name] for name in schema.names], schema=schema)

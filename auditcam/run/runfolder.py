@@ -14,7 +14,6 @@ import datetime as _dt
 import hashlib
 import json
 import math
-import os
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import torchvision
 from torch import nn
 
 from auditcam.errors import InputError
+from auditcam.files import atomic_write
 from auditcam.version import __version__
 
 MANIFEST_VERSION = 1
@@ -33,6 +33,10 @@ MANIFEST = "run.json"
 SHARDS = "shards"
 SAMPLES = "samples.parquet"
 BUNDLE = ("report.html", "summary.json", "junit.xml", SAMPLES)
+# the bundle's other parts, each <stem>.json with its .npz and .parquet files (auditcam.files.write_parts)
+GALLERY, COUNTERFACTUAL, SANITY, FEATUREMAPS = "gallery", "counterfactual", "sanity", "featuremaps"
+STRATEGIES = "strategies"
+PARTS = (GALLERY, COUNTERFACTUAL, SANITY, FEATUREMAPS, STRATEGIES)
 EXPLAINING, COMPLETE = "explaining", "complete"
 
 # `name`: an API parameter, shown by the CLI as its flag (auditcam.errors.InputError.render)
@@ -167,10 +171,8 @@ class RunFolder:
     def write_manifest(self, data: dict[str, Any]) -> None:
         """Write run.json atomically (temporary name, then rename)."""
         data = {**data, "manifest_version": MANIFEST_VERSION, "updated": _now()}
-        tmp = self.path / f".{MANIFEST}.tmp"
         try:
-            tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
-            os.replace(tmp, self.manifest_path)
+            atomic_write(self.manifest_path, json.dumps(data, indent=2, default=str))
         except OSError as exc:
             raise InputError(NOT_WRITABLE.format(path=self.path, reason=exc.strerror or exc), "run_dir") from None
 
@@ -179,6 +181,9 @@ class RunFolder:
         shutil.rmtree(self.shards, ignore_errors=True)
         for name in (MANIFEST, *BUNDLE):
             (self.path / name).unlink(missing_ok=True)
+        for stem in PARTS:
+            for path in (*self.path.glob(f"{stem}.*"), *self.path.glob(f"{stem}-*.parquet")):
+                path.unlink(missing_ok=True)
 
     def create(self) -> None:
         try:

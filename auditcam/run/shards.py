@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,12 +29,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from auditcam.errors import InputError
+from auditcam.files import TMP_SUFFIX, replacing
 from auditcam.run.records import POSITION
 
 # a chunk holds about this many batches unless the dataset is small or huge (see default_shard_size)
 SHARDS_PER_RUN = 64
 MAX_BATCHES_PER_SHARD = 128
-TMP_SUFFIX = ".tmp"
 WRITE_FAILED = "cannot write {path} ({reason}); the finished shards are kept: fix the folder, then rerun with `resume`"
 SHARD_NOT_A_MULTIPLE = "`shard_size` {shard} must be a positive multiple of the batch size {batch}"
 
@@ -85,10 +84,6 @@ def journal_path(folder: Path, c: int) -> Path:
     return folder / f"shard-{c:06d}.arrows"
 
 
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.name}{TMP_SUFFIX}")
-
-
 def salvage(path: Path, schema: pa.Schema) -> list[pa.RecordBatch]:
     """The whole batches at the head of a journal; a torn tail (the batch in flight when the
     process died) and anything after it is dropped. A journal of another schema holds nothing."""
@@ -111,14 +106,13 @@ class Journal:
         """Start the journal at ``path`` with the ``kept`` batches of an earlier run (rewritten
         under a temporary name and renamed over the old journal, torn tail and all)."""
         self.path = path
-        tmp = _tmp(path)
         try:
-            self._sink = pa.OSFile(str(tmp), "wb")
-            self._writer = pa.ipc.new_stream(self._sink, schema)
-            for batch in kept:
-                self._writer.write_batch(batch)
-            self._sink.flush()
-            os.replace(tmp, path)
+            with replacing(path) as tmp:  # the file stays open, under its new name, for appending
+                self._sink = pa.OSFile(str(tmp), "wb")
+                self._writer = pa.ipc.new_stream(self._sink, schema)
+                for batch in kept:
+                    self._writer.write_batch(batch)
+                self._sink.flush()
         except OSError as exc:
             self.abort()
             raise InputError(WRITE_FAILED.format(path=path, reason=exc.strerror or exc), "run_dir") from None
@@ -146,13 +140,10 @@ class Journal:
 def write_parquet(path: Path, tables: Callable[[pq.ParquetWriter], None], schema: pa.Schema) -> None:
     """Write a Parquet file through ``tables(writer)`` under a temporary name, then rename it into
     place: readers see the old file or the whole new one, never a file without its footer."""
-    tmp = _tmp(path)
     try:
-        with pq.ParquetWriter(tmp, schema) as writer:
+        with replacing(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
             tables(writer)
-        os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise InputError(WRITE_FAILED.format(path=path, reason=exc.strerror or exc), "run_dir") from None
 
 

@@ -19,13 +19,14 @@ import pandas as pd
 
 from auditcam.config import AnalysisOptions
 from auditcam.errors import InputError
+from auditcam.run.records import ANALYSIS_COLUMNS
+from auditcam.scoring import SUBJECT_METRICS, Metric, aggregates
 from auditcam.stats import bootstrap
+from auditcam.stats.estimates import ALL, CLASS, MISSING_GROUP, OVERALL, Estimate, Estimates, json_number
 
-OVERALL, ALL = "overall", "all"
-CLASS, CORRECTNESS = "class", "correctness"
+CORRECTNESS = "correctness"
 CORRECT, INCORRECT = "correct", "incorrect"
 INTERSECTION_JOIN = " & "
-MISSING_GROUP = "(missing)"
 
 MISSING_COLUMNS = "the samples frame lacks the column(s) {columns}"
 SEVERAL_METHODS = "the samples frame holds several methods ({methods}); analyse one method at a time"
@@ -48,44 +49,22 @@ class Statistic:
     description: str
 
 
-STATISTICS: dict[str, Statistic] = {
-    "accuracy": Statistic("correct", "predicted", "mean", "higher", "share of predicted samples classified correctly"),
-    "subject_share_mean": Statistic("subject_share", "valid", "mean", "higher", "mean share of heatmap on the subject"),
-    "subject_share_median": Statistic(
-        "subject_share", "valid", "median", "higher", "median share of heatmap on the subject"
-    ),
-    "subject_area_mean": Statistic("subject_area", "valid", "mean", None, "mean share of the image the subject covers"),
-    "focus_lift_mean": Statistic("focus_lift", "valid", "mean", "higher", "mean subject_share / subject_area"),
-    "background_reliant_rate": Statistic(
-        "background_reliant", "valid", "mean", "lower", "share of samples whose heatmap is drawn to the background"
-    ),
-    "pointing_hit_rate": Statistic("pointing_hit", "valid", "mean", "higher", "share of hottest pixels on the subject"),
-    "error_rate": Statistic(
-        "unscored", "all", "mean", "lower", "share of samples not scored (status error or invalid)"
-    ),
-}
+def statistics(registry: dict[str, Metric] | None = None) -> dict[str, Statistic]:
+    """The slice statistics, one per aggregate of each metric of the registry."""
+    return {
+        name: Statistic(m.column, m.over, a.kind, m.better, a.description)
+        for name, (m, a) in aggregates(registry).items()
+    }
+
+
+STATISTICS: dict[str, Statistic] = statistics()
 DISPARITY_STATISTICS = tuple(name for name, s in STATISTICS.items() if s.better is not None)
-REQUIRED_COLUMNS = (
-    "id",
-    "label",
-    "label_name",
-    "pred",
-    "correct",
-    "status",
-    "subject_share",
-    "subject_area",
-    "focus_lift",
-    "background_reliant",
-    "pointing_hit",
-)
-
-
-def json_number(value: Any) -> float | None:
-    """JSON-ready number: NaN and None become None."""
-    if value is None:
-        return None
-    value = float(value)
-    return None if math.isnan(value) else value
+# statistics of subject metrics: measured only on the samples that have a subject
+SUBJECT_STATISTICS = tuple(name for name, s in STATISTICS.items() if s.column in SUBJECT_METRICS)
+NO_SUBJECTS = "not measured (no subject labels)"
+# columns older sample frames may lack: border_share (NaN) and has_subject (every row has one)
+OPTIONAL_COLUMNS = {"border_share": math.nan, "has_subject": True}
+REQUIRED_COLUMNS = tuple(c for c in ANALYSIS_COLUMNS if c not in OPTIONAL_COLUMNS)
 
 
 def json_label(value: Any) -> str | None:
@@ -178,7 +157,9 @@ class Analysis:
     each group attribute, each intersection (``"a & b"``, groups ``"x & y"``) and
     ``correctness`` (``correct`` / ``incorrect`` predictions). An estimate from fewer than
     ``options.min_group_size`` samples is *insufficient*: shown, but left out of disparities
-    and never passed or failed. Build it with :func:`analyse`; it is not modified afterwards.
+    and never passed or failed. ``n_with_subject`` counts the samples that have a subject: the
+    subject statistics (:data:`SUBJECT_STATISTICS`) rest on those alone, and with none they are
+    not measured. Build it with :func:`analyse`; it is not modified afterwards.
     """
 
     def __init__(
@@ -193,6 +174,7 @@ class Analysis:
         ids: np.ndarray,
         attributes: tuple[str, ...],
         options: AnalysisOptions,
+        n_with_subject: int | None = None,
     ) -> None:
         replicates.flags.writeable = False
         ids.flags.writeable = False
@@ -201,12 +183,14 @@ class Analysis:
             "_counts": counts,
             "_disparities": disparities,
             "_replicates": replicates,
+            "_results": Estimates(estimates, options.confidence, replicates.reshape(len(replicates), -1)),
             "_keys": keys,
             "_index": {key: i for i, key in enumerate(keys)},
             "_kinds": dict(kinds),
             "_ids": ids,
             "attributes": attributes,
             "options": options,
+            "n_with_subject": len(ids) if n_with_subject is None else n_with_subject,
         }
         for name, value in fields.items():
             object.__setattr__(self, name, value)
@@ -277,18 +261,16 @@ class Analysis:
         """Per statistic, ``group_min / group_max`` over the groups with enough data."""
         return self._disparity(dimension, "ratio")
 
-    def estimate(self, dimension: str, group: str, statistic: str) -> dict[str, Any]:
+    @property
+    def results(self) -> Estimates:
+        """Every estimate keyed by (dimension, group, statistic), with its bootstrap replicates:
+        ``results.difference(a, b)`` / ``results.ratio(a, b)`` give any two's gap with a CI."""
+        return self._results
+
+    def estimate(self, dimension: str, group: str, statistic: str) -> Estimate:
         """One estimate: value, ci (None without an interval), n and sufficient."""
         self._check_dimension(dimension)
-        row = self._estimates.iloc[
-            self._index[(dimension, group)] * len(STATISTICS) + list(STATISTICS).index(statistic)
-        ]
-        return {
-            "value": json_number(row["value"]),
-            "ci": None if math.isnan(row["ci_low"]) else (float(row["ci_low"]), float(row["ci_high"])),
-            "n": int(row["n"]),
-            "sufficient": bool(row["sufficient"]),
-        }
+        return self._results[(dimension, group, statistic)]
 
     def disparity(self, dimension: str, statistic: str) -> dict[str, Any]:
         """One row of :attr:`disparities` as a dict (group names None where there is no spread)."""
@@ -306,6 +288,10 @@ class Analysis:
         """Bootstrap replicates ``(bootstrap, len(STATISTICS))`` of one group (read-only)."""
         self._check_dimension(dimension)
         return self._replicates[:, self._index[(dimension, group)], :]
+
+    def not_measured(self) -> dict[str, str]:
+        """Statistic -> why the data cannot give it (empty when everything was measured)."""
+        return dict.fromkeys(SUBJECT_STATISTICS, NO_SUBJECTS) if self.n_with_subject == 0 else {}
 
     @property
     def ids(self) -> np.ndarray:
@@ -338,6 +324,8 @@ class Analysis:
             slices.setdefault(dimension, {})[group] = self._slice_dict(dimension, group, grouped[key], counts.loc[key])
         by_kind = {"attribute": "by_group", "intersection": "by_intersection"}
         out: dict[str, Any] = {
+            "n_with_subject": int(self.n_with_subject),
+            "not_measured": self.not_measured(),
             "overall": slices[OVERALL][ALL],
             "by_class": slices[CLASS],
             "by_group": {},
@@ -398,6 +386,9 @@ def analyse(
     attributes = tuple(attributes)
     _validate_frame(frame, attributes, options.intersections)
     frame = frame.reset_index(drop=True)
+    absent = {c: v for c, v in OPTIONAL_COLUMNS.items() if c not in frame}
+    if absent:
+        frame = frame.assign(**absent)
     slices = _slices(frame, attributes, options.intersections)
     keys = slices.keys
     names = list(STATISTICS)
@@ -487,6 +478,7 @@ def analyse(
         ids=frame["id"].astype(str).to_numpy(),
         attributes=attributes,
         options=options,
+        n_with_subject=int(frame["has_subject"].fillna(False).astype(bool).sum()),
     )
 
 

@@ -218,3 +218,14 @@ def percentile_interval(replicates: np.ndarray, confidence: float) -> tuple[np.n
         kept = replicates[finite[:, column], column]
         low[column], high[column] = np.quantile(kept, [alpha, 1 - alpha])
     return low, high
+
+
+def mean_interval(values: np.ndarray, *, n_boot: int, confidence: float, seed: int) -> tuple[float, float]:
+    """Percentile CI of the mean of ``values`` from the :func:`resample_counts` replicates: two
+    arrays of the same length with the same seed get the same resamples (a paired bootstrap of
+    per-sample differences is the CI of their mean)."""
+    values = np.asarray(values, dtype=np.float64)
+    n = len(values)
+    replicates = np.concatenate([counts.T @ values / n for counts in resample_counts(n, n_boot, seed)])
+    low, high = percentile_interval(replicates[:, None], confidence)
+    return float(low[0]), float(high[0])

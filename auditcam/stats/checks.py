@@ -10,6 +10,7 @@ a check that is not applicable never blocks.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -18,6 +19,7 @@ from typing import Any
 from auditcam.config import AnalysisOptions, Checks, GroupGap, Threshold, WorstGroupAccuracy
 from auditcam.errors import InputError
 from auditcam.stats.analysis import ALL, OVERALL, STATISTICS, UNKNOWN_ATTRIBUTE, Analysis, intersection_name
+from auditcam.stats.estimates import Estimate
 
 PASS, FAIL, INSUFFICIENT, NOT_APPLICABLE = "pass", "fail", "insufficient data", "not applicable"
 OUTCOMES = (PASS, FAIL, INSUFFICIENT, NOT_APPLICABLE)
@@ -107,14 +109,17 @@ def _overall_check(
 ) -> CheckResult:
     estimate = analysis.estimate(OVERALL, ALL, statistic)
     decide_on = threshold.decide_on or checks.decide_on
-    n, minimum = estimate["n"], analysis.options.min_group_size
-    outcome = INSUFFICIENT if n < minimum else decide(estimate["value"], estimate["ci"], op, threshold.value, decide_on)
+    n, minimum = estimate.n, analysis.options.min_group_size
+    outcome = INSUFFICIENT if n < minimum else decide(estimate.value, estimate.ci, op, threshold.value, decide_on)
+    detail = f"n = {n} < min_group_size {minimum}" if n < minimum else ""
+    if statistic in analysis.not_measured():
+        outcome, detail = NOT_APPLICABLE, analysis.not_measured()[statistic]
     return CheckResult(
         name=name,
         metric=statistic,
         scope=OVERALL,
-        value=estimate["value"],
-        ci=estimate["ci"],
+        value=estimate.value,
+        ci=estimate.ci,
         confidence=analysis.options.confidence,
         op=op,
         threshold=threshold.value,
@@ -122,7 +127,7 @@ def _overall_check(
         outcome=outcome,
         n=n,
         description=STATISTICS[statistic].description,
-        detail=f"n = {n} < min_group_size {minimum}" if n < minimum else "",
+        detail=detail,
         insufficient_data=checks.insufficient_data,
     )
 
@@ -138,20 +143,20 @@ def _worst_group_check(analysis: Analysis, checks: Checks, spec: WorstGroupAccur
         estimate = analysis.estimate(attribute, row["min_group"], "accuracy")
         detail = f"worst group: {row['min_group']}"
     else:
-        estimate = {"value": None, "ci": None, "n": 0}
+        estimate = Estimate("accuracy", None, None, 0, analysis.options.confidence, sufficient=False)
         detail = f"no group with at least {analysis.options.min_group_size} samples"
     return CheckResult(
         name=f"worst_group_accuracy:{attribute}",
         metric="accuracy",
         scope=attribute,
-        value=estimate["value"],
-        ci=estimate["ci"],
+        value=estimate.value,
+        ci=estimate.ci,
         confidence=analysis.options.confidence,
         op=">=",
         threshold=spec.value,
         decide_on=decide_on,
-        outcome=decide(estimate["value"], estimate["ci"], ">=", spec.value, decide_on),
-        n=estimate["n"],
+        outcome=decide(estimate.value, estimate.ci, ">=", spec.value, decide_on),
+        n=estimate.n,
         description=f"accuracy of the least accurate {attribute} group",
         detail=detail + _left_out(row),
         insufficient_data=checks.insufficient_data,
@@ -171,6 +176,9 @@ def _gap_check(analysis: Analysis, checks: Checks, gap: GroupGap) -> CheckResult
         detail = f"{row['max_group']} {_num(row['group_max'])} vs {row['min_group']} {_num(row['group_min'])}"
     else:
         detail = f"fewer than 2 groups with at least {analysis.options.min_group_size} samples"
+    outcome = decide(value, ci, "<=", gap.value, decide_on)
+    if gap.metric in analysis.not_measured():
+        outcome, detail, row = NOT_APPLICABLE, analysis.not_measured()[gap.metric], {**row, "insufficient_groups": ()}
     return CheckResult(
         name=f"group_gap:{dimension}:{gap.metric}",
         metric=gap.metric,
@@ -181,7 +189,7 @@ def _gap_check(analysis: Analysis, checks: Checks, gap: GroupGap) -> CheckResult
         op="<=",
         threshold=gap.value,
         decide_on=decide_on,
-        outcome=decide(value, ci, "<=", gap.value, decide_on),
+        outcome=outcome,
         n=int(row["n_groups"]),
         description=f"difference of {gap.metric} between the best and the worst {dimension} group",
         detail=detail + _left_out(row),
@@ -191,7 +199,7 @@ def _gap_check(analysis: Analysis, checks: Checks, gap: GroupGap) -> CheckResult
 
 
 def estimate_check(
-    estimate: Mapping[str, Any],
+    estimate: Estimate,
     checks: Checks,
     options: AnalysisOptions,
     *,
@@ -201,18 +209,17 @@ def estimate_check(
     description: str,
     detail: str = "",
 ) -> CheckResult:
-    """A ``<=`` gate on one estimate ``{value, ci, n}`` computed outside the heatmap analysis
-    (BG-gap, the sanity correlation); fewer than ``min_group_size`` samples lack data."""
+    """A ``<=`` gate on one estimate computed outside the heatmap analysis (BG-gap, the sanity
+    correlation); fewer than ``min_group_size`` samples lack data."""
     decide_on = threshold.decide_on or checks.decide_on
-    n, minimum = int(estimate["n"]), options.min_group_size
-    ci = None if estimate["ci"] is None else tuple(estimate["ci"])
-    outcome = INSUFFICIENT if n < minimum else decide(estimate["value"], ci, "<=", threshold.value, decide_on)
+    n, minimum, ci = estimate.n, options.min_group_size, estimate.ci
+    outcome = INSUFFICIENT if n < minimum else decide(estimate.value, ci, "<=", threshold.value, decide_on)
     scarce = f"n = {n} < min_group_size {minimum}" if n < minimum else ""
     return CheckResult(
         name=name,
         metric=metric,
         scope=OVERALL,
-        value=estimate["value"],
+        value=estimate.value,
         ci=ci,
         confidence=options.confidence,
         op="<=",
@@ -226,13 +233,24 @@ def estimate_check(
     )
 
 
+def not_applicable(check: CheckResult, detail: str) -> CheckResult:
+    """``check`` marked not applicable (the data lacks what it needs), with ``detail`` saying why."""
+    return dataclasses.replace(check, outcome=NOT_APPLICABLE, detail=detail, value=None, ci=None)
+
+
 def bg_gap_check(
-    estimate: Mapping[str, Any], checks: Checks, options: AnalysisOptions, detail: str = ""
+    estimate: Estimate,
+    checks: Checks,
+    options: AnalysisOptions,
+    detail: str = "",
+    not_informative: str = "",
 ) -> CheckResult | None:
-    """``max_bg_gap`` on the overall BG-gap of the counterfactual test (None: check off)."""
+    """``max_bg_gap`` on the overall BG-gap of the counterfactual test (None: check off); not
+    applicable, with ``not_informative`` as the reason, when the donors' backgrounds carry no
+    class information (BG-gap is then ~0 for any model and cannot show reliance)."""
     if checks.max_bg_gap is None:
         return None
-    return estimate_check(
+    result = estimate_check(
         estimate,
         checks,
         options,
@@ -242,11 +260,29 @@ def bg_gap_check(
         description="accuracy on same-class backgrounds minus accuracy on other classes' backgrounds",
         detail=detail,
     )
+    return not_applicable(result, not_informative) if not_informative else result
 
 
-def sanity_check(
-    estimate: Mapping[str, Any], checks: Checks, options: AnalysisOptions, detail: str = ""
+def background_following_check(
+    estimate: Estimate, checks: Checks, options: AnalysisOptions, detail: str = ""
 ) -> CheckResult | None:
+    """``max_background_following`` on the counterfactual test's overall background-following
+    rate (None: check off); valid for donors from any split, balanced or not."""
+    if checks.max_background_following is None:
+        return None
+    return estimate_check(
+        estimate,
+        checks,
+        options,
+        name="background_following",
+        metric="background_following_rate",
+        threshold=checks.max_background_following,
+        description="share of swaps onto another class's background whose prediction moves to the donor image's",
+        detail=detail,
+    )
+
+
+def sanity_check(estimate: Estimate, checks: Checks, options: AnalysisOptions, detail: str = "") -> CheckResult | None:
     """``max_sanity_correlation`` on the fully randomised model's mean rank correlation."""
     if checks.max_sanity_correlation is None:
         return None
@@ -287,7 +323,9 @@ def validate_checks(checks: Checks, options: AnalysisOptions, attributes: Sequen
 
 
 def evaluate_checks(analysis: Analysis, checks: Checks) -> list[CheckResult]:
-    """Apply every enabled check to an analysis (of the primary method's samples)."""
+    """Apply every enabled check to an analysis (of the primary method's samples). A check of a
+    subject statistic is not applicable when no sample has a subject (the verdict then rests on
+    the mask-free checks); with only some, it is decided on those, with their n."""
     validate_checks(checks, analysis.options, analysis.attributes)
     results = []
     overall = (
@@ -315,7 +353,7 @@ def evaluate_checks(analysis: Analysis, checks: Checks) -> list[CheckResult]:
                     op=">=",
                     threshold=worst.value,
                     decide_on=worst.decide_on or checks.decide_on,
-                    outcome=INSUFFICIENT,
+                    outcome=NOT_APPLICABLE,
                     n=0,
                     description="accuracy of the least accurate group",
                     detail="the data has no group attributes",
@@ -329,3 +367,45 @@ def evaluate_checks(analysis: Analysis, checks: Checks) -> list[CheckResult]:
 def passed(checks: Sequence[CheckResult]) -> bool:
     """The verdict: no check blocks (failed, or lacks data under ``insufficient_data = "fail"``)."""
     return not any(check.blocking for check in checks)
+
+
+def location_shortcut_check(
+    measured: Sequence[Mapping[str, Any]], checks: Checks, options: AnalysisOptions, reason: str = ""
+) -> CheckResult | None:
+    """``max_location_shortcut`` on the strategies whose spot was occluded and lies off the
+    subject (``measured``: their ``occlusion`` dicts with ``n``, ``difference`` and ``strategy``):
+    the largest flip-rate difference among those with at least ``min_group_size`` members;
+    not applicable, with ``reason``, when no strategy had such a spot (None: check off)."""
+    threshold = checks.max_location_shortcut
+    if threshold is None:
+        return None
+    description = "largest flip-rate difference, occluding a strategy's hot spot minus an equally large control region"
+    if not measured:
+        return CheckResult(
+            name="location_shortcut",
+            metric="flip_rate_difference",
+            scope="strategies",
+            value=None,
+            ci=None,
+            confidence=options.confidence,
+            op="<=",
+            threshold=threshold.value,
+            decide_on=threshold.decide_on or checks.decide_on,
+            outcome=NOT_APPLICABLE,
+            n=0,
+            description=description,
+            detail=reason,
+            insufficient_data=checks.insufficient_data,
+        )
+    enough = [m for m in measured if m["n"] >= options.min_group_size]
+    worst = max(enough or measured, key=lambda m: m["difference"]["value"])
+    return estimate_check(
+        Estimate.from_dict("flip_rate_difference", {**worst["difference"], "n": worst["n"]}, options.confidence),
+        checks,
+        options,
+        name="location_shortcut",
+        metric="flip_rate_difference",
+        threshold=threshold,
+        description=description,
+        detail=f"largest in strategy {worst['strategy']}",
+    )

@@ -13,9 +13,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from auditcam.stats import bootstrap
 from auditcam.stats.analysis import CORRECTNESS, DISPARITY_STATISTICS, STATISTICS, Analysis
 from auditcam.stats.checks import INSUFFICIENT
+from auditcam.stats.estimates import Estimate
 
 SCHEMA_VERSION = 1  # of comparison.json
 NOT_PAIRED = (
@@ -46,25 +46,20 @@ def paired_deltas(a: Analysis, b: Analysis) -> pd.DataFrame:
     bootstrap CI, and ``change``: improved / worsened (the CI excludes 0, in the statistic's good
     or bad direction), no clear change, or insufficient data (either side below min_group_size)."""
     _check_paired(a, b)
-    names = list(STATISTICS)
-    ea = a.estimates.set_index(["dimension", "group", "statistic"])
-    eb = b.estimates.set_index(["dimension", "group", "statistic"])
     records = []
     for dimension in a.dimensions:
         if dimension == CORRECTNESS:  # not the same samples in A and B
             continue
         for group in a.by_group(dimension).index:
-            diff = b.replicates(dimension, group) - a.replicates(dimension, group)
-            low, high = bootstrap.percentile_interval(diff, a.options.confidence)
             for statistic in DISPARITY_STATISTICS:
-                k = names.index(statistic)
-                ra, rb = ea.loc[(dimension, group, statistic)], eb.loc[(dimension, group, statistic)]
-                delta = rb["value"] - ra["value"]
-                if not (ra["sufficient"] and rb["sufficient"]) or math.isnan(delta):
+                key = (dimension, group, statistic)
+                ea, eb = a.results[key], b.results[key]
+                delta = paired_delta(a, b, key)
+                low, high = delta.ci or (math.nan, math.nan)
+                if not delta.sufficient or delta.value is None:
                     change = INSUFFICIENT
-                elif low[k] > 0 or high[k] < 0:
-                    up = low[k] > 0
-                    change = IMPROVED if up == (STATISTICS[statistic].better == "higher") else WORSENED
+                elif low > 0 or high < 0:
+                    change = IMPROVED if (low > 0) == (STATISTICS[statistic].better == "higher") else WORSENED
                 else:
                     change = NO_CLEAR_CHANGE
                 records.append(
@@ -72,21 +67,28 @@ def paired_deltas(a: Analysis, b: Analysis) -> pd.DataFrame:
                         "dimension": dimension,
                         "group": group,
                         "statistic": statistic,
-                        "a": ra["value"],
-                        "a_ci_low": ra["ci_low"],
-                        "a_ci_high": ra["ci_high"],
-                        "b": rb["value"],
-                        "b_ci_low": rb["ci_low"],
-                        "b_ci_high": rb["ci_high"],
-                        "delta": delta,
-                        "delta_ci_low": low[k],
-                        "delta_ci_high": high[k],
-                        "n_a": int(ra["n"]),
-                        "n_b": int(rb["n"]),
+                        **_sides("a", ea),
+                        **_sides("b", eb),
+                        **_sides("delta", delta),
+                        "n_a": ea.n,
+                        "n_b": eb.n,
                         "change": change,
                     }
                 )
     return pd.DataFrame.from_records(records)
+
+
+def paired_delta(a: Analysis, b: Analysis, key: tuple[str, str, str]) -> Estimate:
+    """B − A of one (dimension, group, statistic) with its paired bootstrap CI (both analyses
+    resampled the same samples identically)."""
+    return b.results.difference(key, key, of=a.results)
+
+
+def _sides(prefix: str, estimate: Estimate) -> dict[str, float]:
+    """``prefix``, ``prefix_ci_low``, ``prefix_ci_high`` of one estimate (NaN where not measured)."""
+    low, high = estimate.ci or (math.nan, math.nan)
+    value = math.nan if estimate.value is None else estimate.value
+    return {prefix: value, f"{prefix}_ci_low": low, f"{prefix}_ci_high": high}
 
 
 def focus_transitions(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:

@@ -254,8 +254,10 @@ def test_eigencam_alone_needs_no_gradient(tiny_net, gen, monkeypatch):
     def no_grad_allowed(*_args, **_kwargs):
         raise AssertionError("eigencam must not differentiate")
 
+    # The layer is named: finding the default differentiates once (its gradient probe), explaining must not.
     monkeypatch.setattr(torch.autograd, "grad", no_grad_allowed)
-    maps = Explainer(tiny_net, methods=("eigencam",))(torch.randn(2, 3, 16, 16, generator=gen)).maps["eigencam"]
+    explainer = Explainer(tiny_net, layer="act", methods=("eigencam",))
+    maps = explainer(torch.randn(2, 3, 16, 16, generator=gen)).maps["eigencam"]
     assert maps.shape == (2, 16, 16) and maps.amax() > 0
 
 
@@ -649,3 +651,33 @@ def test_random_init_torchvision_transformers_are_explained_at_the_layer_found(g
     expected = _upsampled(torch.einsum("nc,nchw->nhw", g.mean(dim=(2, 3)), a), size)
     assert expected.amax() > 0
     torch.testing.assert_close(explanation.maps["gradcam"], expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("layer", [[3], 3, ["features", 4], {"features": 1}])
+def test_a_wrongly_typed_layer_is_an_input_error_naming_layer(tiny_net, layer):
+    with pytest.raises(InputError, match=r"^layer must be a module name or a list of names .* got "):
+        Explainer(tiny_net, layer=layer)
+
+
+def test_fused_layers_are_each_divided_by_their_maximum_after_upsampling():
+    # x is 4x4 with a 2x2 block of 4s in the middle. Layer "1" (identity 1x1 conv) keeps x: its
+    # Grad-CAM map is relu(x / 16) (the mean gradient of mean(avgpool(x)) is 1/16), / max -> the block's
+    # indicator. Layer "2" (2x2 average pool, stride 1) gives A = outer(v, v), v = (1, 2, 1), with
+    # gradient 1/9: map A / 9. Upsampled 3 -> 4 (align_corners=False) a row (a, b, c) becomes
+    # (a, 0.375a + 0.625b, 0.625b + 0.375c, c), so v -> u = (1, 1.625, 1.625, 1); the map is
+    # outer(u, u) / 9, maximum 1.625^2 / 9 -- not A's maximum 4 / 9, which the upsampling misses.
+    conv = nn.Conv2d(1, 1, 1, bias=False)
+    fc = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+        fc.weight.fill_(1.0)
+    model = nn.Sequential(nn.Identity(), conv, nn.AvgPool2d(2, stride=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), fc)
+    x = torch.zeros(1, 1, 4, 4)
+    x[..., 1:3, 1:3] = 4.0
+    block = (x[0, 0] > 0).float()
+    u = torch.tensor([1.0, 1.625, 1.625, 1.0])
+    coarse = torch.outer(u, u) / 1.625**2
+    fused = Explainer(model, layer=["1", "2"])(x, torch.tensor([0]))
+    torch.testing.assert_close(fused.maps["gradcam"][0], (block + coarse) / 2)
+    raw = Explainer(model, layer="2")(x, torch.tensor([0])).maps["gradcam"][0]
+    torch.testing.assert_close(raw, torch.outer(u, u) / 9)  # one layer: un-normalised

@@ -79,3 +79,65 @@ def test_finding_the_layer_leaves_no_hooks_and_keeps_training_mode(tiny_net, gen
     assert find_target_layer(tiny_net, torch.randn(1, 3, 16, 16, generator=gen)) == "act"
     assert tiny_net.training
     assert all(not m._forward_hooks for m in tiny_net.modules())
+
+
+CLASS_ATTENTION_MODELS = [
+    # (timm name, tiny configuration, the default layer: the input of the last attention the class token reads)
+    ("convit_tiny", {"embed_dim": 48, "local_up_to_layer": 1}, "blocks.1.norm1"),
+    ("xcit_nano_12_p16_224", {"cls_attn_layers": 2}, "cls_attn_blocks.1.norm1"),
+    ("cait_xxs24_224", {"depth_token_only": 1}, "blocks_token_only.0.attn.v"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "tiny", "expected"), CLASS_ATTENTION_MODELS, ids=[m[0] for m in CLASS_ATTENTION_MODELS]
+)
+def test_class_attention_models_get_a_layer_the_head_sees(gen, name, tiny, expected):
+    timm = pytest.importorskip("timm")
+    from auditcam.cam import Explainer
+    from auditcam.cam.grids import grid_of
+    from tests.cam.reference import full_autograd
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        kwargs = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2, **tiny}
+        model = timm.create_model(name, num_classes=3, **kwargs).eval()
+    x = torch.randn(4, 3, 32, 32, generator=gen)
+    explanation = Explainer(model)(x)
+    assert explanation.layer == expected
+    # Grad-CAM by its definition from the whole graph's gradient at that layer.
+    a, g = full_autograd(model, get_layer(model, expected), x, explanation.targets)
+    grid = grid_of(a.shape, (32, 32))
+    a, g = grid.to_nchw(a), grid.to_nchw(g)
+    raw = torch.einsum("nc,nchw->nhw", g.mean(dim=(2, 3)), a).clamp_min(0)
+    reference = torch.nn.functional.interpolate(raw[:, None], size=(32, 32), mode="bilinear", align_corners=False)[:, 0]
+    # Every image's patch positions get a gradient (by construction), so the maps are not zero
+    # (a random-init map may still be clipped to zero where the weighted sum is negative).
+    assert (g.flatten(1).abs().amax(1) > 0).all()
+    assert explanation.maps["gradcam"].amax() > 0
+    torch.testing.assert_close(explanation.maps["gradcam"], reference, atol=1e-6, rtol=1e-4)
+
+
+def test_a_layer_the_head_cannot_see_is_not_the_default(gen):
+    # The last feature map feeds an auxiliary output the logits never read: Grad-CAM there is zero
+    # by construction, so the default is the map before it, which the head pools.
+    class Auxiliary(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = torch.nn.Conv2d(3, 4, 3, padding=1)
+            self.aux = torch.nn.Conv2d(4, 4, 3, padding=1)
+            self.head = torch.nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            features = self.features(x)
+            self.aux_output = self.aux(features)
+            return self.head(features.mean(dim=(2, 3)))
+
+    from auditcam.cam.layers import reaching_layers
+
+    model = Auxiliary().eval()
+    x = torch.randn(1, 3, 16, 16, generator=gen)
+    assert reaching_layers(model, x, {"features", "aux"}) == {"features"}
+    assert find_target_layer(model, x) == "features"
+    with torch.device("meta"):  # shapes only: no probe, the structural rule alone
+        assert find_target_layer(Auxiliary().eval(), torch.zeros(1, 3, 16, 16)) == "aux"

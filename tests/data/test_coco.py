@@ -122,7 +122,8 @@ def test_labels_file_picks_samples_labels_and_attributes(coco, tmp_path):
     first, second = ds[0], ds[1]
     assert first["label"] == 0 and torch.equal(first["mask"], torch.from_numpy(_box(slice(6, 9), slice(0, 3))))
     assert first["attributes"] == {"site": "A", "skin_tone": "II"}
-    assert second["status"] == "invalid" and second["reason"] == "no 'cat' annotation for this image"
+    assert "status" not in second and not second["has_subject"] and not second["mask"].any()
+    assert second["reason"] == "no subject: no 'cat' annotation for this image"  # still predicted, no subject
     assert second["attributes"] == {"site": "unknown", "skin_tone": "unknown"}
 
 

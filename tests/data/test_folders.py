@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -63,3 +65,16 @@ def test_folder_errors_name_the_file_or_folder(tree):
     )
     item = open_dataset(root, allow_missing=True, preprocessing=SAME_SIZE)[0]
     assert (item["status"], item["reason"]) == ("error", f"mask file not found: {root / 'masks' / 'cat' / '1.png'}")
+
+
+def test_a_tree_without_masks_has_samples_without_subjects(tree):
+    root, _ = tree
+    shutil.rmtree(root / "masks")
+    ds = open_dataset(root, preprocessing=SAME_SIZE)
+    assert ds.classes == ("cat", "dog") and len(ds) == 2
+    for item in (ds[0], ds[1]):
+        assert "status" not in item and item["image"].shape == (3, 8, 8)  # read and predicted
+        assert not item["has_subject"] and item["reason"] == "no subject" and not item["mask"].any()
+    with pytest.raises(InputError) as info:  # a masks folder asked for by name must exist
+        open_dataset(root, masks=root / "segmentations")
+    assert str(info.value).startswith(f"--masks {root / 'segmentations'}: masks folder not found")

@@ -49,7 +49,6 @@ def test_a_missing_file_names_the_row_and_path(dataset_dir):
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ("image,label\na.png,0\n", "missing column 'mask'"),
         ("image,label,x_min,y_min\na.png,0,1,2\n", "missing column 'x_max', 'y_max'"),
         ("image,mask,label,status\na.png,b.png,0,x\n", "column 'status' clashes with an output column"),
         ("image,mask,label\n", "the manifest has no rows"),
@@ -144,8 +143,8 @@ def test_paths_with_spaces_and_non_ascii_characters(tmp_path):
     ("cells", "line"),
     [
         ({"x_min": "a"}, "column 'x_min': 'a' is not a number"),
-        ({"x_max": "3"}, "column 'x_max': 3 is not greater than x_min 4"),
-        ({"y_max": ""}, "column 'y_max': empty box coordinate"),
+        ({"x_max": "3"}, "column 'x_max': 3 is less than x_min 4"),
+        ({"y_max": ""}, "column 'y_max': empty box coordinate; give all four or none"),
         ({"mask": "masks/a.png"}, "column 'mask': both a mask and a box are given; keep one"),
     ],
 )
@@ -177,3 +176,24 @@ def test_unknown_label_and_missing_file_lines_are_exact(tmp_path):
         f"{manifest} row 1 (line 2), column 'mask': file not found: masks/gone.png (looked in {tmp_path / 'masks'}); "
         "fix the path or pass --allow-missing to record the sample as an error and go on"
     )
+
+
+def test_subject_columns_are_optional_and_an_empty_cell_is_no_subject(tmp_path):
+    from auditcam.data import open_dataset
+    from auditcam.data.subjects import NoSubject
+    from auditcam.models import Preprocessing
+
+    rows = []
+    for i in range(3):
+        image, mask = write_pair(tmp_path, f"s{i}")
+        rows.append({"image": image, "mask": mask if i != 1 else "", "label": "0"})
+    partial = write_manifest(tmp_path / "partial.csv", rows)
+    bare = write_manifest(tmp_path / "bare.csv", [{"image": r["image"], "label": r["label"]} for r in rows])
+    assert all(isinstance(r.subject, NoSubject) for r in read_manifest(bare))
+    read = read_manifest(partial)
+    assert len(read) == 3 and [isinstance(r.subject, NoSubject) for r in read] == [False, True, False]
+    ds = open_dataset(partial, preprocessing=Preprocessing(image_size=(24, 32), resize=None))
+    items = [ds[i] for i in range(3)]
+    assert [i["has_subject"] for i in items] == [True, False, True]
+    assert items[1]["reason"] == "no subject" and "status" not in items[1] and not items[1]["mask"].any()
+    assert items[0]["mask"].sum() == 8 * 12  # the others keep their masks

@@ -18,12 +18,17 @@ from auditcam.demo.synthetic import CLASSES
 from auditcam.errors import InputError
 from auditcam.models import load_model_info
 from auditcam.probes.counterfactual import (
+    BG_GAP,
+    FOLLOWING,
     NO_SAME_DONOR,
     NO_SUBJECT,
     VARIANTS,
     Background,
     CounterfactualOptions,
     assign_donors,
+    background_following,
+    background_information,
+    chance_accuracy,
     estimate,
     fill_colour,
     run_counterfactual,
@@ -31,6 +36,7 @@ from auditcam.probes.counterfactual import (
     tile_background,
     variants,
 )
+from auditcam.stats.checks import FAIL, NOT_APPLICABLE, PASS, background_following_check, bg_gap_check
 from tests.htmlcheck import parse_page
 
 IMAGE_URIS = ("data:image/png;base64,", "data:image/webp;base64,", "data:image/svg+xml;base64,")
@@ -159,6 +165,7 @@ def _rows(n: int, seed: int) -> pd.DataFrame:
         for variant in VARIANTS:
             ok = variant == "original" or rng.random() > 0.1
             pred = int(rng.integers(0, 3)) if rng.random() < 0.5 else int(label[i])
+            mixed = variant.startswith("mixed") and rng.random() > 0.05
             records.append(
                 {
                     "id": f"s{i:03d}",
@@ -168,17 +175,18 @@ def _rows(n: int, seed: int) -> pd.DataFrame:
                     "pred": pred if ok else None,
                     "correct": (pred == label[i]) if ok else None,
                     "status": "ok" if ok else "invalid",
+                    "donor_pred": int(rng.integers(0, 3)) if mixed else None,
                     "site": site[i],
                 }
             )
     frame = pd.DataFrame.from_records(records)
-    return frame.astype({"pred": "Int64", "correct": "boolean"})
+    return frame.astype({"pred": "Int64", "correct": "boolean", "donor_pred": "Int64"})
 
 
 def test_accuracy_bg_gap_and_flips_equal_a_brute_force_count():
     frame = _rows(300, seed=5)
-    table = estimate(frame, ["site"], AnalysisOptions(bootstrap=200))
-    wide = frame.pivot(index="id", columns="variant", values=["pred", "correct", "status"])
+    table = estimate(frame, ["site"], AnalysisOptions(bootstrap=200)).frame
+    wide = frame.pivot(index="id", columns="variant", values=["pred", "correct", "status", "donor_pred"])
     info = frame[frame["variant"] == "original"].set_index("id")
     for (dimension, group), rows in table.groupby(["dimension", "group"]):
         member = {
@@ -199,7 +207,46 @@ def test_accuracy_bg_gap_and_flips_equal_a_brute_force_count():
         counted = ok["mixed_rand"] & ok["original"]
         flips = (w["pred"]["mixed_rand"][counted] != w["pred"]["original"][counted]).mean()
         assert value["flip_rate_mixed_rand"] == pytest.approx(flips)
+        moves = []  # brute force: swaps whose donor image is predicted apart from the original
+        for sample in member:
+            row = w.loc[sample]
+            donor = row[("donor_pred", "mixed_rand")]
+            if row[("status", "mixed_rand")] == "ok" and not pd.isna(donor) and donor != row[("pred", "original")]:
+                moves.append(row[("pred", "mixed_rand")] == donor)
+        assert n[FOLLOWING] == len(moves) and value[FOLLOWING] == pytest.approx(np.mean(moves))
     assert (table["ci_low"] <= table["value"] + 1e-12).all() and (table["value"] <= table["ci_high"] + 1e-12).all()
+
+
+def test_a_swap_follows_when_its_prediction_moves_to_the_donor_images():
+    original = np.array([0, 0, 1, 2, 2, 1])
+    swapped = np.array([1, 0, 1, 0, 2, 2])
+    donor = np.array([1, 1, 1, 0, 0, 2])
+    valid = np.array([True, True, True, True, True, False])
+    follows, counted = background_following(original, swapped, donor, valid)
+    # sample 2: the donor image is predicted as the sample is, no move can show; sample 5: invalid
+    assert counted.tolist() == [True, True, False, True, True, False]
+    assert follows[counted].tolist() == [1.0, 0.0, 1.0, 0.0]
+
+
+def test_chance_accuracy_is_the_expected_agreement_of_independent_predictions():
+    labels, preds = np.array([0, 0, 0, 1]), np.array([0, 1, 1, 1])
+    # P(label): 3/4, 1/4; P(pred): 1/4, 3/4 -> 3/16 + 3/16
+    assert chance_accuracy(labels, preds) == pytest.approx(6 / 16)
+    assert chance_accuracy(labels, np.zeros(4, dtype=int)) == pytest.approx(3 / 4)  # always class 0
+
+
+def test_backgrounds_are_informative_only_above_chance():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 400)
+    options = AnalysisOptions(bootstrap=200)
+    blind = background_information(labels, rng.integers(0, 3, 400), options)
+    assert not blind["informative"] and "--bg-donors" in blind["reason"]
+    assert blind["chance"] == pytest.approx(chance_accuracy(labels, rng.integers(0, 3, 400)), abs=0.05)
+    readable = np.where(rng.random(400) < 0.6, labels, rng.integers(0, 3, 400))
+    seen = background_information(labels, readable, options)
+    assert seen["informative"] and seen["reason"] == ""
+    assert seen["accuracy"]["value"] == pytest.approx(np.mean(readable == labels))
+    assert not background_information(np.zeros(0), np.zeros(0), options)["informative"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,7 +262,8 @@ def test_the_run_records_every_variant_of_every_sample_and_leaves_the_model(smal
     model.train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     dataset = LabelledDataset.from_manifest(manifest, classes=classes, allow_missing=True)
-    result = run_counterfactual(model, dataset, analysis=AnalysisOptions(bootstrap=50), batch_size=5)
+    options = CounterfactualOptions(match=("site",))
+    result = run_counterfactual(model, dataset, options, analysis=AnalysisOptions(bootstrap=50), batch_size=5)
     assert model.training and all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert all(not m._forward_hooks for m in model.modules())
     samples = result.samples
@@ -234,6 +282,10 @@ def test_the_run_records_every_variant_of_every_sample_and_leaves_the_model(smal
     )
     mixed = samples[(samples["variant"] == "mixed_same") & (samples["status"] == "ok")]
     assert mixed["donor"].notna().all() and (mixed["donor"] != mixed["id"]).all()
+    # a usable donor's image and background were predicted; the unreadable donor's were not
+    assert mixed["donor_pred"].notna().all() and mixed["donor_bg_pred"].notna().all()
+    assert unreadable["donor_pred"].isna().all()
+    assert (unreadable["donor_label"] == classes.index(rows[0]["label"])).all()
 
 
 def test_shortcut_model_has_a_large_bg_gap_and_the_clean_model_a_small_one(demo_run):
@@ -252,7 +304,11 @@ def test_shortcut_model_has_a_large_bg_gap_and_the_clean_model_a_small_one(demo_
     assert clean.estimate("accuracy_only_fg")["value"] > 0.9
     assert clean.estimate("accuracy_no_fg")["value"] < 0.5
     checks = {name: {c.name: c.outcome for c in demo_run.results[name].checks} for name in ("shortcut", "clean")}
-    assert checks["shortcut"]["bg_gap"] == "fail" and checks["clean"]["bg_gap"] == "pass"
+    assert checks["shortcut"]["background_following"] == "fail" and checks["clean"]["background_following"] == "pass"
+    # the clean model classifies even in-distribution backgrounds at chance: BG-gap cannot show anything
+    assert shortcut.bg_gap_informative and not clean.bg_gap_informative
+    assert checks["shortcut"]["bg_gap"] == "fail" and checks["clean"]["bg_gap"] == "not applicable"
+    assert shortcut.matched == clean.matched == ("site",)
 
 
 def test_on_the_balanced_split_bg_gap_is_near_zero_but_flips_still_show(demo_run):
@@ -295,17 +351,24 @@ def test_audit_cli_with_counterfactual_and_sanity(demo_run, tmp_path, capsys):
     out = tmp_path / "out"
     args = ["audit", "--model", MODEL_SPEC, "--weights", str(demo_run.weights["shortcut"]), "--data", str(manifest)]
     args += ["--out", str(out), "--no-progress", "--bootstrap", "200", "--min-group-size", "10", "--isolated"]
-    args += ["--counterfactual", "--bg-donors", str(demo_run.donors), "--sanity", "--sanity-samples", "12"]
-    assert cli.main(args) == cli.EXIT_FAIL
+    args += ["--counterfactual", "--bg-donors", str(demo_run.donors), "--bg-match", "site"]
+    assert cli.main([*args, "--sanity", "--sanity-samples", "12"]) == cli.EXIT_FAIL
     printed = capsys.readouterr().out
-    assert "bg_gap" in printed and "sanity:model_randomisation" in printed
+    assert "FAIL  background_following" in printed and "bg_gap" in printed and "sanity:model_randomisation" in printed
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     jsonschema.Draft202012Validator(summary_schema()).validate(summary)
     assert summary["bg_gap"]["value"] > 0.3 and "site" in summary["bg_gap"]["by_group"]
     assert summary["counterfactual"]["settings"]["donors"] == str(demo_run.donors)
+    assert (
+        summary["counterfactual"]["matched"] == ["site"]
+        and summary["counterfactual"]["bg_gap_informative"]["informative"]
+    )
+    assert summary["counterfactual"]["background_following"]["value"] > 0.5
     assert summary["sanity"]["settings"]["samples"] == 12 and summary["sanity"]["check"]["outcome"] == "pass"
-    assert len(pd.read_parquet(out / "counterfactual.parquet")) == 5 * 45
+    table = pd.read_parquet(out / "counterfactual.parquet")
+    assert len(table) == 5 * 45 and table.loc[table["variant"] == "mixed_rand", "donor_pred"].notna().all()
     html = (out / "report.html").read_text(encoding="utf-8")
+    assert "donors matched on site (the sample's own value)" in html and "follow the background" in html
     tags = parse_page(html)
     for label in ("counterfactual backgrounds", "sanity check", "feature maps"):
         assert f'aria-label="{label}"' in html
@@ -316,3 +379,112 @@ def test_bg_donors_without_counterfactual_is_a_usage_error(demo_run, tmp_path, c
     args = ["audit", "--model", MODEL_SPEC, "--data", str(demo_run.manifest), "--out", str(tmp_path)]
     assert cli.main([*args, "--bg-donors", str(demo_run.donors)]) == cli.EXIT_INPUT
     assert "--bg-donors needs --counterfactual" in capsys.readouterr().err
+    assert cli.main([*args, "--bg-match", "site"]) == cli.EXIT_INPUT
+    assert "--bg-match needs --counterfactual" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# a balanced audit set with a background-family column (the background independent of the class)
+
+
+@pytest.fixture(scope="session")
+def balanced(demo_run, tmp_path_factory):
+    """240 demo images whose backgrounds are independent of the class, with a ``background``
+    column naming the texture family, and the demo's shortcut and clean models."""
+    from auditcam.demo import CLEAN_AGREEMENT, write_split
+    from auditcam.demo.synthetic import make_split
+
+    split = make_split(240, agreement=CLEAN_AGREEMENT, seed=77)
+    manifest = write_split(split, tmp_path_factory.mktemp("balanced"), background=True)
+    models = {name: load_model_info(MODEL_SPEC, demo_run.weights[name]) for name in ("shortcut", "clean")}
+    info = models["clean"][1]
+    dataset = LabelledDataset.from_manifest(manifest, classes=CLASSES, preprocessing=info.preprocessing)
+    return dataset, {name: model for name, (model, _info) in models.items()}
+
+
+@pytest.fixture(scope="session")
+def balanced_runs(balanced):
+    """The default counterfactual test (no attribute matched, donors from the audited set)."""
+    dataset, models = balanced
+    analysis = AnalysisOptions(bootstrap=200)
+    return {name: run_counterfactual(model, dataset, analysis=analysis) for name, model in models.items()}
+
+
+def _gate(result):
+    options = AnalysisOptions(bootstrap=200)
+    following = background_following_check(result.estimate(FOLLOWING), Checks(), options)
+    reason = "" if result.bg_gap_informative else result.information["reason"]
+    return following, bg_gap_check(result.estimate(BG_GAP), Checks(), options, not_informative=reason)
+
+
+def test_the_default_gate_fails_a_background_driven_model_on_a_balanced_set(balanced_runs):
+    following, gap = _gate(balanced_runs["shortcut"])
+    assert following.outcome == FAIL and following.value > 0.6, following.message
+    # the background family is a group attribute, reported per group
+    families = balanced_runs["shortcut"].headline(FOLLOWING)["by_group"]["background"]
+    assert set(families) == {"horizontal stripes", "vertical stripes", "checkerboard"}
+    assert gap.outcome == NOT_APPLICABLE and "--bg-donors" in gap.detail and not gap.blocking
+
+
+def test_the_default_gate_passes_a_model_trained_on_decorrelated_data(balanced_runs):
+    following, gap = _gate(balanced_runs["clean"])
+    assert following.outcome == PASS and following.value < 0.15, following.message
+    assert gap.outcome == NOT_APPLICABLE
+    shortcut = balanced_runs["shortcut"].estimate(FOLLOWING)
+    assert shortcut["ci"][0] > following.ci[1], "the intervals do not overlap"
+
+
+def test_the_following_rate_is_recomputable_from_the_probe_table(balanced_runs):
+    samples = balanced_runs["shortcut"].samples
+    wide = samples.pivot(index="id", columns="variant", values=["pred", "donor_pred", "status"])
+    original, swapped, donor = wide["pred"]["original"], wide["pred"]["mixed_rand"], wide["donor_pred"]["mixed_rand"]
+    usable = (wide["status"]["mixed_rand"] == "ok") & donor.notna() & (donor != original)
+    assert balanced_runs["shortcut"].estimate(FOLLOWING)["value"] == pytest.approx((swapped == donor)[usable].mean())
+    # with donors from the audited set, a donor's own prediction is its original variant's
+    first = samples[samples["variant"] == "original"].set_index("id")["pred"]
+    rand = samples[(samples["variant"] == "mixed_rand") & samples["donor_pred"].notna()]
+    assert (rand["donor_pred"].to_numpy() == first.loc[rand["donor"]].to_numpy()).all()
+    no_fg = samples[samples["variant"] == "no_fg"].set_index("id")["pred"]
+    assert (rand["donor_bg_pred"].to_numpy() == no_fg.loc[rand["donor"]].to_numpy()).all()
+
+
+def test_bg_match_keeps_the_named_attribute_equal_between_sample_and_donor(balanced):
+    dataset, models = balanced
+    family = {r.id: r.attributes["background"] for r in dataset.rows}
+    options = CounterfactualOptions(match=("background",), samples=60)
+    result = run_counterfactual(models["shortcut"], dataset, options, analysis=AnalysisOptions(bootstrap=50))
+    assert result.matched == ("background",) and result.to_dict()["matched"] == ["background"]
+    mixed = result.samples[
+        result.samples["variant"].isin(["mixed_same", "mixed_rand"]) & result.samples["donor"].notna()
+    ]
+    assert len(mixed) > 60
+    assert all(family[d] == family[i] for i, d in zip(mixed["id"], mixed["donor"], strict=True))
+    unmatched = run_counterfactual(
+        models["shortcut"], dataset, CounterfactualOptions(samples=60), analysis=AnalysisOptions(bootstrap=50)
+    )
+    rows = unmatched.samples[unmatched.samples["donor"].notna()]
+    assert unmatched.matched == () and any(
+        family[d] != family[i] for i, d in zip(rows["id"], rows["donor"], strict=True)
+    )
+    with pytest.raises(InputError, match="'scanner' is not a group attribute of the audited data"):
+        run_counterfactual(models["shortcut"], dataset, CounterfactualOptions(match=("scanner",)))
+
+
+def test_max_background_following_and_bg_match_come_from_flags_and_toml(tmp_path):
+    assert Checks().max_background_following == Threshold(0.25)
+    assert load_config(
+        {"max_background_following": 0.3}, use_pyproject=False
+    ).checks.max_background_following == Threshold(0.3)
+    toml = tmp_path / "audit.toml"
+    toml.write_text('bg_match = ["site", "scanner"]\nmax_background_following = false\n', encoding="utf-8")
+    config = load_config(config_file=toml, use_pyproject=False)
+    assert config.settings.bg_match == ("site", "scanner") and config.checks.max_background_following is None
+    assert load_config({"bg_match": ["background"]}, config_file=toml, use_pyproject=False).settings.bg_match == (
+        "background",
+    )
+    assert load_config(use_pyproject=False).settings.bg_match == ()
+    with pytest.raises(InputError, match="--bg-match"):
+        load_config({"bg_match": [""]}, use_pyproject=False)
+    with pytest.raises(InputError, match="bg_match"):
+        toml.write_text("bg_match = 3\n", encoding="utf-8")
+        load_config(config_file=toml, use_pyproject=False)

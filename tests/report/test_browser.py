@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from auditcam.config import AnalysisOptions, Checks
-from auditcam.report import atomic_write, render_comparison, render_html, render_index
+from auditcam.files import atomic_write
+from auditcam.report import render_comparison, render_html, render_index
 from auditcam.result import compare
 from tests.records import audit_result, gallery, samples
 
@@ -51,10 +52,10 @@ def pages(tmp_path_factory) -> dict[str, Path]:
     retrained["background_reliant"] = (retrained["focus_lift"] < 1).astype(float)
     after = audit_result(retrained, Checks(), options, name="after")
     paths = {name: out / f"{name}.html" for name in ("report", "comparison", "index")}
-    atomic_write(paths["report"], render_html(before).encode("utf-8"))
-    atomic_write(paths["comparison"], render_comparison(compare(before, after)).encode("utf-8"))
+    atomic_write(paths["report"], render_html(before))
+    atomic_write(paths["comparison"], render_comparison(compare(before, after)))
     index = render_index("two audits", "intro", {"before": (before, "report.html")})
-    atomic_write(paths["index"], index.encode("utf-8"))
+    atomic_write(paths["index"], index)
     return paths
 
 

@@ -13,7 +13,7 @@ import pytest
 from auditcam import LabelledDataset, audit
 from auditcam.config import AnalysisOptions, AuditSettings, Checks, GroupGap
 from auditcam.report import html as report_html
-from auditcam.report import render_html, write_bundle
+from auditcam.report import render_html
 from auditcam.report.figures import THUMBNAIL
 from tests.htmlcheck import assert_self_contained, external_references, parse_page
 from tests.records import audit_result, gallery, samples
@@ -199,7 +199,7 @@ def test_gallery_is_bounded_in_count_and_thumbnail_size(monkeypatch):
 def test_optional_sections_are_included_only_when_present(hostile_records, records_html, monkeypatch):
     assert 'href="#sanity"' not in records_html and 'aria-label="sanity check"' not in records_html
     monkeypatch.setattr(report_html, "_charts", lambda *args: NO_CHARTS)  # not what this test is about
-    monkeypatch.setattr(report_html, "extra_sections", lambda result: {"sanity": {}})
+    monkeypatch.setattr(report_html, "extra_sections", lambda result, summary: {"sanity": {}})
     assert 'href="#sanity"' not in render_html(hostile_records)  # an empty value is not a section
 
 
@@ -208,7 +208,7 @@ def test_bundle_files(hostile_result, tmp_path):
 
     import pandas as pd
 
-    paths = write_bundle(hostile_result, tmp_path / "out")
+    paths = hostile_result.write(tmp_path / "out")
     summary = json.loads(paths["summary.json"].read_text(encoding="utf-8"))
     assert summary["schema_version"] == 1
     assert summary["passed"] == hostile_result.passed

@@ -84,7 +84,14 @@ def test_sections_are_left_out_when_not_run(small_dataset, demo_model):
         model_info=info,
         progress=False,
     )
-    assert extra_sections(plain) == {"counterfactual": None, "sanity": None, "featuremaps": None}
+    sections = extra_sections(plain, plain.summary())
+    assert {k: v for k, v in sections.items() if k != "strategies"} == {
+        "counterfactual": None,
+        "sanity": None,
+        "featuremaps": None,
+    }
+    assert sections["strategies"]["cards"] == []  # 12 samples: no class clustered, and the page says why
+    assert sections["strategies"]["not_measured"]
     html = render_html(plain)
     assert not any(f'aria-label="{label}"' in html for label in SECTIONS)
     assert not {"bg_gap", "counterfactual", "sanity"} & set(plain.summary())
@@ -99,7 +106,7 @@ def test_the_featuremaps_section_shows_each_exemplar_once(hostile_result):
     }
     assert len(ids) == len(set(ids)) and set(ids) == shown
     assert all(g.layer == hostile_result.meta["layer"] and len(g.channels) == 4 for g in grids)
-    context = extra_sections(hostile_result)["featuremaps"]
+    context = extra_sections(hostile_result, hostile_result.summary())["featuremaps"]
     assert context["shape"] == "64 × 16 × 16" and len(context["cards"]) == len(grids)
 
 

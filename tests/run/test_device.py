@@ -12,16 +12,8 @@ import torch
 from auditcam.cli import PARAMETER_FLAGS
 from auditcam.config import AuditSettings
 from auditcam.errors import InputError
-from auditcam.run.device import (
-    FP16_ON_CPU,
-    NO_CUDA,
-    amp_dtype,
-    model_device,
-    on_device,
-    pin_memory,
-    resolve_device,
-    to_device,
-)
+from auditcam.models import model_device
+from auditcam.run.device import FP16_ON_CPU, NO_CUDA, amp_dtype, on_device, pin_memory, resolve_device, to_device
 
 
 def test_cpu_and_auto_resolve_to_a_device():

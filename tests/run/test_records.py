@@ -62,7 +62,10 @@ def _reference(batch, positions, methods, explanation, threshold):
                 "status": batch["status"][i],
                 "reason": batch["reason"][i],
                 "note": batch["note"][i],
+                "has_subject": bool(batch["ok"][i]),  # a batch without the key: every readable sample has one
                 **dict.fromkeys(METRICS, math.nan),
+                "strategy": None,
+                "heatmap_grid": None,
                 "site": batch["attributes"][i]["site"],
             }
             if j is not None:
@@ -74,12 +77,22 @@ def _reference(batch, positions, methods, explanation, threshold):
                     confidence=float(probabilities[j].max()),
                     target=int(explanation.targets[j]),
                     **{name: float(per_method[method][name][j]) for name in METRICS},
+                    # 16 px maps in 2x2 blocks: the mean of each block, row-major
+                    heatmap_grid=explanation.maps[method][j].reshape(8, 2, 8, 2).mean(dim=(1, 3)).ravel().tolist(),
                 )
                 code = int(per_method[method]["invalid"][j])
                 if code:
                     row.update(status="invalid", reason=INVALID_REASONS[code])
             rows.append(row)
     return rows
+
+
+def _assert_grids_close(got, expected):
+    """The pooled grids equal the block means (to float32 precision); then set aside for the frame comparison."""
+    for a, b in zip(got.pop("heatmap_grid"), expected.pop("heatmap_grid"), strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert len(a) == 64 and max(abs(x - y) for x, y in zip(a, b, strict=True)) < 1e-5
 
 
 def test_batch_records_match_the_row_by_row_records(batch, tiny_net):
@@ -93,6 +106,7 @@ def test_batch_records_match_the_row_by_row_records(batch, tiny_net):
     assert records.schema.names == [POSITION, *columns(("site",))]
     got = pd.DataFrame(records.to_pylist())
     expected = pd.DataFrame(_reference(batch, positions, methods, explanation, 0.8))
+    _assert_grids_close(got, expected)
     pd.testing.assert_frame_equal(got, expected, check_dtype=False)
     assert list(got["status"]) == ["ok", "error", "invalid", "ok"]
 
@@ -109,6 +123,7 @@ def test_several_methods_give_sample_major_rows(batch, tiny_net):
     expected = pd.DataFrame(_reference(batch, [0, 1, 2, 3], methods, explanation, 1.0))
     expected["label_name"] = expected["label"].astype(str)
     expected["pred_name"] = [None if pd.isna(p) else str(int(p)) for p in expected["pred"]]
+    _assert_grids_close(got, expected)
     pd.testing.assert_frame_equal(got, expected, check_dtype=False)
     assert list(got["method"]) == ["gradcam", "other"] * 4
 

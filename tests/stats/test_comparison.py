@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 
 from auditcam.config import AnalysisOptions, Checks
-from auditcam.report import write_comparison
 from auditcam.result import compare
 from auditcam.stats import comparison
 from auditcam.stats.analysis import analyse
@@ -92,7 +91,7 @@ def test_retraining_removed_the_demo_shortcut(demo_run, tmp_path):
     focus = result.focus_counts
     assert focus["background_to_subject"] > 10 * max(focus["subject_to_background"], 1)
     assert sum(focus.values()) == 600
-    paths = write_comparison(result, tmp_path / "cmp")
+    paths = result.write(tmp_path / "cmp")
     data = json.loads(paths["comparison.json"].read_text(encoding="utf-8"))
     assert data["passed"] and data["focus"]["counts"] == focus
     assert len(data["focus"]["changed"]) == focus["background_to_subject"] + focus["subject_to_background"]
@@ -106,7 +105,7 @@ def test_the_comparison_page_escapes_data(tmp_path):
     frame = samples({"<script>alert(1)</script>": 40, "light": 40})
     a = audit_result(frame, Checks(), OPTIONS, name="<b>old</b>")
     b = audit_result(_retrained(frame, "light", 0.2), Checks(), OPTIONS, name="<b>new</b>")
-    html = write_comparison(compare(a, b), tmp_path)["comparison.html"].read_text(encoding="utf-8")
+    html = compare(a, b).write(tmp_path)["comparison.html"].read_text(encoding="utf-8")
     parse_page(html)
     assert_self_contained(html)  # the one script is ours, allowed by its hash
     assert html.lower().count("<script") == 1 and "<b>" not in html and "&lt;b&gt;new&lt;/b&gt;" in html

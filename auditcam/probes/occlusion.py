@@ -1,0 +1,412 @@
+"""The location-shortcut test: does a strategy's prediction rest on a fixed spot of the image?
+
+For each strategy (:mod:`auditcam.stats.strategies`) whose hot region is compact and shared by
+its members, the spot is occluded (set to the normalisation mean, 0 in model input) on the
+members' images and, paired on the same images, an equally large control region elsewhere
+(drawn per image with a seeded generator, never overlapping the spot). The flip rates (the
+prediction changes) and the drops of the explained class's probability are compared; the
+difference of the flip rates gets a paired bootstrap CI.
+
+A spot that flips predictions is not yet a shortcut: on centred subjects, a model that looks at
+the subject has a compact, shared spot too. So a strategy is ``flagged`` only when its spot is
+also *not the subject*. Where members have subject masks, the spot must lie off them. Where
+none do, three label-free signs of an artefact decide (and the result says which): the spot
+looks nearly the same in every member image (a tag, a ruler, a token; subjects vary), it sits
+at a border or corner, and pasting it into images the model gives other classes carries the
+prediction with it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+from torch import nn
+
+from auditcam.cam import preserved
+from auditcam.config import DEFAULT_MAX_LOCATION_SHORTCUT, AnalysisOptions, Checks
+from auditcam.files import Parts
+from auditcam.run.records import GRID, HEATMAP_GRID, STRATEGY
+from auditcam.stats.bootstrap import mean_interval
+from auditcam.stats.checks import CheckResult, location_shortcut_check
+from auditcam.stats.strategies import Discovery, Strategy, StrategyOptions, discover
+
+NO_CONTROL = "the spot leaves no equally large region elsewhere for the control"
+NO_IMAGES = "no member image could be read"
+# a pixel of the spot is constant when at least AGREEMENT of the members lie within CONSTANT of
+# the images' mean spread (std over members) of the members' median there: a tag missing from a
+# few members (or a few members tagged elsewhere) does not hide it, as a spread over all would
+CONSTANT = 0.1
+AGREEMENT = 0.75
+NOT_A_SPOT = "the hot region is not a compact spot shared by the members"
+
+
+@dataclass(frozen=True)
+class OcclusionOptions:
+    """``samples``: occlude at most this many members per strategy (a seeded subset);
+    ``paste_samples``: images of other classes the spot is pasted into (no subjects only);
+    ``max_subject_overlap``: a spot is the subject when, on average over the members, the
+    subject fills more than this share of the spot or more than this share of the subject lies
+    in it; ``min_constant_share``: a spot looks the same everywhere when at least this share
+    of its pixels is constant across the members (:data:`AGREEMENT` of them within
+    :data:`CONSTANT` of the images' mean spread of the members' median);
+    ``min_carry``: pasting must move at least this share of other-class images to the class."""
+
+    samples: int = 200
+    paste_samples: int = 100
+    max_subject_overlap: float = 0.25
+    min_constant_share: float = 0.05
+    min_carry: float = 0.5
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class StrategiesResult:
+    """The discovered strategies (with their occlusion results), the per-class status, which
+    results were not measured and why, and per strategy its exemplars as (sample id, RGB uint8)."""
+
+    discovery: Discovery
+    method: str
+    not_measured: list[str]
+    pictures: dict[str, list[tuple[str, np.ndarray]]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (summary.json ``strategies``)."""
+        return {
+            "method": self.method,
+            "classes": self.discovery.classes,
+            "strategies": [s.to_dict() for s in self.discovery.strategies],
+            "not_measured": self.not_measured,
+        }
+
+    def to_parts(self) -> Parts:
+        """For the bundle: :meth:`to_dict` with each strategy's class index and exemplar ids;
+        each mean map and exemplar picture as arrays (keyed by position, not by data-made ids)."""
+        arrays: dict[str, np.ndarray] = {}
+        exemplars = []
+        for k, strategy in enumerate(self.discovery.strategies):
+            arrays[f"{k}/mean_map"] = strategy.mean_map
+            pictures = self.pictures.get(strategy.id, [])
+            exemplars.append([sample for sample, _ in pictures])
+            arrays.update({f"{k}/exemplar/{i}": picture for i, (_, picture) in enumerate(pictures)})
+        explained = [strategy.explained for strategy in self.discovery.strategies]
+        return Parts({**self.to_dict(), "explained": explained, "exemplars": exemplars}, arrays)
+
+    @classmethod
+    def from_parts(cls, parts: Parts) -> StrategiesResult:
+        """The result :meth:`to_parts` took apart (without the per-row assignment, which lives
+        in samples.parquet's strategy column)."""
+        fields, arrays = parts.fields, parts.arrays
+        strategies, pictures = [], {}
+        for k, data in enumerate(fields["strategies"]):
+            strategy = Strategy.from_dict(data, fields["explained"][k], arrays[f"{k}/mean_map"])
+            strategies.append(strategy)
+            ids = fields["exemplars"][k]
+            if ids:
+                pictures[strategy.id] = [(sample, arrays[f"{k}/exemplar/{i}"]) for i, sample in enumerate(ids)]
+        discovery = Discovery(strategies, fields["classes"], np.zeros(0, dtype=object))
+        return cls(discovery, fields["method"], list(fields["not_measured"]), pictures)
+
+
+def pixel_box(region: Sequence[float], height: int, width: int) -> tuple[int, int, int, int]:
+    """``(y0, y1, x0, x1)`` pixels of a normalised ``[x0, y0, x1, y1]`` box (at least one pixel)."""
+    x0, y0, x1, y1 = region
+    top, left = int(np.floor(y0 * height)), int(np.floor(x0 * width))
+    return top, max(top + 1, int(np.ceil(y1 * height))), left, max(left + 1, int(np.ceil(x1 * width)))
+
+
+def control_boxes(
+    spot: tuple[int, int, int, int], height: int, width: int, n: int, rng: np.random.Generator
+) -> list[tuple[int, int, int, int]] | None:
+    """``n`` boxes as large as ``spot``, each drawn uniformly among the positions that do not
+    overlap it; None when there is no such position."""
+    y0, y1, x0, x1 = spot
+    h, w = y1 - y0, x1 - x0
+    ys, xs = np.meshgrid(np.arange(height - h + 1), np.arange(width - w + 1), indexing="ij")
+    free = (ys + h <= y0) | (ys >= y1) | (xs + w <= x0) | (xs >= x1)
+    if not free.any():
+        return None
+    picks = rng.integers(0, int(free.sum()), size=n)
+    top, left = ys[free][picks], xs[free][picks]
+    return [(int(t), int(t) + h, int(s), int(s) + w) for t, s in zip(top, left, strict=True)]
+
+
+def _occlude(images: torch.Tensor, boxes: Sequence[tuple[int, int, int, int]]) -> torch.Tensor:
+    out = images.clone()
+    for i, (y0, y1, x0, x1) in enumerate(boxes):
+        out[i, :, y0:y1, x0:x1] = 0.0
+    return out
+
+
+@torch.no_grad()
+def _predict(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Softmax probabilities (N, classes), in batches, on the model's device."""
+    device = next(model.parameters(), torch.empty(0)).device
+    return torch.cat(
+        [
+            model(images[i : i + batch_size].to(device)).float().softmax(1).cpu()
+            for i in range(0, len(images), batch_size)
+        ]
+    )
+
+
+def _load(dataset: Any, positions: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """Images (N, 3, H, W), masks (N, H, W) and whether each has a subject, of the readable positions."""
+    images, masks, has = [], [], []
+    for p in positions:
+        item = dataset[int(p)]
+        if "image" not in item:
+            continue
+        images.append(item["image"])
+        mask = item.get("mask")
+        mask = torch.zeros(item["image"].shape[-2:], dtype=torch.bool) if mask is None else mask
+        masks.append(mask)
+        has.append(bool(item.get("has_subject", True)) and bool(mask.any()))
+    if not images:
+        return torch.empty(0), torch.empty(0), np.zeros(0, dtype=bool)
+    return torch.stack(images), torch.stack(masks), np.asarray(has)
+
+
+def occlude_strategy(
+    model: nn.Module,
+    dataset: Any,
+    strategy: Strategy,
+    positions: np.ndarray,
+    others: np.ndarray,
+    options: OcclusionOptions,
+    *,
+    threshold: float,
+    n_boot: int,
+    level: float,
+    batch_size: int,
+) -> dict[str, Any]:
+    """The occlusion result of one candidate strategy (``positions``: its members' dataset
+    positions; ``others``: positions the model gives another class, for the paste test)."""
+    rng = np.random.default_rng(options.seed + strategy.explained * 101 + int(strategy.id.rsplit("#", 1)[1]))
+    if len(positions) > options.samples:
+        positions = np.sort(rng.choice(positions, options.samples, replace=False))
+    images, masks, has_subject = _load(dataset, positions)
+    if not len(images):
+        return {"measured": False, "reason": NO_IMAGES}
+    height, width = images.shape[-2:]
+    spot = pixel_box(strategy.region, height, width)
+    controls = control_boxes(spot, height, width, len(images), rng)
+    if controls is None:
+        return {"measured": False, "reason": NO_CONTROL}
+    c = strategy.explained
+    original = _predict(model, images, batch_size)
+    occluded = _predict(model, _occlude(images, [spot] * len(images)), batch_size)
+    control = _predict(model, _occlude(images, controls), batch_size)
+    pred = original.argmax(1)
+    spot_flip = (occluded.argmax(1) != pred).double().numpy()
+    control_flip = (control.argmax(1) != pred).double().numpy()
+    seed = options.seed + c
+    difference = spot_flip - control_flip
+    out: dict[str, Any] = {
+        "measured": True,
+        "strategy": strategy.id,
+        "n": len(images),
+        "spot_box": list(spot),
+        "spot_flip_rate": float(spot_flip.mean()),
+        "control_flip_rate": float(control_flip.mean()),
+        "difference": {
+            "value": float(difference.mean()),
+            "ci": list(mean_interval(difference, n_boot=n_boot, confidence=level, seed=seed)),
+        },
+        "spot_probability_drop": float((original[:, c] - occluded[:, c]).mean()),
+        "control_probability_drop": float((original[:, c] - control[:, c]).mean()),
+    }
+    _y0, _y1, _x0, _x1 = spot
+    out["evidence"] = _artefact_evidence(
+        model, dataset, images, masks, has_subject, spot, others, c, options, rng, batch_size
+    )
+    clear = out["difference"]["ci"][0] > 0 and out["difference"]["value"] > threshold
+    out["clear"] = bool(clear)
+    return out
+
+
+def _artefact_evidence(
+    model: nn.Module,
+    dataset: Any,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    has_subject: np.ndarray,
+    spot: tuple[int, int, int, int],
+    others: np.ndarray,
+    explained: int,
+    options: OcclusionOptions,
+    rng: np.random.Generator,
+    batch_size: int,
+) -> dict[str, Any]:
+    """Whether the spot is an artefact rather than the subject, and which evidence decided."""
+    y0, y1, x0, x1 = spot
+    height, width = images.shape[-2:]
+    patches = images[:, :, y0:y1, x0:x1]
+    # a tag, a ruler, a token: part of the spot is (nearly) the same pixels in every member image
+    whole = float(images.std(0).mean()) if len(images) > 1 else 0.0
+    close = (patches - patches.median(dim=0).values).abs().amax(1) <= CONSTANT * whole  # (members, h, w)
+    constant = float((close.double().mean(0) >= AGREEMENT).double().mean()) if whole > 0 else 1.0
+    border = y0 == 0 or x0 == 0 or y1 == height or x1 == width
+    evidence: dict[str, Any] = {"constant_share": constant, "border": bool(border)}
+    if has_subject.mean() >= 0.5:
+        subjects = masks[has_subject]
+        inside = subjects[:, y0:y1, x0:x1].flatten(1).sum(1).double()
+        # the spot is the subject when the subject fills much of it, or much of the subject is in it
+        covered = torch.maximum(inside / ((y1 - y0) * (x1 - x0)), inside / subjects.flatten(1).sum(1).double())
+        overlap = float(covered.mean())
+        evidence.update(
+            subject_overlap=overlap,
+            artefact=overlap <= options.max_subject_overlap,
+            decided_by="subject masks",
+        )
+        return evidence
+    carry = None
+    if len(others):
+        picked = others if len(others) <= options.paste_samples else rng.choice(others, options.paste_samples, False)
+        targets, _, _ = _load(dataset, np.sort(picked))
+        if len(targets):
+            pasted = targets.clone()
+            pasted[:, :, y0:y1, x0:x1] = patches.median(dim=0).values
+            before = (_predict(model, targets, batch_size).argmax(1) == explained).double().mean()
+            after = (_predict(model, pasted, batch_size).argmax(1) == explained).double().mean()
+            carry = float(after - before)
+    uniform = constant >= options.min_constant_share
+    carries = carry is not None and carry >= options.min_carry
+    evidence.update(
+        paste_carry=carry,
+        artefact=bool(uniform and (carries or border)),
+        decided_by="no subjects: "
+        + ", ".join(
+            [
+                f"{constant:.0%} of the spot is the same in every member image "
+                f"({'at least' if uniform else 'under'} {options.min_constant_share:.0%})",
+                f"{'at' if border else 'off'} the border",
+                "paste not measured" if carry is None else f"pasting it carries {carry:.0%} of other-class images",
+            ]
+        ),
+    )
+    return evidence
+
+
+def run_strategies(
+    model: nn.Module,
+    dataset: Any,
+    samples_path: Any,
+    *,
+    method: str,
+    classes: Sequence[str] | None,
+    checks: Checks,
+    analysis: AnalysisOptions,
+    batch_size: int,
+    strategy_options: StrategyOptions | None = None,
+    occlusion: OcclusionOptions | None = None,
+) -> tuple[StrategiesResult, CheckResult | None]:
+    """Discover the strategies of ``method``'s heatmaps in ``samples.parquet``, write each row's
+    ``strategy`` there, occlude every candidate spot; return the result and the
+    ``max_location_shortcut`` check."""
+    occlusion = OcclusionOptions(seed=analysis.seed) if occlusion is None else occlusion
+    table = pq.read_table(samples_path, columns=["method", "target", "correct", "confidence", "subject_share"])
+    rows = np.flatnonzero(table.column("method").to_numpy(zero_copy_only=False) == method)
+    first = table.take(rows)
+    grids_column = pq.read_table(samples_path, columns=[HEATMAP_GRID], filters=[("method", "==", method)])
+    grids_column = grids_column.column(HEATMAP_GRID)
+    valid = ~grids_column.is_null().to_numpy(zero_copy_only=False)
+    grids = np.zeros((len(rows), GRID * GRID), dtype=np.float32)
+    if valid.any():
+        grids[valid] = grids_column.drop_null().combine_chunks().flatten().to_numpy().reshape(-1, GRID * GRID)
+    explained = np.where(valid, np.nan_to_num(_floats(first, "target"), nan=-1), -1).astype(np.int64)
+    names = list(classes) if classes is not None else [str(c) for c in range(int(explained.max(initial=-1)) + 1)]
+    attributes = list(getattr(dataset, "attributes", ()))
+    groups = {}
+    if attributes:
+        frame = pq.read_table(samples_path, columns=attributes).take(rows)
+        groups = {a: frame.column(a).to_numpy(zero_copy_only=False) for a in attributes}
+    discovery = discover(
+        grids,
+        explained,
+        _floats(first, "correct"),
+        _floats(first, "confidence"),
+        class_names=names,
+        groups=groups,
+        subject_share=_floats(first, "subject_share"),
+        options=strategy_options,
+        n_boot=analysis.bootstrap,
+        level=analysis.confidence,
+    )
+    _write_strategies(samples_path, rows, discovery.assignment)
+    threshold = (
+        DEFAULT_MAX_LOCATION_SHORTCUT if checks.max_location_shortcut is None else checks.max_location_shortcut.value
+    )
+    not_measured = [
+        f"{c['class']}: strategies {c['status']} ({c['reason']})" for c in discovery.classes if c["status"] != "ok"
+    ]
+    measured = []
+    with preserved(model, frozen=True):
+        for strategy in discovery.strategies:
+            if not strategy.candidate:
+                not_measured.append(f"{strategy.id}: occlusion not measured ({NOT_A_SPOT})")
+                continue
+            others = np.flatnonzero((explained >= 0) & (explained != strategy.explained))
+            strategy.occlusion = occlude_strategy(
+                model,
+                dataset,
+                strategy,
+                strategy.rows,
+                others,
+                occlusion,
+                threshold=threshold,
+                n_boot=analysis.bootstrap,
+                level=analysis.confidence,
+                batch_size=batch_size,
+            )
+            if not strategy.occlusion["measured"]:
+                not_measured.append(f"{strategy.id}: occlusion not measured ({strategy.occlusion['reason']})")
+                continue
+            artefact = strategy.occlusion["evidence"]["artefact"]
+            strategy.flagged = bool(strategy.occlusion["clear"] and artefact)
+            if artefact:
+                measured.append(strategy.occlusion)
+    ids = pq.read_table(samples_path, columns=["id"]).column("id").take(rows).to_pylist()
+    pictures = {s.id: _pictures(dataset, s.exemplars, ids) for s in discovery.strategies}
+    reason = "no strategy has a compact hot spot shared by its members off the subject: nothing to occlude"
+    check = location_shortcut_check(measured, checks, analysis, reason)
+    return StrategiesResult(discovery, method, not_measured, pictures), check
+
+
+def _pictures(dataset: Any, positions: np.ndarray, ids: Sequence[str]) -> list[tuple[str, np.ndarray]]:
+    """The exemplars as displayable RGB uint8 pictures, with their sample ids."""
+    images, _, _ = _load(dataset, positions)
+    if not len(images):
+        return []
+    shown = (dataset.preprocessing.denormalise(images) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return [(ids[int(p)], picture) for p, picture in zip(positions, shown, strict=False)]
+
+
+def _floats(table: pa.Table, name: str) -> np.ndarray:
+    """A column as float64, NaN where null."""
+    return pc.cast(table.column(name), pa.float64()).to_numpy(zero_copy_only=False)
+
+
+def _write_strategies(path: Any, rows: np.ndarray, assignment: np.ndarray) -> None:
+    """Set ``samples.parquet``'s ``strategy`` column to ``assignment`` at ``rows`` (null elsewhere),
+    streamed batch by batch into a new file that then replaces it: memory stays flat."""
+    source = pq.ParquetFile(path)
+    total = source.metadata.num_rows
+    values = np.full(total, None, dtype=object)
+    values[rows] = assignment
+    tmp = f"{path}.tmp"
+    start = 0
+    with pq.ParquetWriter(tmp, source.schema_arrow) as writer:
+        for batch in source.iter_batches(batch_size=65536):
+            index = batch.schema.get_field_index(STRATEGY)
+            column = pa.array(values[start : start + batch.num_rows].tolist(), type=pa.string())
+            writer.write_batch(batch.set_column(index, batch.schema.field(index), column))
+            start += batch.num_rows
+    os.replace(tmp, path)

@@ -1,0 +1,100 @@
+"""Cost of the strategy discovery and the location-shortcut test within an audit.
+
+Audits N synthetic samples (bench/scale_bench.py's in-memory dataset and tiny CNN), each N in its
+own fresh subprocess, timing the strategies step (:func:`auditcam.probes.occlusion.run_strategies`)
+against the rest of the same audit, and the peak resident memory. Prints two ratios measured in
+this run: strategies time / rest of the audit at the first N (limit 1.10, i.e. at most +10 %),
+and peak RSS at the last N / the first N (limit 1.10). Exit code 1 when either is over.
+
+    PYTHONPATH=$PWD python bench/strategies_bench.py                  # 10,000 and 100,000 samples
+    PYTHONPATH=$PWD python bench/strategies_bench.py --sizes 2000 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from scale_bench import Synthetic, Tiny
+
+
+def child(n: int, batch_size: int) -> dict:
+    """One audit of ``n`` samples in this process: total and strategies seconds, peak RSS."""
+    import importlib
+
+    from auditcam import AnalysisOptions, AuditSettings, audit
+
+    module = importlib.import_module("auditcam.audit")  # the module: ``auditcam.audit`` is the function
+    spent = []
+    original = module.run_strategies
+
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            spent.append(time.perf_counter() - start)
+
+    module.run_strategies = timed
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        audit(
+            Tiny().eval(),
+            Synthetic(n),
+            AuditSettings(batch_size=batch_size),
+            num_workers=0,
+            analysis=AnalysisOptions(min_group_size=30, bootstrap=1000),
+            run_dir=Path(tmp) / "run",
+            progress=False,
+        )
+    total = time.perf_counter() - start
+    return {
+        "n": n,
+        "seconds": total,
+        "strategies_seconds": sum(spent),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--time-limit", type=float, default=0.10)
+    parser.add_argument("--memory-limit", type=float, default=0.10)
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child is not None:
+        print(json.dumps(child(args.child, args.batch_size)))
+        return 0
+    results = []
+    for n in args.sizes:
+        command = [sys.executable, __file__, "--child", str(n), "--batch-size", str(args.batch_size)]
+        results.append(json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout))
+        r = results[-1]
+        print(
+            f"{r['n']:>9,} samples  audit {r['seconds']:7.1f} s  strategies {r['strategies_seconds']:6.2f} s  "
+            f"peak RSS {r['peak_rss_mb']:7.1f} MB",
+            flush=True,
+        )
+    first, last = results[0], results[-1]
+    cost = first["strategies_seconds"] / (first["seconds"] - first["strategies_seconds"])
+    memory = last["peak_rss_mb"] / first["peak_rss_mb"]
+    ok_time, ok_memory = cost <= args.time_limit, memory <= 1 + args.memory_limit
+    print(f"strategies / rest of the audit at {first['n']:,} samples = +{cost:.1%} ({'OK' if ok_time else 'FAIL'}: "
+          f"limit +{args.time_limit:.0%})")  # fmt: skip
+    print(f"peak RSS {last['n']:,} / {first['n']:,} samples = {memory:.3f}x ({'OK' if ok_memory else 'FAIL'}: "
+          f"limit {1 + args.memory_limit:.2f}x)")  # fmt: skip
+    return 0 if ok_time and ok_memory else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
