@@ -207,8 +207,8 @@ def scan(folder: Path, layout: Layout, schema: pa.Schema, n_methods: int) -> Pro
                 done.add(c)
             elif samples and rows == samples * n_methods and samples % layout.batch_size == 0:
                 journals[c] = samples
-            else:
-                dropped.append(journal.name)
+            else:  # a journal without one whole batch held nothing: no loss worth reporting
+                dropped.extend([journal.name] if rows else [])
                 journal.unlink()
     stray = {p.name for p in folder.glob("shard-*")} - {
         p.name for c in range(layout.n_shards) for p in (shard_path(folder, c), journal_path(folder, c))

@@ -106,6 +106,18 @@ def test_scan_deletes_what_cannot_be_read_and_merge_streams_in_order(tmp_path):
     assert merged.column("id").to_pylist() == [f"s{p}" for p in range(10)]
 
 
+def test_a_journal_whose_only_batch_was_in_flight_is_deleted_without_a_report(tmp_path):
+    """Killed while its first batch was written: nothing saved is lost, so resuming warns of nothing."""
+    layout = Layout(n_samples=4, batch_size=2, shard_size=4)
+    path = journal_path(tmp_path, 0)
+    Journal(path, SCHEMA, [_rows([0, 1])]).close()
+    path.write_bytes(path.read_bytes()[:-40])  # the batch torn
+    assert salvage(path, SCHEMA) == []
+    progress = scan(tmp_path, layout, SCHEMA, n_methods=1)
+    assert progress.dropped == () and progress.journals == {} and not path.exists()
+    assert progress.work(layout) == [(0, 0)]
+
+
 def test_a_shard_with_missing_rows_is_not_done(tmp_path):
     layout = Layout(n_samples=4, batch_size=2, shard_size=4)
     pq.write_table(pa.Table.from_batches([_rows([0, 1])]), shard_path(tmp_path, 0))
