@@ -22,7 +22,6 @@ from auditcam.data import LabelledDataset, as_audit_dataset
 from auditcam.errors import InputError
 from auditcam.models import ModelInfo, model_device
 from auditcam.probes.beyond import beyond_heatmaps
-from auditcam.probes.occlusion import run_strategies
 from auditcam.result import AuditResult
 from auditcam.run import distributed
 from auditcam.run.device import amp_dtype, on_device, resolve_device
@@ -156,6 +155,7 @@ def audit(
                 dataset,
                 gallery,
                 settings,
+                samples=folder.samples,
                 donors=donors,
                 subjects=analyses[methods[0]].n_with_subject > 0,
                 method=methods[0],
@@ -167,17 +167,6 @@ def audit(
                 num_workers=num_workers,
                 progress=progress,
             )
-            beyond["strategies"], location = run_strategies(
-                model,
-                dataset,
-                folder.samples,
-                method=methods[0],
-                classes=classes,
-                checks=checks,
-                analysis=options,
-                batch_size=batch_size,
-            )
-            beyond["checks"] += [location] if location is not None else []
         check_results = [*evaluate_checks(analyses[methods[0]], checks), *beyond.pop("checks")]
         meta = run_meta(
             name=name,

@@ -27,11 +27,9 @@ from scale_bench import Synthetic, Tiny
 
 def child(n: int, batch_size: int) -> dict:
     """One audit of ``n`` samples in this process: total and strategies seconds, peak RSS."""
-    import importlib
-
     from auditcam import AnalysisOptions, AuditSettings, audit
+    from auditcam.probes import occlusion as module  # beyond_heatmaps looks run_strategies up here
 
-    module = importlib.import_module("auditcam.audit")  # the module: ``auditcam.audit`` is the function
     spent = []
     original = module.run_strategies
 

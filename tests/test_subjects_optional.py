@@ -9,7 +9,7 @@ import math
 import pandas as pd
 import pytest
 
-from auditcam import Checks, LabelledDataset, audit
+from auditcam import AuditSettings, Checks, LabelledDataset, audit
 from auditcam.config import AnalysisOptions, GroupGap, Threshold
 from auditcam.stats.analysis import NO_SUBJECTS, SUBJECT_STATISTICS
 from auditcam.stats.checks import NOT_APPLICABLE
@@ -139,3 +139,17 @@ def test_a_folder_tree_without_masks_is_audited_end_to_end(small_dataset, tmp_pa
     report = (out / "report.html").read_text(encoding="utf-8")
     assert f'<div class="value not-measured">{NO_SUBJECTS}</div>' in report  # a key number, not a 0
     assert "No sample has a subject label" in report
+
+
+def test_the_counterfactual_test_without_subjects_is_not_applicable(three_manifests, demo_model):
+    """No subject masks: no background can be swapped, so both counterfactual checks are not
+    applicable (with why) and the audit's verdict does not rest on them."""
+    paths, classes = three_manifests
+    model, info = demo_model
+    dataset = LabelledDataset.from_manifest(paths["none"], classes=classes)
+    result = audit(model, dataset, AuditSettings(counterfactual=True), analysis=FEW, model_info=info, progress=False)
+    checks = {c.name: c for c in result.checks}
+    for name in ("background_following", "bg_gap"):
+        assert checks[name].outcome == NOT_APPLICABLE and checks[name].value is None, checks[name]
+        assert checks[name].detail.startswith(NO_SUBJECTS) and not checks[name].blocking
+    assert result.counterfactual is None

@@ -18,6 +18,7 @@ def beyond_heatmaps(
     gallery: Gallery,
     settings: AuditSettings,
     *,
+    samples: Any,
     donors: Any,
     subjects: bool,
     method: str,
@@ -29,21 +30,25 @@ def beyond_heatmaps(
     num_workers: int | None,
     progress: bool,
 ) -> dict[str, Any]:
-    """AuditResult fields (``counterfactual``, ``sanity``, ``featuremaps``) plus ``checks``;
+    """AuditResult fields (``counterfactual``, ``sanity``, ``featuremaps``, ``strategies``) plus
+    ``checks``; ``samples``: the run's samples.parquet (the strategies cluster its heatmap grids);
     ``donors``: the dataset the swapped-in backgrounds come from (None: ``dataset``); ``method``
     and ``layer``: the explained ones that the sanity check and the feature maps use. Without
     ``subjects`` (no sample has one) the background test cannot move any subject: its checks are
     not applicable."""
     from auditcam.probes.counterfactual import BG_GAP, FOLLOWING, CounterfactualOptions, run_counterfactual
     from auditcam.probes.featuremaps import exemplar_grids
+    from auditcam.probes.occlusion import run_strategies
     from auditcam.probes.sanity import SanityOptions, run_sanity
     from auditcam.stats.analysis import NO_SUBJECTS
     from auditcam.stats.checks import background_following_check, bg_gap_check, not_applicable, sanity_check
+    from auditcam.stats.estimates import Estimate
 
     out: dict[str, Any] = {"checks": []}
     if settings.counterfactual and not subjects:
-        nothing = {"value": None, "ci": None, "n": 0}
-        for check in (background_following_check(nothing, checks, options), bg_gap_check(nothing, checks, options)):
+        following = Estimate(FOLLOWING, None, None, 0, options.confidence, sufficient=False)
+        gap = Estimate(BG_GAP, None, None, 0, options.confidence, sufficient=False)
+        for check in (background_following_check(following, checks, options), bg_gap_check(gap, checks, options)):
             if check is not None:
                 out["checks"].append(not_applicable(check, f"{NO_SUBJECTS}: swapping backgrounds needs subject masks"))
     elif settings.counterfactual:
@@ -85,7 +90,10 @@ def beyond_heatmaps(
     if channels > 0 and layer is not None:
         shown = list({e.record["id"]: e for e in [*gallery.background_reliant, *gallery.subject_focused]}.values())
         out["featuremaps"] = exemplar_grids(model, shown, dataset.preprocessing, layer, channels)
-    out["checks"] = [c for c in out["checks"] if c is not None]
+    out["strategies"], location = run_strategies(
+        model, dataset, samples, method=method, classes=classes, checks=checks, analysis=options, batch_size=batch_size
+    )
+    out["checks"] = [c for c in [*out["checks"], location] if c is not None]
     return out
 
 
