@@ -31,7 +31,7 @@ import pyarrow.dataset as ds
 
 from auditcam.config import AnalysisOptions
 from auditcam.errors import InputError
-from auditcam.files import Parts, json_text, read_json, read_parts, replacing, write_parquet, write_parts
+from auditcam.files import Parts, atomic_write, json_text, read_json, read_parts, replacing, write_parquet, write_parts
 from auditcam.run.gallery import Gallery
 from auditcam.run.loop import analysis_frame
 from auditcam.run.runfolder import COUNTERFACTUAL, FEATUREMAPS, GALLERY, SAMPLES, SANITY, STRATEGIES
@@ -109,8 +109,7 @@ def render_views(
     for view in _views(kind, formats):
         paths[view.filename] = out / view.filename
         try:
-            with replacing(paths[view.filename]) as tmp:
-                tmp.write_text(view.render(subject), encoding="utf-8")
+            atomic_write(paths[view.filename], view.render(subject))
         except OSError as exc:
             raise InputError(NOT_WRITABLE.format(out=out, reason=exc.strerror or exc)) from None
     return paths
@@ -320,8 +319,7 @@ class AuditResult:
             for stem, parts in self._parts().items():
                 paths.update({path.name: path for path in write_parts(out, stem, parts)})
             paths[SUMMARY] = out / SUMMARY
-            with replacing(paths[SUMMARY]) as tmp:
-                tmp.write_text(json_text(self._summary()), encoding="utf-8")
+            atomic_write(paths[SUMMARY], json_text(self._summary()))
         except OSError as exc:
             raise InputError(NOT_WRITABLE.format(out=out, reason=exc.strerror or exc)) from None
         return {**paths, **render_views(AuditResult.read(out), out, formats)}
@@ -426,14 +424,12 @@ class Comparison:
                 paths[f"samples_{side}.parquet"] = out / f"samples_{side}.parquet"
                 result.write_samples(paths[f"samples_{side}.parquet"])
                 paths[f"summary_{side}.json"] = out / f"summary_{side}.json"
-                with replacing(paths[f"summary_{side}.json"]) as tmp:
-                    tmp.write_text(json_text(result.summary()), encoding="utf-8")
+                atomic_write(paths[f"summary_{side}.json"], json_text(result.summary()))
             for name, frame in tables.items():
                 paths[name] = out / name
                 write_parquet(paths[name], frame)
             paths[COMPARISON_JSON] = out / COMPARISON_JSON
-            with replacing(paths[COMPARISON_JSON]) as tmp:
-                tmp.write_text(json_text(self.to_dict()), encoding="utf-8")
+            atomic_write(paths[COMPARISON_JSON], json_text(self.to_dict()))
         except OSError as exc:
             raise InputError(NOT_WRITABLE.format(out=out, reason=exc.strerror or exc)) from None
         return {**paths, **render_views(Comparison.read(out), out, formats)}
