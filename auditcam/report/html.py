@@ -489,15 +489,21 @@ def render_index(title: str, intro: str, reports: dict[str, tuple[AuditResult, s
 # -- comparison -------------------------------------------------------------------------------
 
 
-def _check_rows(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Checks of the summaries A and B side by side, matched by name."""
+def _check_series(summaries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each check by name, with its rule and its result in each summary (``at``, in order; None
+    where that audit did not run it): the check tables of the comparison and trend pages."""
     rows: dict[str, dict[str, Any]] = {}
-    for side, summary in (("a", a), ("b", b)):
+    for i, summary in enumerate(summaries):
         for check in summary["checks"]:
-            name = check["name"]
-            row = rows.setdefault(name, {"name": name, "rule": f"{check['op']} {fmt(check['threshold'])}"})
-            row[side] = check
-    return [{"a": None, "b": None, **row} for row in rows.values()]
+            rule = f"{check['op']} {fmt(check['threshold'])}"
+            row = rows.setdefault(check["name"], {"name": check["name"], "rule": rule, "at": [None] * len(summaries)})
+            row["at"][i] = check
+    return list(rows.values())
+
+
+def _check_rows(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Checks of the summaries A and B side by side, matched by name (None where one lacks it)."""
+    return [{**row, "a": row["at"][0], "b": row["at"][1]} for row in _check_series([a, b])]
 
 
 def _side_facts(summary: Mapping[str, Any]) -> dict[str, Any]:
@@ -517,6 +523,22 @@ def _unique(values: Iterable[Any]) -> list[Any]:
     return list(dict.fromkeys(values))
 
 
+def _shared_facts(meta: Mapping[str, Any], n_samples: int, method: str) -> list[tuple[str, str, bool]]:
+    """(label, text, monospace) of what several audits of the same samples share: the data, the
+    method, the date and the versions."""
+    dataset = meta["dataset"]
+    facts = [("dataset", str(dataset["source"]), True)]
+    if dataset.get("sha256"):
+        facts.append(("dataset sha256", dataset["sha256"], True))
+    return [
+        *facts,
+        ("samples", str(n_samples), False),
+        ("method", f"{method} ({'predicted' if meta.get('target') == 'pred' else 'true'} class)", False),
+        ("date", str(meta.get("created", "")), False),
+        ("versions", " · ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items()), False),
+    ]
+
+
 def comparison_context(comparison: Comparison) -> dict[str, Any]:
     """Everything the comparison page shows."""
     data = comparison.to_dict(max_changed=MAX_CHANGED_LISTED)
@@ -531,15 +553,7 @@ def comparison_context(comparison: Comparison) -> dict[str, Any]:
         for name, result in zip(comparison.names, (comparison.a, comparison.b), strict=True)
     }
     dataset = meta["dataset"]
-    facts = [("dataset", str(dataset["source"]), True)]
-    if dataset.get("sha256"):
-        facts.append(("dataset sha256", dataset["sha256"], True))
-    facts += [
-        ("samples", str(data["n_samples"]), False),
-        ("method", f"{method} ({'predicted' if meta.get('target') == 'pred' else 'true'} class)", False),
-        ("date", str(meta.get("created", "")), False),
-        ("versions", " · ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items()), False),
-    ]
+    facts = _shared_facts(meta, data["n_samples"], method)
     return {
         **page_assets(script=True),
         "names": comparison.names,
@@ -576,23 +590,6 @@ def render_comparison(comparison: Comparison) -> str:
 # -- trend ------------------------------------------------------------------------------------
 
 TREND_GROUP_STATISTICS = ("accuracy", "background_reliant_rate", "subject_share_mean", "border_share_mean")
-
-
-def _check_series(checkpoints: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Each check by name with its result at every checkpoint (None where it did not run)."""
-    rows: dict[str, dict[str, Any]] = {}
-    for i, checkpoint in enumerate(checkpoints):
-        for check in checkpoint["checks"]:
-            row = rows.setdefault(
-                check["name"],
-                {
-                    "name": check["name"],
-                    "rule": f"{check['op']} {fmt(check['threshold'])}",
-                    "at": [None] * len(checkpoints),
-                },
-            )
-            row["at"][i] = check
-    return list(rows.values())
 
 
 def _statistic_rows(
@@ -635,16 +632,7 @@ def trend_context(trend: Trend) -> dict[str, Any]:
         for dimension, groups in checkpoints[-1]["statistics"].items()
         if dimension not in ("overall", CORRECTNESS)
     }
-    dataset = meta["dataset"]
-    facts = [("model", str(meta["model"]["spec"]), True), ("dataset", str(dataset["source"]), True)]
-    if dataset.get("sha256"):
-        facts.append(("dataset sha256", dataset["sha256"], True))
-    facts += [
-        ("samples", str(data["n_samples"]), False),
-        ("method", f"{data['method']} ({'predicted' if meta.get('target') == 'pred' else 'true'} class)", False),
-        ("date", str(meta.get("created", "")), False),
-        ("versions", " · ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items()), False),
-    ]
+    facts = [("model", str(meta["model"]["spec"]), True), *_shared_facts(meta, data["n_samples"], data["method"])]
     return {
         **page_assets(script=True),
         "name": meta["name"],
@@ -652,7 +640,7 @@ def trend_context(trend: Trend) -> dict[str, Any]:
         "decided_on": data["decided_on"],
         "checkpoints": checkpoints,
         "n_samples": data["n_samples"],
-        "dataset": dataset["source"],
+        "dataset": meta["dataset"]["source"],
         "method": data["method"],
         "analysis": meta["analysis"],
         "facts": facts,
