@@ -37,11 +37,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from auditcam import AnalysisOptions, Checks, Explainer, Monitor, score  # noqa: E402
-from auditcam.data.custom import WrappedDataset  # noqa: E402
-from auditcam.demo.models import PREPROCESSING, TinyCNN  # noqa: E402
-from auditcam.demo.synthetic import CLASSES, make_split  # noqa: E402
-from auditcam.run.memory import release_memory  # noqa: E402
+from auditcam import AnalysisOptions, Checks, Explainer, Monitor, score
+from auditcam.data.custom import WrappedDataset
+from auditcam.demo.models import PREPROCESSING, TinyCNN
+from auditcam.demo.synthetic import CLASSES, make_split
+from auditcam.run.memory import release_memory
 
 GOAL_MB = 1.0  # per 1,000 calls
 HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")

@@ -29,7 +29,7 @@ def _overall(summary, statistic):
 
 @pytest.mark.slow
 def test_the_background_reliance_rises_over_shortcut_training_with_intervals(trend_run):
-    code, out, _, _ = trend_run
+    _, out, _, _ = trend_run
     summary = json.loads((out / "summary.json").read_text())
     reliance = _overall(summary, "background_reliant_rate")
     values = [e["value"] for e in reliance]
@@ -64,7 +64,8 @@ def test_the_summary_lists_every_checkpoint_with_its_weights_sha256_step_and_che
         assert entry["weights_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
         assert [c["name"] for c in entry["checks"]] == ["background_reliant_rate"]  # --no-strategies
         inner = json.loads((out / entry["folder"] / "summary.json").read_text())
-        assert inner["checks"] == entry["checks"] and inner["meta"]["model"]["weights_sha256"] == entry["weights_sha256"]
+        assert inner["checks"] == entry["checks"]
+        assert inner["meta"]["model"]["weights_sha256"] == entry["weights_sha256"]
         assert (out / entry["folder"] / "report.html").is_file()
     # the checks are decided on the last checkpoint: the first passed the 0.5 ceiling, the last did not
     assert [e["passed"] for e in entries] == [True, False, False]
