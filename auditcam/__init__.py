@@ -15,9 +15,10 @@ from auditcam.integrations.monitor import Monitor
 from auditcam.models import Preprocessing, load_model
 from auditcam.probes.counterfactual import CounterfactualOptions
 from auditcam.probes.sanity import SanityOptions
-from auditcam.result import AuditResult, Comparison, compare
+from auditcam.result import AuditResult, Comparison, Trend, compare
 from auditcam.scoring import score
 from auditcam.stats.analysis import Analysis, analyse
+from auditcam.trend import trend
 from auditcam.version import __version__
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "Monitor",
     "Preprocessing",
     "SanityOptions",
+    "Trend",
     "__version__",
     "analyse",
     "audit",
@@ -45,4 +47,5 @@ __all__ = [
     "load_model",
     "open_dataset",
     "score",
+    "trend",
 ]

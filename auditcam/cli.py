@@ -1,9 +1,10 @@
-"""Command line: ``auditcam demo``, ``audit``, ``compare``, ``validate`` and ``featuremaps``.
+"""Command line: ``auditcam demo``, ``audit``, ``compare``, ``trend``, ``validate``,
+``featuremaps`` and ``report``.
 
 Exit codes: 0 every check passed, 1 a check failed (or lacks data, unless
 ``insufficient_data = "skip"``), 2 bad input or usage (one line on stderr, no traceback),
 3 internal error (a bug: traceback and a request to report it). ``compare`` exits with the
-verdict of model B's checks.
+verdict of model B's checks, ``trend`` with that of the last checkpoint's.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ PARAMETER_FLAGS = {
     "num_workers": "--workers",
     "num_classes": "--num-classes",
     "classes": "--classes",
+    "checkpoints": "--weights",
+    "steps": "--step",
 }
 
 
@@ -278,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_log_argument(runtime)
     run.set_defaults(handler=_run_audit)
     _add_compare(sub)
+    _add_trend(sub)
     _add_validate(sub)
     _add_featuremaps(sub)
     _add_report(sub)
@@ -285,13 +289,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
-    """``auditcam report``: render the views of an audit (or comparison) folder again."""
+    """``auditcam report``: render the views of an audit (comparison, trend) folder again."""
     report = sub.add_parser(
         "report",
-        help="render an audit's (or comparison's) report.html and junit.xml again from its folder, "
+        help="render an audit's (or comparison's, or trend's) report.html and junit.xml again from its folder, "
         "e.g. after an upgrade",
     )
-    report.add_argument("out", type=Path, metavar="OUT", help="the --out folder of an audit or comparison")
+    report.add_argument("out", type=Path, metavar="OUT", help="the --out folder of an audit, comparison or trend")
     report.add_argument(
         "--format",
         type=_names,
@@ -302,12 +306,12 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from auditcam.result import COMPARISON_JSON, AuditResult, Comparison, render_views
+    from auditcam.result import Comparison, Trend, read_bundle, render_views
 
-    kind = Comparison if (args.out / COMPARISON_JSON).is_file() else AuditResult
-    bundle = kind.read(args.out)
+    bundle = read_bundle(args.out)
     paths = render_views(bundle, args.out, args.format)
-    print(f"{'PASSED' if bundle.passed else 'FAILED'} audit; rendered {', '.join(map(str, paths.values()))}")
+    kind = "comparison" if isinstance(bundle, Comparison) else "trend" if isinstance(bundle, Trend) else "audit"
+    print(f"{'PASSED' if bundle.passed else 'FAILED'} {kind}; rendered {', '.join(map(str, paths.values()))}")
     return EXIT_PASS
 
 
@@ -316,13 +320,25 @@ MODEL_SPECS = (
 )
 
 
-def add_model_arguments(group: argparse._ArgumentGroup, *, twice: bool = False) -> None:
+def add_model_arguments(group: argparse._ArgumentGroup, *, twice: bool = False, checkpoints: bool = False) -> None:
     """The flags that load a model and set its preprocessing, shared by every subcommand that loads
-    one; with ``twice`` (``compare``), --model, --weights and --num-classes are given once or twice."""
+    one; with ``twice`` (``compare``), --model, --weights and --num-classes are given once or twice;
+    with ``checkpoints`` (``trend``), --weights names several files or globs."""
     per_model = {"action": "append"} if twice else {}
     each = " (once or twice)" if twice else ""
     group.add_argument("--model", required=True, metavar="SPEC", help=MODEL_SPECS + each, **per_model)
-    group.add_argument("--weights", type=Path, help="state dict: .safetensors, .pt or .pth" + each, **per_model)
+    if checkpoints:
+        group.add_argument(
+            "--weights",
+            required=True,
+            nargs="+",
+            action="extend",
+            metavar="FILE|GLOB",
+            help="the checkpoints' state dicts (.safetensors, .pt, .pth): files or quoted globs such as "
+            "'ckpts/*.pt'; repeatable. Ordered by name (numbers compared as numbers) unless --step is given",
+        )
+    else:
+        group.add_argument("--weights", type=Path, help="state dict: .safetensors, .pt or .pth" + each, **per_model)
     group.add_argument(
         "--num-classes",
         type=_positive_int,
@@ -753,6 +769,91 @@ def _run_compare(args: argparse.Namespace, argv: Sequence[str]) -> int:
         print(f"{check.outcome.upper():>17}  B: {check.message}")
     print(f"B {'PASSED' if comparison.passed else 'FAILED'}: report {paths['comparison.html']}")
     return EXIT_PASS if comparison.passed else EXIT_FAIL
+
+
+def _add_trend(sub) -> None:
+    """``auditcam trend``: several checkpoints of one model on the same samples."""
+    trend = sub.add_parser(
+        "trend",
+        help="audit several checkpoints of one model on the same samples and show how each statistic moved",
+        description="Every checkpoint is loaded into the one model and audited on the same samples, in one process. "
+        "Exit code: the last checkpoint's verdict (0 it passes its checks, 1 it does not, 2 bad input).",
+    )
+    models = trend.add_argument_group("model and checkpoints")
+    add_model_arguments(models, checkpoints=True)
+    models.add_argument(
+        "--step",
+        metavar="REGEX",
+        help="each checkpoint's training step: the number this pattern's first group finds in its path, e.g. "
+        "'epoch(\\d+)'; orders the checkpoints (default: by name, the step is the position)",
+    )
+    models.add_argument("--name", help="the trend's name shown in its report (default: the model spec)")
+    data = trend.add_argument_group("data")
+    _add_data_arguments(data)
+    data.add_argument("--allow-missing", action="store_true", help="record missing files as errors")
+    add_setting_arguments(trend)
+    add_check_arguments(trend)
+    runtime = trend.add_argument_group("run")
+    runtime.add_argument(
+        "--out", required=True, type=Path, help="output folder: the trend, and each checkpoint's audit in checkpoints/"
+    )
+    _add_workers_argument(runtime)
+    runtime.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_scale_arguments(trend)
+    _add_log_argument(runtime)
+    trend.set_defaults(handler=_run_trend)
+
+
+def _run_trend(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from auditcam.data import LabelledDataset, read_classes
+    from auditcam.models import load_model_info
+    from auditcam.trend import find_checkpoints, trend
+
+    config = load_config_from_args(args)
+    found = find_checkpoints(args.weights, args.step)
+    model, info = load_model_info(args.model, None, args.num_classes, **model_options(args))
+    dataset = LabelledDataset.open(
+        args.data,
+        classes=read_classes(args.classes) if args.classes else info.classes,
+        preprocessing=info.preprocessing,
+        allow_missing=args.allow_missing,
+        **_data_options(args),
+    )
+    result = trend(
+        model,
+        dataset,
+        [path for path, _ in found],
+        _with_donors(config.settings, dataset, args.allow_missing),
+        steps=[step for _, step in found],
+        checks=config.checks,
+        analysis=config.analysis,
+        model_info=info,
+        name=args.name,
+        run_dir=args.out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        num_workers=args.workers,
+        progress=not args.no_progress,
+        command="auditcam " + shlex.join(argv),
+        config_sources=config.sources,
+    )
+    paths = result.write(args.out)
+    if args.log:
+        from auditcam.integrations.targets import log_trend
+
+        log_trend(result, args.out, args.log)
+    first_to_last = result.changes[(result.changes["from"] == 0) & (result.changes["to"] == len(found) - 1)]
+    for row in first_to_last[first_to_last["dimension"] == "overall"].itertuples():
+        print(
+            f"{row.statistic:>24}  {row.a:.3f} -> {row.b:.3f}  delta {row.delta:+.3f} "
+            f"[{row.delta_ci_low:+.3f}, {row.delta_ci_high:+.3f}]  {row.direction}"
+        )
+    last = result.checkpoints[-1]
+    for check in result.results[-1].checks:
+        print(f"{check.outcome.upper():>17}  {last.name}: {check.message}")
+    verdict = "PASSED" if result.passed else "FAILED"
+    print(f"{verdict} at the last checkpoint ({last.name}, step {last.step}): report {paths['trend.html']}")
+    return EXIT_PASS if result.passed else EXIT_FAIL
 
 
 def main(argv: Sequence[str] | None = None) -> int:

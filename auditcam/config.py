@@ -225,6 +225,8 @@ class AuditSettings:
       subject-only variant filled with ``bg_fill``.
     - ``sanity``: the model-randomisation check, on ``sanity_samples`` samples, comparing the maps after
       at most ``sanity_stages`` stages of the cascade.
+    - ``strategies``: the strategy discovery and its location-shortcut test (on by default; off, the
+      ``max_location_shortcut`` check is not run).
     """
 
     methods: tuple[Any, ...] = ("gradcam",)
@@ -245,6 +247,7 @@ class AuditSettings:
     sanity: bool = False
     sanity_samples: int = 32
     sanity_stages: int = 16
+    strategies: bool = True
 
     def __post_init__(self) -> None:
         methods = (self.methods,) if isinstance(self.methods, str) else tuple(self.methods)
@@ -706,6 +709,15 @@ RUN_KEYS: dict[str, RunKey] = {
             _BEYOND,
             metavar="N",
             text=_count_text(2),
+        ),
+        RunKey(
+            "strategies",
+            _flag,
+            "skip the strategy discovery and its location-shortcut test (the occlusion of each strategy's hot "
+            "spot), and with them the max_location_shortcut check",
+            _BEYOND,
+            flag="--no-strategies",
+            action="store_false",
         ),
     )
 }

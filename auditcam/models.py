@@ -443,6 +443,13 @@ def _unwrap_state_dict(obj: Any, path: Path) -> Mapping[str, torch.Tensor]:
 
 def load_weights(model: nn.Module, path: str | Path) -> None:
     """Load a state dict from ``.safetensors`` or ``.pt``/``.pth`` (weights_only) into model."""
+    model.load_state_dict(read_weights(model, path))
+
+
+def read_weights(model: nn.Module, path: str | Path) -> Mapping[str, torch.Tensor]:
+    """The state dict in ``path`` (``.safetensors``, or ``.pt``/``.pth`` loaded weights_only),
+    checked against ``model`` without loading it: a missing file, an unreadable one, or one whose
+    keys or shapes do not fit the model is an :class:`InputError` naming the file."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"--weights {path}: file not found")
@@ -482,7 +489,7 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
         raise InputError(
             f"--weights {path}: does not match the architecture: {'; '.join(parts)}; check --model and --num-classes"
         )
-    model.load_state_dict(state)
+    return state
 
 
 def _factory_preprocessing(factory: Any) -> Preprocessing | None:

@@ -60,11 +60,16 @@ if TYPE_CHECKING:
 
 SCHEMA_VERSION = 1  # of summary.json; see auditcam/schemas/summary.schema.json
 SUMMARY = "summary.json"
-AUDIT, COMPARISON = "audit", "comparison"
+AUDIT, COMPARISON, TREND = "audit", "comparison", "trend"
 # the comparison bundle: comparison.json, each side's summary and samples, the paired tables
 COMPARISON_JSON, DELTAS, FOCUS = "comparison.json", "deltas.parquet", "transitions.parquet"
 SIDES = ("a", "b")
-NOT_A_BUNDLE = "{folder}: not an {kind} bundle, {name} is missing; give the --out folder of an auditcam {kind}"
+# the trend bundle: summary.json (kind "trend"), the estimates per checkpoint, the changes, and
+# each checkpoint's audit bundle (also its run folder) in checkpoints/<name>/
+TREND_SCHEMA_VERSION = 1
+ESTIMATES, CHANGES, CHECKPOINTS = "estimates.parquet", "changes.parquet", "checkpoints"
+NOT_A_TREND = "{path}: not a trend's summary.json; give the --out folder of auditcam trend"
+NOT_A_BUNDLE = "{folder}: not {a} {kind} bundle, {name} is missing; give the --out folder of auditcam {kind}"
 OTHER_SCHEMA = "{path}: schema_version {found!r}, but this auditcam reads {known}; {hint}"
 UNKNOWN_FORMAT = "--format {name!r}: choose from {names}"
 NOT_WRITABLE = "--out {out}: cannot write there ({reason}); choose a writable folder"
@@ -73,20 +78,20 @@ NOT_WRITABLE = "--out {out}: cannot write there ({reason}); choose a writable fo
 @dataclass(frozen=True)
 class View:
     """A file rendered from a bundle read from disk: its ``--format`` ``name``, the ``filename``
-    it is written to, and ``render`` (the result or comparison -> the file's text)."""
+    it is written to, and ``render`` (the result, comparison or trend -> the file's text)."""
 
     name: str
     filename: str
     render: Callable[[Any], str]
 
 
-# views by kind (audit, comparison) and name; auditcam.report registers html and junit
-VIEWS: dict[str, dict[str, View]] = {AUDIT: {}, COMPARISON: {}}
+# views by kind (audit, comparison, trend) and name; auditcam.report registers html and junit
+VIEWS: dict[str, dict[str, View]] = {AUDIT: {}, COMPARISON: {}, TREND: {}}
 
 
 def register_view(kind: str, view: View) -> None:
-    """Render ``view`` whenever a bundle of ``kind`` (``"audit"`` or ``"comparison"``) is written
-    or rendered again; a view of the same name is replaced."""
+    """Render ``view`` whenever a bundle of ``kind`` (``"audit"``, ``"comparison"`` or
+    ``"trend"``) is written or rendered again; a view of the same name is replaced."""
     VIEWS[kind][view.name] = view
 
 
@@ -99,11 +104,11 @@ def _views(kind: str, formats: Sequence[str] | None) -> list[View]:
 
 
 def render_views(
-    subject: AuditResult | Comparison, out: str | Path, formats: Sequence[str] | None = None
+    subject: AuditResult | Comparison | Trend, out: str | Path, formats: Sequence[str] | None = None
 ) -> dict[str, Path]:
-    """Render the views ``formats`` (default: every registered one) of a result or comparison
-    read from a bundle into ``out``; return their paths by file name."""
-    kind = COMPARISON if isinstance(subject, Comparison) else AUDIT
+    """Render the views ``formats`` (default: every registered one) of a result, comparison or
+    trend read from a bundle into ``out``; return their paths by file name."""
+    kind = COMPARISON if isinstance(subject, Comparison) else TREND if isinstance(subject, Trend) else AUDIT
     out = Path(out)
     paths = {}
     for view in _views(kind, formats):
@@ -122,10 +127,11 @@ def _json_ready(data: dict[str, Any]) -> dict[str, Any]:
 
 def _require(folder: Path, names: Sequence[str], kind: str) -> None:
     if not folder.is_dir():
-        raise InputError(f"{folder}: no such folder; give the --out folder of an auditcam {kind}")
+        raise InputError(f"{folder}: no such folder; give the --out folder of auditcam {kind}")
     for name in names:
         if not (folder / name).is_file():
-            raise InputError(NOT_A_BUNDLE.format(folder=folder, kind=kind, name=name))
+            article = "an" if kind[0] in "aeiou" else "a"
+            raise InputError(NOT_A_BUNDLE.format(folder=folder, a=article, kind=kind, name=name))
 
 
 def _read_summary(path: Path, known: int = SCHEMA_VERSION) -> dict[str, Any]:
@@ -461,10 +467,6 @@ class Comparison:
                 "checks": summary["checks"],
             }
 
-        def ci(row: Any, prefix: str) -> list[float] | None:
-            low, high = getattr(row, f"{prefix}_ci_low"), getattr(row, f"{prefix}_ci_high")
-            return None if math.isnan(low) else [float(low), float(high)]
-
         changed = self.changed if max_changed is None else self.changed.head(max_changed)
         return {
             "schema_version": COMPARISON_SCHEMA_VERSION,
@@ -479,11 +481,11 @@ class Comparison:
                     "group": r.group,
                     "statistic": r.statistic,
                     "a": json_number(r.a),
-                    "a_ci": ci(r, "a"),
+                    "a_ci": _interval(r, "a"),
                     "b": json_number(r.b),
-                    "b_ci": ci(r, "b"),
+                    "b_ci": _interval(r, "b"),
                     "delta": json_number(r.delta),
-                    "delta_ci": ci(r, "delta"),
+                    "delta_ci": _interval(r, "delta"),
                     "n_a": r.n_a,
                     "n_b": r.n_b,
                     "change": r.change,
@@ -525,3 +527,204 @@ def compare(a: AuditResult, b: AuditResult) -> Comparison:
         deltas=paired_deltas(a.analyses[method_a], b.analyses[method_b]),
         transitions=focus_transitions(frame_a, frame_b),
     )
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One checkpoint of a trend: its ``name`` (the weights file's stem), its ``step``, the
+    ``weights`` file and its ``weights_sha256``, and the ``folder`` (relative to the trend's)
+    that holds its run and audit bundle."""
+
+    name: str
+    step: int
+    weights: str
+    weights_sha256: str
+    folder: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (an entry of the trend summary's ``checkpoints``, with its results beside)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Checkpoint:
+        """The inverse of :meth:`to_dict` (other keys are ignored)."""
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
+
+
+# the trend summary's meta: what every checkpoint's audit shares, from the last one's
+TREND_META = (
+    "created",
+    "command",
+    "config_sources",
+    "versions",
+    "dataset",
+    "classes",
+    "methods",
+    "layer",
+    "target",
+    "reliance_threshold",
+    "preprocessing",
+    "checks",
+    "analysis",
+)
+
+
+@dataclass(frozen=True)
+class Trend:
+    """One model's checkpoints audited on the same samples, in order: each checkpoint's audit
+    (``results``), every estimate of every checkpoint (``estimates``, see
+    :func:`~auditcam.stats.trend.checkpoint_estimates`) and the paired changes between them
+    (``changes``, see :func:`~auditcam.stats.trend.trend_changes`). The checks are decided on
+    the last checkpoint. Build it with :meth:`of`."""
+
+    checkpoints: tuple[Checkpoint, ...]
+    results: tuple[AuditResult, ...]
+    estimates: pd.DataFrame
+    changes: pd.DataFrame
+    name: str
+
+    @classmethod
+    def of(cls, checkpoints: Sequence[Checkpoint], results: Sequence[AuditResult], name: str) -> Trend:
+        """The trend of audits of the same samples, one per checkpoint, on each one's primary method."""
+        from auditcam.stats.trend import checkpoint_estimates, trend_changes
+
+        methods = [result.meta["methods"][0] for result in results]
+        if len(set(methods)) > 1:
+            raise ValueError(OTHER_METHOD.format(a=methods[0], b=next(m for m in methods if m != methods[0])))
+        analyses = [result.analyses[method] for result, method in zip(results, methods, strict=True)]
+        return cls(tuple(checkpoints), tuple(results), checkpoint_estimates(analyses), trend_changes(analyses), name)
+
+    @property
+    def passed(self) -> bool:
+        """The verdict of a trend is its last checkpoint's: does the model as trained pass its checks?"""
+        return self.results[-1].passed
+
+    @property
+    def method(self) -> str:
+        """The method every checkpoint's checks and statistics were decided on."""
+        return self.results[-1].meta["methods"][0]
+
+    @property
+    def steps(self) -> tuple[int, ...]:
+        """Each checkpoint's step, in order."""
+        return tuple(checkpoint.step for checkpoint in self.checkpoints)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready trend (its ``summary.json``): per checkpoint its weights, sha256, step,
+        verdict, checks and every statistic with its CI; the changes between checkpoints."""
+        from auditcam.stats.estimates import Estimates
+
+        summaries = [result.summary() for result in self.results]
+        meta = summaries[-1]["meta"]
+        confidence = meta["analysis"]["confidence"]
+        checkpoints = []
+        for i, (checkpoint, summary) in enumerate(zip(self.checkpoints, summaries, strict=True)):
+            rows = self.estimates[self.estimates["checkpoint"] == i]
+            checkpoints.append(
+                {
+                    **checkpoint.to_dict(),
+                    "passed": summary["passed"],
+                    "outcomes": summary["outcomes"],
+                    "checks": summary["checks"],
+                    "statistics": Estimates(rows, confidence).to_dict(),
+                }
+            )
+
+        steps = self.steps
+        changes = [
+            {
+                "from": int(r["from"]),
+                "to": int(r["to"]),
+                "from_step": steps[r["from"]],
+                "to_step": steps[r["to"]],
+                **{key: r[key] for key in ("dimension", "group", "statistic")},
+                **{
+                    key: value
+                    for side in ("a", "b", "delta")
+                    for key, value in ((side, json_number(r[side])), (f"{side}_ci", _interval(r, side)))
+                },
+                "n_a": int(r["n_a"]),
+                "n_b": int(r["n_b"]),
+                "change": r["change"],
+                "direction": r["direction"],
+            }
+            for r in self.changes.to_dict("records")
+        ]
+        return _json_ready(
+            {
+                "schema_version": TREND_SCHEMA_VERSION,
+                "kind": TREND,
+                "passed": self.passed,
+                "decided_on": self.checkpoints[-1].name,
+                "method": self.method,
+                "n_samples": summaries[-1]["n_samples"],
+                "checkpoints": checkpoints,
+                "changes": changes,
+                "meta": {
+                    "name": self.name,
+                    "model": {"spec": (meta.get("model") or {}).get("spec")},
+                    **_pick(meta, TREND_META),
+                },
+            }
+        )
+
+    def write(self, out: str | Path, formats: Sequence[str] | None = None) -> dict[str, Path]:
+        """Write the trend's bundle into ``out``: each checkpoint's audit bundle into its folder
+        (where its run already is when ``out`` was the trend's run folder), the estimates and
+        changes tables and summary.json; read it back and render the views ``formats`` (default:
+        trend.html and junit.xml, the last checkpoint's checks; the same formats of each
+        checkpoint's audit: report.html, junit.xml). Return the trend's paths by name."""
+        out = Path(out)
+        _views(TREND, formats)
+        for checkpoint, result in zip(self.checkpoints, self.results, strict=True):
+            result.write(out / checkpoint.folder, formats)
+        try:
+            paths = {ESTIMATES: out / ESTIMATES, CHANGES: out / CHANGES, SUMMARY: out / SUMMARY}
+            write_parquet(paths[ESTIMATES], self.estimates)
+            write_parquet(paths[CHANGES], self.changes)
+            atomic_write(paths[SUMMARY], json_text(self.to_dict()))
+        except OSError as exc:
+            raise InputError(NOT_WRITABLE.format(out=out, reason=exc.strerror or exc)) from None
+        return {**paths, **render_views(Trend.read(out), out, formats)}
+
+    @classmethod
+    def read(cls, folder: str | Path) -> Trend:
+        """The trend written into ``folder`` by :meth:`write`, with each checkpoint's audit."""
+        folder = Path(folder)
+        _require(folder, (SUMMARY, ESTIMATES, CHANGES), TREND)
+        summary = _read_summary(folder / SUMMARY, TREND_SCHEMA_VERSION)
+        if summary.get("kind") != TREND:
+            raise InputError(NOT_A_TREND.format(path=folder / SUMMARY))
+        checkpoints = tuple(Checkpoint.from_dict(entry) for entry in summary["checkpoints"])
+        results = tuple(AuditResult.read(folder / checkpoint.folder) for checkpoint in checkpoints)
+        estimates, changes = pd.read_parquet(folder / ESTIMATES), pd.read_parquet(folder / CHANGES)
+        return cls(checkpoints, results, estimates, changes, summary["meta"]["name"])
+
+
+def _interval(row: Any, prefix: str) -> list[float] | None:
+    """``[low, high]`` of a table row's ``<prefix>_ci_low`` and ``_ci_high`` (a record or a
+    named tuple); None where the row has no interval."""
+    get = row.get if isinstance(row, dict) else lambda key: getattr(row, key)
+    low, high = get(f"{prefix}_ci_low"), get(f"{prefix}_ci_high")
+    return None if math.isnan(low) else [float(low), float(high)]
+
+
+def _pick(data: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    return {key: data[key] for key in keys if key in data}
+
+
+def is_trend(folder: str | Path) -> bool:
+    """Whether ``folder`` holds a trend's bundle (its summary.json says ``"kind": "trend"``)."""
+    path = Path(folder) / SUMMARY
+    if not path.is_file():
+        return False
+    data = read_json(path)
+    return isinstance(data, dict) and data.get("kind") == TREND
+
+
+def read_bundle(folder: str | Path) -> AuditResult | Comparison | Trend:
+    """The audit, comparison or trend written into ``folder``, whichever it holds."""
+    folder = Path(folder)
+    if (folder / COMPARISON_JSON).is_file():
+        return Comparison.read(folder)
+    return Trend.read(folder) if is_trend(folder) else AuditResult.read(folder)

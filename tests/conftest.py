@@ -94,3 +94,51 @@ def demo_model():
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         return load_model_info(MODEL_SPEC)
+
+
+@pytest.fixture(scope="session")
+def shortcut_checkpoints(tmp_path_factory: pytest.TempPathFactory):
+    """Three checkpoints of one demo TinyCNN, saved at the start, the middle and the end of
+    shortcut training (labels that only the background texture tells: the subject's shape is
+    random), and 48 held-out samples where the background is independent of the class. Returns
+    (manifest, [epoch0, epoch3, epoch6] safetensors paths)."""
+    from safetensors.torch import save_file
+
+    from auditcam.demo import write_split
+    from auditcam.demo.models import TinyCNN, train
+    from auditcam.demo.synthetic import make_split
+
+    folder = tmp_path_factory.mktemp("checkpoints")
+    manifest = write_split(make_split(48, agreement={"A": 0.0, "B": 0.0}, seed=3), folder / "data")
+    shortcut = make_split(160, agreement={"A": 0.0, "B": 0.0}, seed=1)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # the weights train() starts from
+        save_file(TinyCNN().state_dict(), str(folder / "epoch0.safetensors"))
+
+    def save(epoch: int, _loss: float, model: nn.Module) -> None:
+        if epoch + 1 in (3, 6):
+            save_file(model.state_dict(), str(folder / f"epoch{epoch + 1}.safetensors"))
+
+    train(shortcut.images, shortcut.textures, epochs=6, batch_size=32, seed=0, on_epoch=save)
+    return manifest, [folder / f"epoch{epoch}.safetensors" for epoch in (0, 3, 6)]
+
+
+@pytest.fixture(scope="session")
+def trend_run(shortcut_checkpoints, tmp_path_factory: pytest.TempPathFactory):
+    """``auditcam trend`` over the three shortcut checkpoints (a quoted glob, steps from
+    ``--step``), logged to MLflow (a SQLite store) and TensorBoard, with a reliance ceiling of
+    0.5. Returns (exit code, out folder, MLflow URI, TensorBoard folder)."""
+    from auditcam import cli
+    from auditcam.demo import MODEL_SPEC
+
+    manifest, weights = shortcut_checkpoints
+    folder = tmp_path_factory.mktemp("trend")
+    uri, logdir = f"sqlite:///{folder / 'mlflow.db'}", folder / "tb"
+    argv = ["trend", "--model", MODEL_SPEC, "--weights", str(weights[0].parent / "epoch*.safetensors")]
+    argv += ["--step", r"epoch(\d+)", "--data", str(manifest), "--out", str(folder / "out"), "--no-progress"]
+    argv += ["--bootstrap", "200", "--min-group-size", "5", "--gallery-size", "2", "--no-strategies"]
+    argv += ["--max-background-reliant-rate", "0.5", "--log", f"mlflow:{uri}", "--log", f"tensorboard:{logdir}"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)  # MLflow's artifacts go to ./mlruns beside the store
+        code = cli.main(argv)
+    return code, folder / "out", uri, logdir

@@ -240,7 +240,7 @@ def _readme_section(title: str) -> str:
     return text[start : text.index("\n## ", start + 1)]
 
 
-@pytest.mark.parametrize("command", ["demo", "audit", "validate", "featuremaps", "report"])
+@pytest.mark.parametrize("command", ["demo", "audit", "trend", "validate", "featuremaps", "report"])
 def test_the_cli_reference_names_every_option(command):
     reference = _readme_section("CLI reference")
     assert {o for o in _options(command) if f"`{o}" not in reference} == set()
@@ -265,23 +265,24 @@ def _run_flags(command: str) -> dict[str, argparse.Action]:
     return {a.dest: a for a in _subcommand(command)._actions if a.dest in RUN_KEYS}
 
 
-def test_audit_and_compare_take_every_run_setting_from_the_one_key_table():
-    audit, compare = _run_flags("audit"), _run_flags("compare")
-    assert set(audit) == set(compare) == set(RUN_KEYS)  # a key missing from either parser fails here
+def test_audit_compare_and_trend_take_every_run_setting_from_the_one_key_table():
+    audit, compare, trend = _run_flags("audit"), _run_flags("compare"), _run_flags("trend")
+    assert set(audit) == set(compare) == set(trend) == set(RUN_KEYS)  # a key missing from a parser fails here
     for name, key in RUN_KEYS.items():
-        a, b = audit[name], compare[name]
-        assert a.option_strings == b.option_strings == [key.option]
+        a, b, c = audit[name], compare[name], trend[name]
+        assert a.option_strings == b.option_strings == c.option_strings == [key.option]
         assert (a.help, a.nargs, a.const, a.metavar) == (b.help, b.nargs, b.const, b.metavar)
+        assert (a.help, a.nargs, a.const, a.metavar) == (c.help, c.nargs, c.const, c.metavar)
         assert a.default is b.default is argparse.SUPPRESS  # absent unless given: the config layers show through
         if key.action is None and key.default is not None:
             shown = ",".join(key.default) if isinstance(key.default, tuple) else key.default
             assert f"(default: {shown})" in a.help
 
 
-@pytest.mark.parametrize("command", ["audit", "compare"])
-def test_both_commands_parse_the_same_flags_into_the_same_settings(command):
+@pytest.mark.parametrize("command", ["audit", "compare", "trend"])
+def test_every_command_parses_the_same_flags_into_the_same_settings(command):
     flags = ["--method", "layercam,gradcam", "--batch-size", "8", "--amp", "--sanity", "--counterfactual"]
-    flags += ["--bg-match", "site", "--bg-match", "scanner"]
+    flags += ["--bg-match", "site", "--bg-match", "scanner", "--no-strategies", "--weights", "w.pt"]
     args = cli.build_parser().parse_args(
         [command, "--model", "m:f", "--data", "x.csv", "--out", "o", "--isolated", *flags]
     )
@@ -293,6 +294,7 @@ def test_both_commands_parse_the_same_flags_into_the_same_settings(command):
         sanity=True,
         counterfactual=True,
         bg_match=("site", "scanner"),
+        strategies=False,
     )
 
 

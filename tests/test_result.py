@@ -15,8 +15,8 @@ from auditcam.demo import MODEL_SPEC, write_split
 from auditcam.demo.synthetic import CLASSES, make_split
 from auditcam.files import Parts, read_parts, write_parts
 from auditcam.models import load_model_info
-from auditcam.report import render_comparison, render_html, render_junit
-from auditcam.result import VIEWS, Comparison
+from auditcam.report import render_comparison, render_html, render_junit, render_trend
+from auditcam.result import VIEWS, Checkpoint, Comparison, Trend, read_bundle
 from tests.records import audit_result, gallery, samples
 
 
@@ -168,3 +168,40 @@ def test_a_comparison_renders_from_its_bundle_as_from_the_live_one(tmp_path):
     assert back.to_dict() == json.loads(paths["comparison.json"].read_text(encoding="utf-8"))
     assert render_comparison(back) == render_comparison(live) == paths["comparison.html"].read_text("utf-8")
     assert set(VIEWS["comparison"]) == {"html", "junit"}
+
+
+def _synthetic_trend(classes=("circle", "square", "cross"), name="trend", shares=(0.55, 0.3)):
+    """A trend of synthetic audits (no model): the same samples at each checkpoint, the dark
+    group looking less at the subject from one to the next."""
+    options = AnalysisOptions(bootstrap=50, min_group_size=20)
+    results = [
+        audit_result(samples({"light": 60, "dark": 60}, share={"dark": s}, classes=classes), Checks(), options)
+        for s in shares
+    ]
+    checkpoints = [Checkpoint(f"ck{i}", 10 * i, f"ckpts/ck{i}.pt", f"{i}" * 64, f"checkpoints/ck{i}") for i in range(2)]
+    return Trend.of(checkpoints, results, name)
+
+
+def test_a_trend_round_trips_through_its_bundle(tmp_path):
+    live = _synthetic_trend()
+    paths = live.write(tmp_path, formats=["junit"])
+    assert {"summary.json", "estimates.parquet", "changes.parquet", "junit.xml"} <= set(paths)
+    assert not (tmp_path / "trend.html").exists() and not (tmp_path / "checkpoints" / "ck0" / "report.html").exists()
+    back = read_bundle(tmp_path)
+    assert isinstance(back, Trend) and back.steps == (0, 10) and back.name == "trend"
+    assert back.to_dict() == live.to_dict() == json.loads(paths["summary.json"].read_text(encoding="utf-8"))
+    pd.testing.assert_frame_equal(back.estimates, live.estimates)
+    pd.testing.assert_frame_equal(back.changes, live.changes)
+    assert [r.summary() for r in back.results] == [r.summary() for r in live.results]
+    assert render_trend(back) == render_trend(live)
+    assert set(VIEWS["trend"]) == {"html", "junit"}
+
+
+def test_a_folder_that_is_not_a_trend_is_refused(synthetic, tmp_path):
+    synthetic.write(tmp_path / "audit", formats=["junit"])
+    for name in ("estimates.parquet", "changes.parquet"):
+        (tmp_path / "audit" / name).write_bytes(b"")
+    with pytest.raises(InputError, match=r"audit/summary\.json: not a trend's summary\.json"):
+        Trend.read(tmp_path / "audit")
+    with pytest.raises(InputError, match=r"not a trend bundle, summary\.json is missing"):
+        Trend.read(tmp_path)

@@ -57,9 +57,10 @@ def train(
     epochs: int = 6,
     batch_size: int = 64,
     seed: int = 0,
-    on_epoch: Callable[[int, float], None] | None = None,
+    on_epoch: Callable[[int, float, TinyCNN], None] | None = None,
 ) -> TinyCNN:
     """Train a fresh TinyCNN on uint8 images (N, 3, 64, 64); deterministic for a given seed.
+    ``on_epoch(epoch, mean loss, model)`` is called after each epoch (e.g. to save a checkpoint).
 
     Uses a local generator for shuffling and forks the global RNG for the initial weights, so
     the caller's random state is left alone.
@@ -86,5 +87,5 @@ def train(
             schedule.step()
             total += float(loss.detach()) * len(idx)
         if on_epoch is not None:
-            on_epoch(epoch, total / len(inputs))
+            on_epoch(epoch, total / len(inputs), model)
     return model.eval()

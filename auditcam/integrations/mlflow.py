@@ -1,5 +1,6 @@
 """Log an audit as one MLflow run: the settings as parameters, every check's value and CI
-ends and the key statistics as metrics, the verdict as a tag, the bundle as artifacts.
+ends and the key statistics as metrics, the verdict as a tag, the bundle as artifacts. A trend
+is one run too, its metrics logged at each checkpoint's step.
 
 MLflow's client only (``mlflow-skinny``): no server needed; any tracking URI works, a local
 SQLite store (``sqlite:///mlflow.db``) by default.
@@ -10,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 
-from auditcam.integrations.scalars import summary_params, summary_scalars
+from auditcam.integrations.scalars import summary_params
 from auditcam.integrations.targets import Logged
 
 EXPERIMENT = "auditcam"  # unless MLFLOW_EXPERIMENT_NAME names another
@@ -33,8 +34,8 @@ def log_audit(logged: Logged, uri: str) -> str:
     run = client.create_run(experiment_id, tags=tags)
     run_id = run.info.run_id
     try:
-        now, step = int(time.time() * 1000), logged.step or 0
-        metrics = [Metric(k, v, now, step) for k, v in summary_scalars(summary).items()]
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, v, now, step) for step, scalars in logged.scalars() for k, v in scalars.items()]
         params = [Param(k, v) for k, v in summary_params(summary).items()]
         for start in range(0, len(params), 100):
             client.log_batch(run_id, params=params[start : start + 100])

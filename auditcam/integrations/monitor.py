@@ -11,6 +11,7 @@ runs with autocast off, as its own precision setting says) and the random number
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -88,6 +89,10 @@ class Monitor:
     ``target`` and ``reliance_threshold`` mean what they mean in :class:`~auditcam.AuditSettings`;
     ``gallery_size`` exemplars at each end (and each class's mean heatmap) go to TensorBoard.
     The audit runs where the model is, without autocast and feature maps.
+
+    The strategy discovery and its location-shortcut test (an occlusion pass per strategy, the
+    ``max_location_shortcut`` check) run only every ``location_every``-th call of :meth:`step`,
+    the first included (default 0: never), as they would dominate a step's time.
     """
 
     def __init__(
@@ -105,9 +110,12 @@ class Monitor:
         batch_size: int = 32,
         gallery_size: int = 4,
         log: str | LogTarget | Sequence[str | LogTarget] | None = None,
+        location_every: int = 0,
     ) -> None:
         if samples < 1:
             raise InputError(f"samples must be at least 1, got {samples}")
+        if location_every < 0:
+            raise InputError(f"location_every must be 0 (never) or a number of steps, got {location_every}")
         source = as_audit_dataset(dataset)
         picked = sorted(random.Random(seed).sample(range(len(source)), min(samples, len(source))))
         self.subset = WrappedDataset(
@@ -129,15 +137,20 @@ class Monitor:
             device=None,  # where the training loop keeps the model: it is never moved
             gallery_size=self.gallery_size,
             featuremap_channels=0,
+            strategies=False,
         )
+        self.location_every = location_every
+        self.calls = 0
 
     def step(self, model: nn.Module, step: int | None = None) -> StepResult:
         """Audit the subset with ``model``'s current weights; log and return the checks."""
+        location = self.location_every > 0 and self.calls % self.location_every == 0
+        self.calls += 1
         with _isolated(model):
             result = audit(
                 model,
                 self.subset,
-                self.settings,
+                dataclasses.replace(self.settings, strategies=location),
                 checks=self.checks,
                 analysis=self.analysis,
                 num_workers=0,

@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from auditcam.errors import InputError
+from auditcam.integrations.scalars import summary_scalars
 from auditcam.run.gallery import Exemplar
 
 if TYPE_CHECKING:
-    from auditcam.result import AuditResult, Comparison
+    from auditcam.result import AuditResult, Comparison, Trend
 
 MLFLOW, TENSORBOARD = "mlflow", "tensorboard"
 KINDS = (MLFLOW, TENSORBOARD)
@@ -37,6 +38,7 @@ BAD_URI = (
 )
 ARTIFACTS = ("report.html", "summary.json", "junit.xml")
 COMPARISON_ARTIFACTS = ("comparison.html", "comparison.json", "junit.xml")
+TREND_ARTIFACTS = ("trend.html", "summary.json", "junit.xml")
 FAILED = "auditcam: warning: could not log to {kind} at {where} ({reason}); the audit is in {out}"
 
 
@@ -96,13 +98,23 @@ def as_targets(targets: str | LogTarget | Sequence[str | LogTarget] | None) -> t
 @dataclass(frozen=True)
 class Logged:
     """What a tracker receives of one audit: its summary dict, the files to attach, the
-    gallery exemplars and the per-class mean heatmaps to show (TensorBoard), and the step."""
+    gallery exemplars and the per-class mean heatmaps to show (TensorBoard), and the step.
+    Of a trend, ``summary`` is the trend's (name, verdict, settings) and ``series`` each
+    checkpoint's step and audit summary, whose metrics are logged at that step."""
 
     summary: dict[str, Any]
     artifacts: tuple[Path, ...] = ()
     exemplars: dict[str, tuple[Exemplar, ...]] = field(default_factory=dict)
     class_heatmaps: dict[str, np.ndarray] = field(default_factory=dict)
     step: int | None = None
+    series: tuple[tuple[int, dict[str, Any]], ...] = ()
+
+    def scalars(self) -> list[tuple[int, dict[str, float]]]:
+        """The metrics to log, by step: each checkpoint's of a trend, else the audit's at its
+        step (0 when it has none)."""
+        if self.series:
+            return [(step, summary_scalars(summary)) for step, summary in self.series]
+        return [(self.step or 0, summary_scalars(self.summary))]
 
 
 def _sender(kind: str) -> Callable[[Logged, str], None]:
@@ -183,3 +195,24 @@ def log_comparison(
         logged = Logged(summary=result.summary(), artifacts=artifacts, exemplars=gallery_exemplars(result))
         failures += send(logged, targets, where=out, warn=warn)
     return failures
+
+
+def log_trend(
+    trend: Trend,
+    out: str | Path,
+    targets: str | LogTarget | Sequence[str | LogTarget] | None,
+    *,
+    warn: Callable[[str], Any] | None = None,
+) -> list[str]:
+    """Log a trend written to ``out`` as one run per target: every checkpoint's metrics at its
+    step (so the tracker draws each statistic's curve), the settings and the verdict (the last
+    checkpoint's), with trend.html, summary.json and junit.xml attached. Return the failures'
+    warning lines."""
+    out = Path(out)
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    logged = Logged(
+        summary=summary,
+        artifacts=tuple(out / name for name in TREND_ARTIFACTS if (out / name).is_file()),
+        series=tuple((c.step, r.summary()) for c, r in zip(trend.checkpoints, trend.results, strict=True)),
+    )
+    return send(logged, targets, where=out, warn=warn)

@@ -1,12 +1,12 @@
 """Log an audit to TensorBoard event files: the metrics of :mod:`auditcam.integrations.scalars`
-as scalars at the audit's step, the gallery's heatmap overlays and each class's mean heatmap
-as images."""
+as scalars at the audit's step (of a trend: each checkpoint's at its step), the gallery's
+heatmap overlays and each class's mean heatmap as images."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from auditcam.integrations.scalars import metric_name, summary_scalars
+from auditcam.integrations.scalars import metric_name
 from auditcam.integrations.targets import Logged
 from auditcam.report.figures import heat_colours, overlay
 
@@ -18,8 +18,9 @@ def log_audit(logged: Logged, logdir: str) -> None:
     step = logged.step or 0
     writer = SummaryWriter(log_dir=logdir)
     try:
-        for name, value in summary_scalars(logged.summary).items():
-            writer.add_scalar(name, value, global_step=step)
+        for at, scalars in logged.scalars():
+            for name, value in scalars.items():
+                writer.add_scalar(name, value, global_step=at)
         for end, exemplars in logged.exemplars.items():
             for rank, exemplar in enumerate(exemplars):  # tags by rank: one series per place in the gallery
                 picture = overlay(exemplar.image, exemplar.heatmap, mask=exemplar.mask)

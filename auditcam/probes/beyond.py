@@ -1,5 +1,6 @@
 """The probes an audit's settings ask for, run after the heatmaps: the counterfactual test, the
-sanity check (each with its check) and the gallery exemplars' feature-map grids."""
+sanity check, the strategies' location-shortcut test (each with its check) and the gallery
+exemplars' feature-map grids."""
 
 from __future__ import annotations
 
@@ -90,10 +91,18 @@ def beyond_heatmaps(
     if channels > 0 and layer is not None:
         shown = list({e.record["id"]: e for e in [*gallery.background_reliant, *gallery.subject_focused]}.values())
         out["featuremaps"] = exemplar_grids(model, shown, dataset.preprocessing, layer, channels)
-    out["strategies"], location = run_strategies(
-        model, dataset, samples, method=method, classes=classes, checks=checks, analysis=options, batch_size=batch_size
-    )
-    out["checks"] = [c for c in [*out["checks"], location] if c is not None]
+    if settings.strategies:
+        out["strategies"], location = run_strategies(
+            model,
+            dataset,
+            samples,
+            method=method,
+            classes=classes,
+            checks=checks,
+            analysis=options,
+            batch_size=batch_size,
+        )
+        out["checks"] = [c for c in [*out["checks"], location] if c is not None]
     return out
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -26,7 +26,7 @@ from auditcam.stats.checks import OUTCOMES
 from auditcam.version import __version__
 
 if TYPE_CHECKING:
-    from auditcam.result import AuditResult, Comparison
+    from auditcam.result import AuditResult, Comparison, Trend
 
 MAX_PROBLEMS_LISTED = 200
 MAX_CHANGED_LISTED = 200
@@ -489,15 +489,21 @@ def render_index(title: str, intro: str, reports: dict[str, tuple[AuditResult, s
 # -- comparison -------------------------------------------------------------------------------
 
 
-def _check_rows(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Checks of the summaries A and B side by side, matched by name."""
+def _check_series(summaries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each check by name, with its rule and its result in each summary (``at``, in order; None
+    where that audit did not run it): the check tables of the comparison and trend pages."""
     rows: dict[str, dict[str, Any]] = {}
-    for side, summary in (("a", a), ("b", b)):
+    for i, summary in enumerate(summaries):
         for check in summary["checks"]:
-            name = check["name"]
-            row = rows.setdefault(name, {"name": name, "rule": f"{check['op']} {fmt(check['threshold'])}"})
-            row[side] = check
-    return [{"a": None, "b": None, **row} for row in rows.values()]
+            rule = f"{check['op']} {fmt(check['threshold'])}"
+            row = rows.setdefault(check["name"], {"name": check["name"], "rule": rule, "at": [None] * len(summaries)})
+            row["at"][i] = check
+    return list(rows.values())
+
+
+def _check_rows(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Checks of the summaries A and B side by side, matched by name (None where one lacks it)."""
+    return [{**row, "a": row["at"][0], "b": row["at"][1]} for row in _check_series([a, b])]
 
 
 def _side_facts(summary: Mapping[str, Any]) -> dict[str, Any]:
@@ -517,6 +523,22 @@ def _unique(values: Iterable[Any]) -> list[Any]:
     return list(dict.fromkeys(values))
 
 
+def _shared_facts(meta: Mapping[str, Any], n_samples: int, method: str) -> list[tuple[str, str, bool]]:
+    """(label, text, monospace) of what several audits of the same samples share: the data, the
+    method, the date and the versions."""
+    dataset = meta["dataset"]
+    facts = [("dataset", str(dataset["source"]), True)]
+    if dataset.get("sha256"):
+        facts.append(("dataset sha256", dataset["sha256"], True))
+    return [
+        *facts,
+        ("samples", str(n_samples), False),
+        ("method", f"{method} ({'predicted' if meta.get('target') == 'pred' else 'true'} class)", False),
+        ("date", str(meta.get("created", "")), False),
+        ("versions", " · ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items()), False),
+    ]
+
+
 def comparison_context(comparison: Comparison) -> dict[str, Any]:
     """Everything the comparison page shows."""
     data = comparison.to_dict(max_changed=MAX_CHANGED_LISTED)
@@ -531,15 +553,7 @@ def comparison_context(comparison: Comparison) -> dict[str, Any]:
         for name, result in zip(comparison.names, (comparison.a, comparison.b), strict=True)
     }
     dataset = meta["dataset"]
-    facts = [("dataset", str(dataset["source"]), True)]
-    if dataset.get("sha256"):
-        facts.append(("dataset sha256", dataset["sha256"], True))
-    facts += [
-        ("samples", str(data["n_samples"]), False),
-        ("method", f"{method} ({'predicted' if meta.get('target') == 'pred' else 'true'} class)", False),
-        ("date", str(meta.get("created", "")), False),
-        ("versions", " · ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items()), False),
-    ]
+    facts = _shared_facts(meta, data["n_samples"], method)
     return {
         **page_assets(script=True),
         "names": comparison.names,
@@ -571,3 +585,80 @@ def comparison_context(comparison: Comparison) -> dict[str, Any]:
 def render_comparison(comparison: Comparison) -> str:
     """The comparison page of two audits as a string."""
     return _environment().get_template("compare.html.j2").render(**comparison_context(comparison))
+
+
+# -- trend ------------------------------------------------------------------------------------
+
+TREND_GROUP_STATISTICS = ("accuracy", "background_reliant_rate", "subject_share_mean", "border_share_mean")
+
+
+def _statistic_rows(
+    checkpoints: Sequence[Mapping[str, Any]],
+    spans: Mapping[tuple[str, str, str], Mapping[str, Any]],
+    dimension: str,
+    group: str,
+    statistics: Iterable[str],
+) -> list[dict[str, Any]]:
+    """One row per statistic of a slice: its estimate at every checkpoint, and its change from
+    the first to the last checkpoint (None where none was taken)."""
+    rows = []
+    for statistic in statistics:
+        at = [c["statistics"].get(dimension, {}).get(group, {}).get(statistic) for c in checkpoints]
+        if all(e is None or e["value"] is None for e in at):
+            continue
+        rows.append(
+            {"group": group, "statistic": statistic, "at": at, "span": spans.get((dimension, group, statistic))}
+        )
+    return rows
+
+
+def trend_context(trend: Trend) -> dict[str, Any]:
+    """Everything the trend page shows, from the trend's summary as written."""
+    from auditcam.stats.analysis import CORRECTNESS, STATISTICS
+
+    data = trend.to_dict()
+    checkpoints, meta = data["checkpoints"], data["meta"]
+    last = len(checkpoints) - 1
+    spans = {
+        (c["dimension"], c["group"], c["statistic"]): c for c in data["changes"] if (c["from"], c["to"]) == (0, last)
+    }
+    steps = [c for c in data["changes"] if c["to"] == c["from"] + 1 and c["dimension"] == "overall"]
+    dimensions = {
+        dimension: [
+            row
+            for group in groups
+            for row in _statistic_rows(checkpoints, spans, dimension, group, TREND_GROUP_STATISTICS)
+        ]
+        for dimension, groups in checkpoints[-1]["statistics"].items()
+        if dimension not in ("overall", CORRECTNESS)
+    }
+    facts = [("model", str(meta["model"]["spec"]), True), *_shared_facts(meta, data["n_samples"], data["method"])]
+    return {
+        **page_assets(script=True),
+        "name": meta["name"],
+        "passed": data["passed"],
+        "decided_on": data["decided_on"],
+        "checkpoints": checkpoints,
+        "n_samples": data["n_samples"],
+        "dataset": meta["dataset"]["source"],
+        "method": data["method"],
+        "analysis": meta["analysis"],
+        "facts": facts,
+        "check_rows": _check_series(checkpoints),
+        "overall": _statistic_rows(checkpoints, spans, "overall", "all", STATISTICS),
+        "steps": steps,
+        "dimensions": {k: v for k, v in dimensions.items() if v},
+        "statistic_labels": STATISTIC_LABELS,
+        "chart": plots.trend_lines(
+            [c["statistics"]["overall"]["all"] for c in checkpoints],
+            [c["step"] for c in checkpoints],
+            meta["analysis"]["confidence"],
+        ),
+        "command": meta.get("command") or "(run through the Python API)",
+        "config_toml": config_toml(meta.get("checks", {}), meta["analysis"]),
+    }
+
+
+def render_trend(trend: Trend) -> str:
+    """The trend page of a model's checkpoints as a string."""
+    return _environment().get_template("trend.html.j2").render(**trend_context(trend))

@@ -544,3 +544,61 @@ def share_distributions(frames: Mapping[str, pd.DataFrame]) -> Chart | None:
     )
     caption = "subject_share of each model on the same samples: the curve further right looks more at the subject."
     return render("share-distributions", "subject_share of both models", draw, alt, caption, (5.2, 3.2))
+
+
+TREND_STATISTICS = tuple(
+    (name, aggregates()[name][1].label)
+    for name in ("background_reliant_rate", "subject_share_mean", "border_share_mean", "accuracy")
+)
+
+
+def trend_lines(overall: Sequence[Mapping[str, Any]], steps: Sequence[int], confidence: float = 0.95) -> Chart | None:
+    """One panel per key statistic: its overall estimate at each checkpoint's step, the CI as
+    whiskers; ``overall[i]`` maps each statistic of checkpoint i to ``{value, ci, ...}``. A
+    statistic no checkpoint measured (no subjects) says so in its panel."""
+    if len(overall) < 2:
+        return None
+    level = f"{100 * confidence:g}%"
+    x = np.asarray(steps, dtype=float)
+
+    def series(statistic: str) -> tuple[np.ndarray, list[Any]]:
+        entries = [checkpoint.get(statistic) or {} for checkpoint in overall]
+        values = np.array([np.nan if e.get("value") is None else e["value"] for e in entries], dtype=float)
+        return values, [e.get("ci") for e in entries]
+
+    def draw(figure: Figure) -> None:
+        axes = figure.subplots(1, len(TREND_STATISTICS), squeeze=False)[0]
+        for k, (ax, (statistic, title)) in enumerate(zip(axes, TREND_STATISTICS, strict=True)):
+            values, intervals = series(statistic)
+            colour = PALETTE[k % len(PALETTE)]
+            measured = np.isfinite(values)
+            if not measured.any():
+                ax.text(0.5, 0.5, "not measured", ha="center", va="center", color=MUTED, transform=ax.transAxes)
+            ax.plot(x[measured], values[measured], color=colour, marker=MARKERS[k], linestyle=LINESTYLES[k % 4])
+            rows = [i for i, c in enumerate(intervals) if c and measured[i]]
+            if rows:
+                low = np.array([intervals[i][0] for i in rows])
+                high = np.array([intervals[i][1] for i in rows])
+                err = np.clip([values[rows] - low, high - values[rows]], 0, None)
+                ax.errorbar(x[rows], values[rows], yerr=err, fmt="none", ecolor=colour, elinewidth=1.0, capsize=3)
+            ax.set(title=title, xlabel="step")
+            if aggregates()[statistic][0].style == "pct":  # a rate: on its whole scale
+                ax.set_ylim(0, 1)
+            ax.set_xticks(x, [str(step) for step in steps])
+
+    parts = []
+    for statistic, title in TREND_STATISTICS:
+        values, intervals = series(statistic)
+        points = [
+            f"step {step}: "
+            + ("not measured" if not np.isfinite(v) else f"{v:.3f}" + (f" [{c[0]:.3f}, {c[1]:.3f}]" if c else ""))
+            for step, v, c in zip(steps, values, intervals, strict=True)
+        ]
+        parts.append(f"{title} — " + ", ".join(points))
+    alt = f"Line charts of the overall estimates per checkpoint with {level} intervals. " + "; ".join(parts) + "."
+    caption = (
+        f"Each panel: one statistic over all samples at each checkpoint (by step); whiskers: {level} bootstrap "
+        "intervals. Whether two checkpoints differ is read from the paired changes below, not from overlapping "
+        "whiskers: the checkpoints share their samples."
+    )
+    return render("trend-lines", "Key statistics by checkpoint", draw, alt, caption, (9.6, 2.6))

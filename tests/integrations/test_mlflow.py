@@ -56,3 +56,25 @@ def test_a_tracker_that_refuses_the_write_costs_one_warning_never_the_audit(audi
     lines = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
     assert len(lines) == 1 and uri in lines[0] and str(tmp_path / "out") in lines[0]
     assert (tmp_path / "out" / "report.html").is_file()
+
+
+def test_a_trend_is_one_run_with_each_statistic_at_each_checkpoints_step(trend_run):
+    _, out, uri, _ = trend_run
+    summary = json.loads((out / "summary.json").read_text())
+    client, (run,) = _runs(uri)
+    assert run.data.tags["auditcam.verdict"] == "failed"
+    assert run.data.tags["mlflow.runName"] == summary["meta"]["name"]
+    assert run.data.params["model.spec"] == summary["meta"]["model"]["spec"]
+    checkpoints = summary["checkpoints"]
+    for name in ("overall/background_reliant_rate", "overall/border_share_mean/ci_high"):
+        statistic, _, end = name.removeprefix("overall/").partition("/")
+        history = sorted(client.get_metric_history(run.info.run_id, name), key=lambda m: m.step)
+        estimates = [c["statistics"]["overall"]["all"][statistic] for c in checkpoints]
+        expected = [e["ci"][1] if end else e["value"] for e in estimates]
+        assert [m.step for m in history] == [c["step"] for c in checkpoints] == [0, 3, 6]
+        assert [m.value for m in history] == pytest.approx(expected)
+    passed = client.get_metric_history(run.info.run_id, "check/background_reliant_rate/passed")
+    checks = sorted(passed, key=lambda m: m.step)
+    assert [m.value for m in checks] == [float(c["passed"]) for c in checkpoints] == [1.0, 0.0, 0.0]
+    names = {f.path for f in client.list_artifacts(run.info.run_id)}
+    assert names == {"trend.html", "summary.json", "junit.xml"}

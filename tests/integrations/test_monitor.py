@@ -98,7 +98,7 @@ def test_step_restores_the_model_exactly_and_returns_the_checks(split):
     # the values are the audit's: the same model outside autocast gives the same checks
     again = _monitor(split).step(model, step=7)
     assert result.step == 7 and result.values == again.values
-    assert set(result.values) == {"background_reliant_rate", "location_shortcut"}  # the defaults
+    assert set(result.values) == {"background_reliant_rate"}  # the defaults; the location test is off in a monitor
     assert result.values["background_reliant_rate"] is not None
     assert result.metrics["check/background_reliant_rate/value"] == result.values["background_reliant_rate"]
 
@@ -119,3 +119,23 @@ def test_each_step_goes_to_tensorboard_with_images_at_its_step(split, tmp_path):
     present = sorted({CLASSES[int(split.labels[i])] for i in range(len(split.labels))})
     assert set(means) <= {f"mean_heatmap/{c}" for c in present} and means
     assert [e.step for e in events.Images(means[0])] == [10, 20]
+
+
+def test_the_location_test_runs_only_every_location_every_steps(split, monkeypatch):
+    import auditcam.probes.occlusion as occlusion
+
+    real, probed = occlusion.run_strategies, []
+
+    def counted(*args, **kwargs):
+        probed.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(occlusion, "run_strategies", counted)
+    torch.manual_seed(4)
+    model = TinyCNN()
+    default = _monitor(split).step(model, step=0)
+    assert probed == [] and "location_shortcut" not in default.values  # a default step: no strategies, no occlusion
+    every_two = _monitor(split, location_every=2)
+    checks = [set(every_two.step(model, step=s).values) for s in range(3)]
+    assert len(probed) == 2  # steps 0 and 2
+    assert ["location_shortcut" in names for names in checks] == [True, False, True]

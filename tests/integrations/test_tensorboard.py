@@ -29,3 +29,18 @@ def test_an_audit_logs_scalars_and_gallery_images_read_back_with_tensorboards_re
     image = events.Images(shown[0])[0]
     assert image.width > 0 and image.height > 0
     assert (tmp_path / "tb2").is_dir()  # repeatable: both targets written
+
+
+def test_a_trend_logs_each_statistic_at_each_checkpoints_step(trend_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, out, _, logdir = trend_run
+    summary = json.loads((out / "summary.json").read_text())
+    events = EventAccumulator(str(logdir), size_guidance={"scalars": 0})
+    events.Reload()
+    series = events.Scalars("overall/background_reliant_rate")
+    values = [c["statistics"]["overall"]["all"]["background_reliant_rate"]["value"] for c in summary["checkpoints"]]
+    assert [e.step for e in series] == [0, 3, 6]
+    assert [e.value for e in series] == pytest.approx(values)
+    checks = [c["checks"][0]["value"] for c in summary["checkpoints"]]
+    assert [e.value for e in events.Scalars("check/background_reliant_rate/value")] == pytest.approx(checks)

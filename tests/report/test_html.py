@@ -218,3 +218,26 @@ def test_bundle_files(hostile_result, tmp_path):
     pd.testing.assert_frame_equal(samples_table, hostile_result.samples, check_dtype=False)
     assert not list((tmp_path / "out").glob(".*.tmp"))
     assert len(summary["meta"]["dataset"]["sha256"]) == 64  # the manifest's hash, for the header
+
+
+def test_the_trend_page_escapes_data_and_fetches_nothing():
+    from auditcam.report import render_trend
+    from auditcam.result import Checkpoint, Trend
+
+    options = AnalysisOptions(bootstrap=50, min_group_size=20)
+    classes = (EVIL_CLASS, "square", "cross")
+    results = [
+        audit_result(samples({"light": 60, "dark": 60}, share={"dark": s}, classes=classes), Checks(), options)
+        for s in (0.55, 0.3)
+    ]
+    checkpoints = [Checkpoint(f"{EVIL_ID}{i}", i, f"{EVIL_PATH}{i}", "0" * 64, f"checkpoints/c{i}") for i in range(2)]
+    html = render_trend(Trend.of(checkpoints, results, "<b>model</b>"))
+    assert_self_contained(html)
+    assert external_references(html) == []
+    assert html.lower().count("<script") == 1
+    for evil in (EVIL_CLASS, EVIL_ID, EVIL_PATH, "<b>model</b>"):
+        assert evil not in html
+    assert "&lt;script&gt;alert(&#39;class&#39;)&lt;/script&gt;" in html and "&lt;b&gt;model&lt;/b&gt;" in html
+    hrefs = [attrs["href"] for tag, attrs in parse_page(html) if tag == "a" and not attrs["href"].startswith("#")]
+    assert hrefs == ["checkpoints/c0/report.html", "checkpoints/c1/report.html"]  # each checkpoint's own report
+    assert 'id="chart-trend-lines"' in html
