@@ -195,8 +195,15 @@ class AuditResult:
         if self._analyses is None:
             attributes = self.meta["dataset"]["attributes"]
             options = AnalysisOptions(**self.meta["analysis"])
+            task = self.meta.get("task", "single")
             self._analyses = {
-                m: analyse(analysis_frame(self.samples_path, m, attributes), attributes, options)
+                m: analyse(
+                    analysis_frame(self.samples_path, m, attributes, multilabel=task == "multilabel"),
+                    attributes,
+                    options,
+                    task=task,
+                    classes=self.meta.get("classes"),
+                )
                 for m in self.meta["methods"]
             }
         return self._analyses

@@ -279,14 +279,15 @@ def as_multilabel(item: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def collate(items: Sequence[dict[str, Any]], *, multilabel: bool = False) -> dict[str, Any]:
     """Stack the readable samples; keep every sample's metadata and fault in order.
 
     ``ok`` (bool, N) marks which items have an image; ``image``/``mask`` hold only those, in order;
     ``has_subject`` (bool, N) marks the readable items with a subject (an item without the key has one).
     Multi-label items (with ``labels``) give ``labels`` (a list per item) and, for the readable
     ones, ``masks`` (all their masks, concatenated) with ``mask_of``/``shared_mask`` as indices
-    into it (see :class:`LabelledDataset`), instead of ``label``, ``mask`` and ``has_subject``.
+    into it (see :class:`LabelledDataset`), instead of ``label``, ``mask`` and ``has_subject``;
+    ``multilabel`` makes such a batch of single-label items too (each label its sample's one).
     """
     ok = [("image" in item) for item in items]
     readable = [item for item, good in zip(items, ok, strict=True) if good]
@@ -300,7 +301,7 @@ def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "note": [item.get("note", "") for item in items],
         "ok": torch.tensor(ok, dtype=torch.bool),
     }
-    if any("labels" in item for item in items):
+    if multilabel or any("labels" in item for item in items):
         return _collate_multilabel(batch, [as_multilabel(item) for item in items], readable)
     batch["label"] = torch.tensor([item["label"] for item in items], dtype=torch.long)
     batch["has_subject"] = torch.tensor(
