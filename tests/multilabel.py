@@ -53,7 +53,8 @@ def write_shapes(folder: Path, n: int, seed: int = 0, *, shared_mask: bool = Fal
     rows = []
     for i in range(n):
         Image.fromarray(images[i]).save(folder / "images" / f"{i:03d}.png")
-        row = {"image": f"images/{i:03d}.png", "labels": ";".join(c for c, on in zip(CLASSES, labels[i]) if on)}
+        present = [c for c, on in zip(CLASSES, labels[i], strict=True) if on]
+        row = {"image": f"images/{i:03d}.png", "labels": ";".join(present)}
         if shared_mask:
             union = masks[i].any(0)
             Image.fromarray(union.astype(np.uint8) * 255).save(folder / "masks" / f"{i:03d}.png")
@@ -105,7 +106,7 @@ shapes_net.preprocessing = PREPROCESSING  # type: ignore[attr-defined]
 shapes_net.classes = CLASSES  # type: ignore[attr-defined]
 
 
-def train_shapes(n: int = 320, epochs: int = 12, seed: int = 0) -> ShapesNet:
+def train_shapes(n: int = 192, epochs: int = 8, seed: int = 0) -> ShapesNet:
     """A ShapesNet trained with a sigmoid (BCE) loss on ``n`` synthetic images; deterministic."""
     images, _, labels = make_shapes(n, seed + 1000)
     inputs = PREPROCESSING.normalise(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0)

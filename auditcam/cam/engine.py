@@ -152,7 +152,7 @@ def _check_targets(targets: object, logits: torch.Tensor) -> torch.Tensor:
     # Range check where it costs no device round-trip (targets handed over on the CPU).
     lowest = -1 if targets.dim() == 2 else 0
     if targets.device.type == "cpu" and (int(targets.min()) < lowest or int(targets.max()) >= classes):
-        raise InputError(f"a target class is outside 0..{classes - 1}, the model's {classes} outputs")
+        raise InputError(f"a target class is outside 0..{classes - 1}, the model's {classes} outputs", "targets")
     return targets.to(device=logits.device, dtype=torch.long)
 
 

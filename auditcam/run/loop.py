@@ -150,7 +150,7 @@ def explain_share(
         "methods": methods,
         "reliance_threshold": reliance_threshold,
     }
-    skipped = NO_TRUE_LABEL if target == "label" else NONE_PREDICTED.format(threshold=threshold or 0.5)
+    skipped = NO_TRUE_LABEL if target == "label" or threshold is None else NONE_PREDICTED.format(threshold=threshold)
     if num_workers is None:
         num_workers = default_workers(batches.n_samples, layout.batch_size, group.local_world)
     loader = DataLoader(
