@@ -226,6 +226,11 @@ class Explainer:
 
     Use as a context manager to keep the model in eval mode across calls; every call leaves
     the model's training flags, ``requires_grad`` and hooks exactly as it found them.
+
+    A multi-label model (sigmoid outputs) is explained per label from one forward pass:
+    ``ex(images, threshold=0.5)`` explains every label whose probability reaches 0.5, and
+    ``ex(images, targets)`` with (N, k) true labels padded by -1 explains those; either gives
+    (N, k, H, W) maps, zero where a target is padding.
     """
 
     def __init__(

@@ -409,8 +409,9 @@ def _run_facts(meta: Mapping[str, Any], overall: Mapping[str, Any]) -> list[tupl
     return rows
 
 
-def _nav(extra: Mapping[str, Any], has_groups: bool) -> list[tuple[str, str]]:
-    items = [("verdict", "Verdict"), ("numbers", "Key numbers"), ("run", "How it was run"), ("classes", "Per class")]
+def _nav(extra: Mapping[str, Any], has_groups: bool, multilabel: bool = False) -> list[tuple[str, str]]:
+    classes = ("classes", "Per label" if multilabel else "Per class")
+    items = [("verdict", "Verdict"), ("numbers", "Key numbers"), ("run", "How it was run"), classes]
     if has_groups:
         items.append(("groups", "Per group"))
     items += [("disparities", "Disparities"), ("figures", "Figures"), ("gallery", "Gallery")]
@@ -489,7 +490,7 @@ def context(result: AuditResult) -> dict[str, Any]:
         "n_noted": result.count_samples(primary, where=noted),
         "metric_help": metric_help(),
         "metric_definitions": [(name, REGISTRY[name].formula, text) for name, text in metric_help().items()],
-        "nav": _nav(extra, bool(agg["by_group"] or agg["by_intersection"])),
+        "nav": _nav(extra, bool(agg["by_group"] or agg["by_intersection"]), meta.get("task") == "multilabel"),
         **extra,
     }
 
