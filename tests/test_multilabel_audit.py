@@ -168,3 +168,26 @@ def test_probes_under_multilabel_work_per_label_or_say_they_do_not_apply(trained
     assert result.counterfactual is None
     assert result.sanity.settings["explained"] == "one label per sample: the most probable label"
     assert np.isfinite(result.sanity.final.value)
+
+
+def test_two_multilabel_audits_of_the_true_labels_compare_paired(trained):
+    weights, manifest = trained
+    model, info = auditcam.models.load_model_info(SPEC, weights)
+    dataset = auditcam.open_dataset(manifest, classes=CLASSES, preprocessing=info.preprocessing, task="multilabel")
+    options = auditcam.AnalysisOptions(bootstrap=50, min_group_size=5)
+    a, b = (
+        auditcam.audit(
+            model,
+            dataset,
+            auditcam.AuditSettings(task="multilabel", target="label", threshold=threshold, gallery_size=0),
+            analysis=options,
+            progress=False,
+        )
+        for threshold in (0.5, 0.999)
+    )
+    comparison = auditcam.compare(a, b)
+    deltas = comparison.deltas.set_index(["dimension", "group", "statistic"])
+    for key in (("overall", "all", "precision"), ("class", "disc", "recall"), ("site", "A", "accuracy")):
+        row = deltas.loc[key]
+        assert np.isfinite(row["a"]) and row["delta"] == pytest.approx(row["b"] - row["a"]), key
+    assert deltas.loc[("overall", "all", "recall"), "delta"] <= 0  # a stricter threshold predicts fewer labels

@@ -129,7 +129,8 @@ class _Slices:
 class _LabelSets:
     """A multi-label frame's samples: each row's sample (0..S-1, by position), a row of each
     sample, whether the model saw it, its true and predicted labels as (S, classes) indicators,
-    and the classes in play (true, predicted or explained somewhere) as (index, name)."""
+    and the classes as (index, name): every class of ``classes`` (so two audits of one model
+    family have the same class slices), and any other one true, predicted or explained somewhere."""
 
     cluster: np.ndarray
     first: np.ndarray
@@ -145,7 +146,8 @@ class _LabelSets:
         pred = [_indices(v) for v in frame["pred_labels"].to_numpy()[first]]
         explained = frame["label"].dropna().astype(np.int64).to_numpy()
         named = dict(zip(explained, frame["label_name"].dropna().astype(str), strict=True))
-        in_play = sorted({*named, *(c for v in (*true, *pred) if v is not None for c in v)})
+        known = list(classes) if classes is not None else []
+        in_play = sorted({*range(len(known)), *named, *(c for v in (*true, *pred) if v is not None for c in v)})
         width = max(in_play, default=-1) + 1
         indicators = [np.zeros((len(first), width), dtype=bool) for _ in range(2)]
         for matrix, lists in zip(indicators, (true, pred), strict=True):

@@ -51,7 +51,8 @@ def paired_deltas(a: Analysis, b: Analysis) -> pd.DataFrame:
     for dimension in a.dimensions:
         if dimension == CORRECTNESS:  # not the same samples in A and B
             continue
-        for group in a.by_group(dimension).index:
+        shared = set(b.by_group(dimension).index)  # a multi-label class only one model ever predicts is in one
+        for group in (g for g in a.by_group(dimension).index if g in shared):
             for statistic in a.disparity_statistics:
                 key = (dimension, group, statistic)
                 ea, eb = a.results[key], b.results[key]
