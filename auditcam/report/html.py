@@ -337,8 +337,18 @@ def _key_cards(overall: Mapping[str, Any], meta: Mapping[str, Any]) -> list[dict
 
 
 def _subjects_text(agg: Mapping[str, Any]) -> str:
-    """One sentence on how many samples have a subject label and what that leaves unmeasured."""
-    n, with_subject = agg["overall"]["n"], agg.get("n_with_subject", agg["overall"]["n"])
+    """One sentence on how many samples have a subject label and what that leaves unmeasured (of
+    a multi-label audit: how many explained labels have their own subject)."""
+    overall = agg["overall"]
+    n, with_subject = overall["n"], agg.get("n_with_subject", overall["n"])
+    if "n_skipped" in overall and not agg.get("not_measured"):  # multi-label: a skipped row explains nothing
+        explained = n - overall["n_skipped"]
+        if with_subject == explained:
+            return ""
+        return (
+            f"{with_subject} of {explained} explained labels have a subject mask: the subject statistics rest on "
+            "those alone; accuracy, precision, recall and border_share on every sample."
+        )
     if with_subject == n:
         return ""
     missing = agg.get("not_measured", {})
