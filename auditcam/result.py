@@ -210,7 +210,8 @@ class AuditResult:
 
     @property
     def samples(self) -> pd.DataFrame:
-        """One row per (sample, method), in dataset order (read from disk on first use)."""
+        """One row per (sample, method), in dataset order (read from disk on first use); of a
+        multi-label audit, one per (sample, explained label, method)."""
         if self._frame is None:
             self._frame = pd.read_parquet(self.samples_path)
         return self._frame
