@@ -113,3 +113,28 @@ def test_the_resume_scan_counts_a_multilabel_journal_by_its_samples(model, batch
     journal.close()
     progress = scan(folder, layout, schema, len(METHODS), fixed=False)
     assert progress.journals == {0: 8}  # one whole batch of 8 samples, however many rows they made
+
+
+def test_the_gallery_picked_from_samples_parquet_matches_the_one_kept_while_explaining(model, tmp_path):
+    """Picked again from the merged samples (by each row's position and label), the gallery
+    shows the same (sample, label) rows with the same heatmaps and that label's mask."""
+    from auditcam import AuditSettings, audit
+    from auditcam.run.gallery import pick_gallery
+
+    manifest = write_shapes(tmp_path / "data", 12, seed=6)
+    dataset = open_dataset(manifest, classes=CLASSES, preprocessing=PREPROCESSING, task="multilabel")
+    settings = AuditSettings(methods=("layercam",), task="multilabel", target="label", gallery_size=3, batch_size=4)
+    result = audit(model, dataset, settings, run_dir=tmp_path / "run", progress=False)
+    with Explainer(model, methods=("layercam",)) as explainer:
+        again = pick_gallery(result.samples_path, explainer, dataset, ["layercam"], 3, 4, torch.device("cpu"), {})
+    for kept, redone in (
+        (result.gallery.background_reliant, again.background_reliant),
+        (result.gallery.subject_focused, again.subject_focused),
+    ):
+        assert [e.record for e in kept] == [e.record for e in redone] and len(kept) == 3
+        for a, b in zip(kept, redone, strict=True):
+            np.testing.assert_array_equal(a.mask, b.mask)
+            np.testing.assert_allclose(a.heatmap, b.heatmap, atol=1e-5)
+            item = dataset[int(a.record["id"].removeprefix("images/").removesuffix(".png"))]
+            own = item["masks"][item["mask_of"][item["labels"].index(a.record["label"])]]
+            np.testing.assert_array_equal(a.mask, own.numpy())  # the mask shown is that label's own
