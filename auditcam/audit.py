@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 from auditcam.cam import UPSAMPLING, Explainer
 from auditcam.config import AnalysisOptions, AuditSettings, Checks
 from auditcam.data import LabelledDataset, as_audit_dataset
+from auditcam.data.rows import SINGLE_LABEL_NOTE
 from auditcam.errors import InputError
 from auditcam.models import ModelInfo, model_device
 from auditcam.probes.beyond import beyond_heatmaps
@@ -35,6 +36,7 @@ from auditcam.stats.analysis import analyse
 from auditcam.stats.checks import evaluate_checks, required_intersections, validate_checks
 
 RESUME_AND_OVERWRITE = "`resume` and `overwrite` exclude each other: choose one"
+SEVERAL_LABELS = "the dataset gives several labels per sample ('labels'); audit it with `task` multilabel"
 DISTRIBUTED_NEEDS_RUN_DIR = "under torch.distributed, give a `run_dir` that every process can reach"
 
 
@@ -59,6 +61,9 @@ def audit(
     :class:`AuditSettings`); aggregate as ``analysis`` says; decide ``checks``.
 
     ``dataset`` may be any torch Dataset yielding the item dict of :mod:`auditcam.data.custom`;
+    ``settings.task="multilabel"`` audits a multi-label model (sigmoid outputs): one row per
+    (sample, explained label, method), precision and recall beside accuracy (a single-label
+    dataset is audited as one label per sample, said in ``meta["dataset"]["notes"]``);
     ``num_workers`` decodes in worker processes (None: :func:`auditcam.data.default_workers`).
     ``name`` titles the report (default: the weights file's stem, else the model spec);
     ``command`` and ``config_sources`` (the command line and the config files read) go into ``meta``.
@@ -81,6 +86,12 @@ def audit(
         raise InputError(DISTRIBUTED_NEEDS_RUN_DIR, "run_dir")
     checks = Checks() if checks is None else checks
     dataset = as_audit_dataset(dataset)
+    multilabel = settings.task == "multilabel"
+    if not multilabel and getattr(dataset, "multilabel", False):
+        raise InputError(SEVERAL_LABELS, "task")
+    notes = list(getattr(dataset, "notes", ()))
+    if multilabel and not getattr(dataset, "multilabel", False) and not notes:
+        notes.append(SINGLE_LABEL_NOTE.format(why="the dataset's samples have one 'label' each"))
     options = required_intersections(checks, AnalysisOptions() if analysis is None else analysis)
     validate_checks(checks, options, dataset.attributes)
     if model_info is not None and dataset.preprocessing != model_info.preprocessing:
@@ -111,7 +122,15 @@ def audit(
         prepared = None
         if group.leader:
             prepared = prepare(
-                folder, dataset, methods, make_fingerprint, settings.batch_size, settings.shard_size, resume, overwrite
+                folder,
+                dataset,
+                methods,
+                make_fingerprint,
+                settings.batch_size,
+                settings.shard_size,
+                resume,
+                overwrite,
+                multilabel=multilabel,
             )
         run: Run = group.exchange("plan", prepared)[0]
         batch_size = run.layout.batch_size
@@ -132,15 +151,22 @@ def audit(
                     num_workers,
                     progress,
                     shown,
+                    threshold=settings.threshold if multilabel else None,
                 )
             group.exchange("explained")
             if not group.leader:
                 return None
             if not run.complete:
-                merge_shards(folder, run, dataset.attributes, len(methods))
+                merge_shards(folder, run, dataset.attributes, len(methods), multilabel=multilabel)
             release_memory()
             analyses = {
-                m: analyse(analysis_frame(folder.samples, m, dataset.attributes), dataset.attributes, options)
+                m: analyse(
+                    analysis_frame(folder.samples, m, dataset.attributes, multilabel=multilabel),
+                    dataset.attributes,
+                    options,
+                    task=settings.task,
+                    classes=classes,
+                )
                 for m in methods
             }
             release_memory()
@@ -187,6 +213,7 @@ def audit(
             upsampling=UPSAMPLING,
             command=command,
             config_sources=config_sources,
+            notes=notes,
         )
         return AuditResult(folder.samples, check_results, analyses, gallery, meta, temporary=temporary, **beyond)
 

@@ -518,8 +518,17 @@ def _data_options(args: argparse.Namespace) -> dict:
 
 
 def _add_validate(sub: argparse._SubParsersAction) -> None:
+    from auditcam.config import TASKS
+
     check = sub.add_parser("validate", help="check a dataset before a long audit and list its problems")
     _add_data_arguments(check)
+    check.add_argument(
+        "--task",
+        choices=TASKS,
+        default="single",
+        help="multilabel: several labels per sample (a 'labels' column such as cat;dog, every category of a "
+        "COCO image) (default: single)",
+    )
     _add_workers_argument(check)
     check.add_argument("--no-progress", action="store_true", help="no progress bar")
     check.set_defaults(handler=_run_validate)
@@ -538,8 +547,11 @@ def _run_validate(args: argparse.Namespace, argv: Sequence[str]) -> int:
         ),
         workers=args.workers,
         progress=not args.no_progress,
+        multilabel=args.task == "multilabel",
     )
     source = result.source
+    for note in source.notes:
+        print(f"note: {note}")
     classes = "class indices" if source.classes is None else f"{len(source.classes)} classes"
     print(f"{source.path} ({source.format}): {len(source.rows)} samples checked, {classes}")
     if result.ok:
@@ -568,19 +580,13 @@ def _run_demo(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 def _run_audit(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from auditcam.audit import audit
-    from auditcam.data import LabelledDataset, read_classes
+    from auditcam.data import read_classes
     from auditcam.models import load_model_info
 
     config = load_config_from_args(args)
     model, info = load_model_info(args.model, args.weights, args.num_classes, **model_options(args))
     classes = read_classes(args.classes) if args.classes else info.classes
-    dataset = LabelledDataset.open(
-        args.data,
-        classes=classes,
-        preprocessing=info.preprocessing,
-        allow_missing=args.allow_missing,
-        **_data_options(args),
-    )
+    dataset = _open_data(args, classes, info.preprocessing, config.settings.task)
     result = audit(
         model,
         dataset,
@@ -608,6 +614,24 @@ def _run_audit(args: argparse.Namespace, argv: Sequence[str]) -> int:
         print(f"{check.outcome.upper():>17}  {check.message}")
     print(f"{'PASSED' if result.passed else 'FAILED'}: report {paths['report.html']}, junit {paths['junit.xml']}")
     return EXIT_PASS if result.passed else EXIT_FAIL
+
+
+def _open_data(args: argparse.Namespace, classes, preprocessing, task: str):
+    """The audited dataset as the data flags say; what the reader assumed (e.g. one label per
+    sample of a multi-label audit) is printed as a note."""
+    from auditcam.data import LabelledDataset
+
+    dataset = LabelledDataset.open(
+        args.data,
+        classes=classes,
+        preprocessing=preprocessing,
+        allow_missing=args.allow_missing,
+        task=task,
+        **_data_options(args),
+    )
+    for note in dataset.notes:
+        print(f"auditcam: note: {note}", file=sys.stderr)
+    return dataset
 
 
 def _with_donors(settings, dataset, allow_missing: bool):
@@ -711,7 +735,7 @@ def _pair(values: list | None, flag: str) -> list:
 
 def _run_compare(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from auditcam.audit import audit
-    from auditcam.data import LabelledDataset, read_classes
+    from auditcam.data import read_classes
     from auditcam.models import load_model_info
     from auditcam.result import compare
 
@@ -724,13 +748,7 @@ def _run_compare(args: argparse.Namespace, argv: Sequence[str]) -> int:
     options = model_options(args)
     loaded = [load_model_info(specs[i], weights[i], num_classes[i], **options) for i in range(2)]
     classes = read_classes(args.classes) if args.classes else loaded[0][1].classes
-    dataset = LabelledDataset.open(
-        args.data,
-        classes=classes,
-        preprocessing=loaded[0][1].preprocessing,
-        allow_missing=args.allow_missing,
-        **_data_options(args),
-    )
+    dataset = _open_data(args, classes, loaded[0][1].preprocessing, config.settings.task)
     settings = _with_donors(config.settings, dataset, args.allow_missing)
     results = [
         audit(

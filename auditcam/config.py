@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from auditcam.data.rows import TASKS
 from auditcam.errors import InputError
 from auditcam.scoring import REGISTRY, Metric
 
@@ -214,6 +215,10 @@ class AuditSettings:
     - ``methods``: CAM methods (names or :class:`~auditcam.cam.CaptumMethod`); the first decides the checks.
     - ``layer``: module name(s) of the explained layer, comma-separated are fused (None: found).
     - ``target``: class each heatmap explains, one of :data:`TARGETS`.
+    - ``task``: ``"single"`` (one class per image, softmax) or ``"multilabel"`` (several labels per
+      image, sigmoid outputs: every true label, or every label predicted at ``threshold``, is explained).
+    - ``threshold``: multilabel: a label is predicted when its sigmoid probability is at least this,
+      strictly between 0 and 1.
     - ``reliance_threshold``: focus_lift below this counts as background-reliant.
     - ``batch_size`` (None: 32, or the resumed run's), ``shard_size`` (None: from the dataset size).
     - ``device``: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda[:N]"``, or None (where the model is).
@@ -232,6 +237,8 @@ class AuditSettings:
     methods: tuple[Any, ...] = ("gradcam",)
     layer: str | None = None
     target: str = "pred"
+    task: str = "single"
+    threshold: float = 0.5
     reliance_threshold: float = 1.0
     batch_size: int | None = None
     shard_size: int | None = None
@@ -340,7 +347,8 @@ def _choice(raw: Any, choices: Sequence[str]) -> str:
     return raw
 
 
-def _confidence(raw: Any) -> float:
+def _open_rate(raw: Any) -> float:
+    """A number strictly between 0 and 1 (a confidence level, a probability threshold)."""
     value = _number(raw)
     if not 0 < value < 1:
         raise ValueError(f"expected a number between 0 and 1 (exclusive), got {raw!r}")
@@ -466,7 +474,7 @@ CHECK_KEYS: dict[str, Callable[[Any], Any]] = {
 ANALYSIS_KEYS: dict[str, Callable[[Any], Any]] = {
     "min_group_size": _integer(1),
     "bootstrap": _integer(1),
-    "confidence": _confidence,
+    "confidence": _open_rate,
     "seed": _integer(0),
     "intersections": _intersections,
 }
@@ -587,9 +595,28 @@ RUN_KEYS: dict[str, RunKey] = {
         RunKey(
             "target",
             lambda raw: _choice(raw, TARGETS),
-            "class each heatmap explains: the prediction or the true label",
+            "class each heatmap explains: the prediction or the true label (multilabel: every label predicted "
+            "at --threshold, or every true label)",
             _EXPLAIN,
             metavar="|".join(TARGETS),
+            records=True,
+        ),
+        RunKey(
+            "task",
+            lambda raw: _choice(raw, TASKS),
+            "single: one class per image (softmax outputs); multilabel: several labels per image (sigmoid outputs), "
+            "a 'labels' column such as cat;dog",
+            _EXPLAIN,
+            metavar="|".join(TASKS),
+            records=True,
+        ),
+        RunKey(
+            "threshold",
+            _open_rate,
+            "multilabel: a label is predicted when its sigmoid probability is at least this (strictly between 0 and 1)",
+            _EXPLAIN,
+            metavar="P",
+            text=_number_text,
             records=True,
         ),
         RunKey(

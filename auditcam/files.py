@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from auditcam.errors import InputError
 
@@ -141,7 +142,14 @@ def read_json(path: Path) -> Any:
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
+    """A part's table; one of :func:`records_table` (every column Arrow-typed) comes back Arrow-typed
+    from the file's own types, as pandas cannot restore a list column's dtype from its metadata."""
     try:
+        schema = pq.read_schema(path)
+        meta = json.loads((schema.metadata or {}).get(b"pandas", b"{}"))
+        columns = [c for c in meta.get("columns", []) if c.get("name") is not None]
+        if columns and all(str(c.get("numpy_type", "")).endswith("[pyarrow]") for c in columns):
+            return pq.read_table(path).to_pandas(types_mapper=pd.ArrowDtype, ignore_metadata=True)
         return pd.read_parquet(path)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, pa.ArrowException) as exc:
         raise InputError(NOT_READABLE.format(path=path, reason=exc)) from None

@@ -201,15 +201,23 @@ class AuditResult:
         if self._analyses is None:
             attributes = self.meta["dataset"]["attributes"]
             options = AnalysisOptions(**self.meta["analysis"])
+            task = self.meta.get("task", "single")
             self._analyses = {
-                m: analyse(analysis_frame(self.samples_path, m, attributes), attributes, options)
+                m: analyse(
+                    analysis_frame(self.samples_path, m, attributes, multilabel=task == "multilabel"),
+                    attributes,
+                    options,
+                    task=task,
+                    classes=self.meta.get("classes"),
+                )
                 for m in self.meta["methods"]
             }
         return self._analyses
 
     @property
     def samples(self) -> pd.DataFrame:
-        """One row per (sample, method), in dataset order (read from disk on first use)."""
+        """One row per (sample, method), in dataset order (read from disk on first use); of a
+        multi-label audit, one per (sample, explained label, method)."""
         if self._frame is None:
             self._frame = pd.read_parquet(self.samples_path)
         return self._frame

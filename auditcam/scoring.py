@@ -41,7 +41,8 @@ class Metric:
     measured only where a sample has a subject mask; ``scored``: a per-sample column
     :func:`score` computes (False: ``column`` comes from the prediction or the status);
     ``over``: the rows its aggregates count (``valid`` = status ok, ``predicted``, ``all``);
-    ``aggregates``: the statistics the analysis estimates for it (none: per-sample only)."""
+    ``aggregates``: the statistics the analysis estimates for it (none: per-sample only);
+    ``task``: None for every audit, ``"multilabel"`` for a statistic only a multi-label audit has."""
 
     name: str
     formula: str
@@ -54,6 +55,7 @@ class Metric:
     column: str = ""
     over: str = "valid"
     aggregates: tuple[Aggregate, ...] = field(default=())
+    task: str | None = None
 
     def __post_init__(self) -> None:
         if not self.column:
@@ -80,6 +82,34 @@ REGISTRY: dict[str, Metric] = {
             column="correct",
             over="predicted",
             aggregates=(Aggregate("accuracy", "mean", "accuracy", "share of predicted samples classified correctly"),),
+        ),
+        Metric(
+            "precision",
+            "TP / (TP + FP) of the predicted labels (multi-label)",
+            HIGHER,
+            "precision",
+            "Multi-label: share of the predicted labels that are true labels of their sample; per label among "
+            "the samples given that label, overall and per group over every label (micro average).",
+            unit="%",
+            needs_subject=False,
+            scored=False,
+            over="predicted",
+            aggregates=(Aggregate("precision", "mean", "precision", "share of predicted labels that are true"),),
+            task="multilabel",
+        ),
+        Metric(
+            "recall",
+            "TP / (TP + FN) of the true labels (multi-label)",
+            HIGHER,
+            "recall",
+            "Multi-label: share of the true labels that the model predicts; per label among the samples that "
+            "have it, overall and per group over every label (micro average).",
+            unit="%",
+            needs_subject=False,
+            scored=False,
+            over="predicted",
+            aggregates=(Aggregate("recall", "mean", "recall", "share of true labels that are predicted"),),
+            task="multilabel",
         ),
         Metric(
             "subject_share",

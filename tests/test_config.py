@@ -132,7 +132,7 @@ def test_an_unknown_key_names_the_file_and_key(tmp_path):
         ("max_group_gap = {attribute = 'site', value = 0.1}", "max_group_gap: item 1: missing key 'metric'"),
         (
             "max_group_gap = {attribute = 'site', metric = 'iou', value = 0.1}",
-            "max_group_gap: item 1: metric: expected one of accuracy, subject_share",
+            "max_group_gap: item 1: metric: expected one of accuracy, precision, recall, subject_share",
         ),
         ("min_subject_share = {value = 0.5, decide = 'upper'}", "min_subject_share: unknown key 'decide'"),
         ("intersections = ['site']", "intersections: an intersection needs two or more distinct attribute names"),
@@ -286,6 +286,8 @@ def test_describe_is_json_ready_and_its_records_part_is_what_the_records_depend_
         "methods",
         "layer",
         "target",
+        "task",
+        "threshold",
         "reliance_threshold",
         "batch_size",
         "shard_size",

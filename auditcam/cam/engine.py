@@ -59,9 +59,12 @@ class Explanation:
     """Result of explaining one batch.
 
     ``targets`` is (N,) with one explained class per image, or (N, k) with k per image (explicit
-    (N, k) targets, or ``top_k=k``: the k highest logits, highest first). ``maps[method]`` is
-    float32 (N, H, W) — or (N, k, H, W) — at input resolution, >= 0 and un-normalised: the raw
-    values are what scoring uses; :meth:`normalised` gives the per-map [0, 1] display view.
+    (N, k) targets, ``top_k=k``: the k highest logits, highest first, or ``threshold``: every
+    label of a multi-label model whose sigmoid probability reaches it, most probable first);
+    -1 in (N, k) targets is padding, for an image with fewer than k targets, and its map is all
+    zero. ``maps[method]`` is float32 (N, H, W) — or (N, k, H, W) — at input resolution, >= 0 and
+    un-normalised: the raw values are what scoring uses; :meth:`normalised` gives the per-map
+    [0, 1] display view.
     With several layers a map is the fusion :func:`fuse_layers` describes, in [0, 1].
     """
 
@@ -135,7 +138,7 @@ def _layer_names(layer: str | Sequence[str] | None) -> tuple[str, ...] | None:
 
 
 def _check_targets(targets: object, logits: torch.Tensor) -> torch.Tensor:
-    """Explicit targets, (N,) or (N, k) class ids, on the logits' device."""
+    """Explicit targets, (N,) or (N, k) class ids (-1: padding in (N, k)), on the logits' device."""
     n, classes = logits.shape
     targets = torch.as_tensor(targets)
     if targets.dim() == 0:
@@ -147,18 +150,37 @@ def _check_targets(targets: object, logits: torch.Tensor) -> torch.Tensor:
             f"got targets of shape {tuple(targets.shape)} for a batch of {n} images; pass (N,) or (N, k) class ids"
         )
     # Range check where it costs no device round-trip (targets handed over on the CPU).
-    if targets.device.type == "cpu" and (int(targets.min()) < 0 or int(targets.max()) >= classes):
-        raise InputError(f"a target class is outside 0..{classes - 1}, the model's {classes} outputs")
+    lowest = -1 if targets.dim() == 2 else 0
+    if targets.device.type == "cpu" and (int(targets.min()) < lowest or int(targets.max()) >= classes):
+        raise InputError(f"a target class is outside 0..{classes - 1}, the model's {classes} outputs", "targets")
     return targets.to(device=logits.device, dtype=torch.long)
 
 
-def _choose_targets(logits: torch.Tensor, targets: object, top_k: int | None) -> torch.Tensor:
+def predicted_labels(logits: torch.Tensor, threshold: float) -> torch.Tensor:
+    """(N, k) targets of a multi-label model: every class whose sigmoid probability is at least
+    ``threshold``, most probable first, -1 after an image's last (k >= 1: the most any image has)."""
+    probabilities = logits.detach().float().sigmoid()
+    positive = probabilities >= threshold
+    k = max(1, int(positive.sum(dim=1).max()))
+    order = probabilities.topk(k, dim=1).indices
+    return torch.where(positive.gather(1, order), order, torch.full_like(order, -1))
+
+
+def _choose_targets(logits: torch.Tensor, targets: object, top_k: int | None, threshold: float | None) -> torch.Tensor:
+    if threshold is not None:
+        return predicted_labels(logits, threshold)
     if top_k is None:
         return logits.argmax(dim=1) if targets is None else _check_targets(targets, logits)
     classes = logits.shape[1]
     if not 1 <= top_k <= classes:
         raise InputError(f"top_k must be between 1 and the model's {classes} outputs, got {top_k}")
     return logits.topk(top_k, dim=1).indices
+
+
+def _explained(targets: torch.Tensor) -> torch.Tensor:
+    """Targets with padding (-1) replaced by class 0, so every slot can be computed (images do not
+    interact, so a padded slot changes no other map; its own map is zeroed afterwards)."""
+    return targets.clamp_min(0)
 
 
 def _upsample(raw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -204,6 +226,11 @@ class Explainer:
 
     Use as a context manager to keep the model in eval mode across calls; every call leaves
     the model's training flags, ``requires_grad`` and hooks exactly as it found them.
+
+    A multi-label model (sigmoid outputs) is explained per label from one forward pass:
+    ``ex(images, threshold=0.5)`` explains every label whose probability reaches 0.5, and
+    ``ex(images, targets)`` with (N, k) true labels padded by -1 explains those; either gives
+    (N, k, H, W) maps, zero where a target is padding.
     """
 
     def __init__(
@@ -249,14 +276,25 @@ class Explainer:
             self._stack = None
 
     def __call__(
-        self, images: torch.Tensor, targets: torch.Tensor | None = None, *, top_k: int | None = None
+        self,
+        images: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        *,
+        top_k: int | None = None,
+        threshold: float | None = None,
     ) -> Explanation:
         """Explain a batch (N, C, H, W). ``targets``: None for each predicted class, (N,) class ids
-        (e.g. the true labels) or (N, k); ``top_k=k`` explains the k highest logits of each image."""
+        (e.g. the true labels) or (N, k) with -1 as padding (a multi-label model's true labels);
+        ``top_k=k`` explains the k highest logits of each image; ``threshold`` (multi-label) every
+        class whose sigmoid probability reaches it. Every target comes from the one forward pass."""
         if not torch.is_tensor(images) or images.dim() != 4:
             raise InputError("images must be a tensor of shape (N, C, H, W)")
         if top_k is not None and targets is not None:
             raise InputError("give targets or top_k, not both")
+        if threshold is not None and (targets is not None or top_k is not None):
+            raise InputError("give threshold alone, without targets or top_k", "threshold")
+        if threshold is not None and not 0 < threshold < 1:
+            raise InputError(f"threshold must be strictly between 0 and 1, got {threshold}", "threshold")
         with torch.inference_mode(False):
             images = images.detach()
             images = images.clone() if images.is_inference() else images
@@ -264,12 +302,14 @@ class Explainer:
                 self._layers = (find_target_layer(self.model, images),)
             modules = [get_layer(self.model, name) for name in self._layers]
             with preserved(self.model, frozen=True):
-                run = self._gradient_pass(modules, images, targets, top_k)
+                run = self._gradient_pass(modules, images, (targets, top_k, threshold))
                 per_layer = self._maps(run, modules, images)
         maps = {
             name: layer_maps[0] if len(layer_maps) == 1 else fuse_layers(layer_maps)
             for name, layer_maps in per_layer.items()
         }
+        if run.targets.dim() == 2:  # padding explains nothing
+            maps = {name: m.masked_fill((run.targets < 0)[..., None, None], 0.0) for name, m in maps.items()}
         return Explanation(logits=run.logits.detach(), targets=run.targets, maps=maps, layer=self.layer)
 
     def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
@@ -277,13 +317,12 @@ class Explainer:
             return contextlib.nullcontext()
         return torch.autocast(device_type=device.type, dtype=self.autocast)
 
-    def _gradient_pass(
-        self, modules: list[nn.Module], images: torch.Tensor, targets: object, top_k: int | None
-    ) -> _Pass:
-        """The one forward and (if any method needs it) the one gradient computation."""
+    def _gradient_pass(self, modules: list[nn.Module], images: torch.Tensor, wanted: tuple) -> _Pass:
+        """The one forward and (if any method needs it) the one gradient computation; ``wanted``
+        is (targets, top_k, threshold) as :meth:`__call__` got them."""
         needs_gradients = any(name in METHODS and name not in GRADIENT_FREE for name in self.methods)
         if not self._full_autograd:
-            run = self._run(modules, images, targets, top_k, needs_gradients, from_input=False)
+            run = self._run(modules, images, wanted, needs_gradients, from_input=False)
             if run is not None:
                 return run
             warnings.warn(
@@ -292,7 +331,7 @@ class Explainer:
                 stacklevel=3,
             )
             self._full_autograd = True
-        run = self._run(modules, images, targets, top_k, needs_gradients, from_input=True)
+        run = self._run(modules, images, wanted, needs_gradients, from_input=True)
         if run is None:
             raise InputError(
                 f"the logits do not depend on layer {self.layer} through autograd; "
@@ -304,8 +343,7 @@ class Explainer:
         self,
         modules: list[nn.Module],
         images: torch.Tensor,
-        targets: object,
-        top_k: int | None,
+        wanted: tuple,
         needs_gradients: bool,
         from_input: bool,
     ) -> _Pass | None:
@@ -318,13 +356,13 @@ class Explainer:
             self._autocast(images.device),
         ):
             logits = logits_of(self.model(x))
-        targets = _choose_targets(logits, targets, top_k)
+        targets = _choose_targets(logits, *wanted)
         activations = [a.detach() for a in captured]
         if not needs_gradients:
             return _Pass(logits, targets, activations, None, grids)
         if not logits.requires_grad:
             return None
-        columns = targets if targets.dim() == 2 else targets[:, None]
+        columns = _explained(targets if targets.dim() == 2 else targets[:, None])
         per_column = []
         for j in range(columns.shape[1]):
             score = logits.gather(1, columns[:, j : j + 1]).sum()
@@ -383,7 +421,7 @@ class Explainer:
         """Every requested method's maps at input resolution, one per layer."""
         size = (images.shape[-2], images.shape[-1])
         batch = tuple(run.targets.shape)
-        columns = run.targets if run.targets.dim() == 2 else run.targets[:, None]
+        columns = _explained(run.targets if run.targets.dim() == 2 else run.targets[:, None])
         per_layer: dict[str, list[torch.Tensor]] = {name: [] for name in self.methods}
         _check_captum_layers(self._captum, self._layers or (), run.grids)
         for i, (activations, grid) in enumerate(zip(run.activations, run.grids, strict=True)):
@@ -406,7 +444,7 @@ class Explainer:
         for name, method in self._captum.items():
             layers = modules if method.uses_layer else modules[:1]
             for module in layers:
-                per_layer[name].append(method(self.model, module, images, run.targets).float())
+                per_layer[name].append(method(self.model, module, images, _explained(run.targets)).float())
         return per_layer
 
     def _plain_forward(self, images: torch.Tensor) -> torch.Tensor:

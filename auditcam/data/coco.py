@@ -9,6 +9,10 @@ has no segmentation), rasterised by pycocotools at the image size the JSON decla
 
 Class names: the given class list, else the categories ordered by id. Extra scalar keys of an
 image entry (beyond the standard COCO ones) are group attributes.
+
+Multi-label (``multilabel=True``): every category with an instance in the image is a label (an
+image without annotations is a sample with no label), and the subject of each label is the union
+of that category's instances; a labels file gives them in a ``labels`` column (``cat;dog``).
 """
 
 from __future__ import annotations
@@ -29,15 +33,18 @@ from torchvision import tv_tensors
 from auditcam.data.io import SampleFault, fit_mask
 from auditcam.data.problems import BAD_VALUE, SIZE_MISMATCH, UNKNOWN_LABEL, Problems
 from auditcam.data.rows import (
+    MULTILABEL_COLUMNS,
     RESERVED_COLUMNS,
+    SINGLE_LABEL_NOTE,
     Row,
     attribute_value,
     cell_text,
     check_file,
     check_label,
+    check_labels,
     check_unique,
 )
-from auditcam.data.subjects import NO_SUBJECT, Geometry, MaskOptions, NoSubjectFault
+from auditcam.data.subjects import NO_SUBJECT, Geometry, MaskOptions, NoSubject, NoSubjectFault
 from auditcam.errors import InputError
 
 STANDARD_IMAGE_KEYS = frozenset(
@@ -167,7 +174,8 @@ def _attributes(entry: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _read_labels_file(path: Path) -> pd.DataFrame:
+def _read_labels_file(path: Path, multilabel: bool) -> tuple[pd.DataFrame, str]:
+    """The labels file and its label column (``labels`` of a multi-label file, else ``label``)."""
     if not path.is_file():
         raise InputError(f"--coco-labels {path}: file not found")
     try:
@@ -175,10 +183,11 @@ def _read_labels_file(path: Path) -> pd.DataFrame:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise InputError(f"--coco-labels {path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
     frame.columns = [str(c).strip() for c in frame.columns]
-    missing = [c for c in ("image", "label") if c not in frame.columns]
+    label = "labels" if multilabel and "labels" in frame.columns and "label" not in frame.columns else "label"
+    missing = [c for c in ("image", label) if c not in frame.columns]
     if missing:
-        raise InputError(f"--coco-labels {path}: missing column {missing[0]!r}; it needs columns image, label")
-    return frame
+        raise InputError(f"--coco-labels {path}: missing column {missing[0]!r}; it needs columns image, {label}")
+    return frame, label
 
 
 def coco_rows(
@@ -189,8 +198,11 @@ def coco_rows(
     labels: str | Path | None = None,
     allow_missing: bool = False,
     problems: Problems | None = None,
+    multilabel: bool = False,
+    notes: list[str] | None = None,
 ) -> tuple[list[Row], list[str], tuple[str, ...]]:
-    """Read a COCO instances file; return its rows, attribute names and class names."""
+    """Read a COCO instances file; return its rows, attribute names and class names
+    (``multilabel``: every category of an image is a label; see the module's docstring)."""
     path = Path(path)
     problems = problems or Problems(str(path))
     data = _load_json(path)
@@ -202,18 +214,22 @@ def coco_rows(
     found = _shapes_by_image(problems, data, entries, categories)
     by_file = {str(e["file_name"]): e for e in entries.values()}
 
+    label_column = "label"
     if labels is not None:
-        table = _read_labels_file(Path(labels))
+        table, label_column = _read_labels_file(Path(labels), multilabel)
         wanted = [
             (f"labels file row {i + 1} (line {i + 2})", {c: cell_text(v) for c, v in record.items()})
             for i, record in enumerate(table.to_dict("records"))
         ]
-        extra = [c for c in table.columns if c not in ("image", "label")]
+        extra = [c for c in table.columns if c not in ("image", label_column)]
+        if multilabel and label_column == "label" and notes is not None:
+            notes.append(SINGLE_LABEL_NOTE.format(why=f"{Path(labels).name} has a 'label' column, not 'labels'"))
     else:
         wanted = [(None, {"image": str(e["file_name"])}) for e in entries.values()]
         extra = []
     attributes = list(dict.fromkeys([*(k for e in entries.values() for k in _attributes(e)), *extra]))
-    clashes = [a for a in attributes if a in RESERVED_COLUMNS]
+    reserved = RESERVED_COLUMNS | MULTILABEL_COLUMNS if multilabel else RESERVED_COLUMNS
+    clashes = [a for a in attributes if a in reserved]
     if clashes:
         raise InputError(f"{path}: image field {clashes[0]!r} clashes with an output column; rename it")
 
@@ -225,11 +241,21 @@ def coco_rows(
             problems.report(place or "", "image", BAD_VALUE, f"{record['image']!r} is not an image of {path.name}")
             continue
         place = place or f"image {entry['file_name']!r} (id {entry['id']})"
-        label = _label(problems, place, record, found["areas"].get(entry["id"], {}), categories, class_names)
-        if label is None:
+        areas = found["areas"].get(entry["id"], {})
+        if multilabel:
+            found_labels = _labels(problems, place, record, label_column, areas, categories, class_names)
+        else:
+            label = _label(problems, place, record, areas, categories, class_names)
+            found_labels = None if label is None else (label,)
+        if found_labels is None:
             continue
-        category = category_of_name.get(class_names[label])
-        shapes = found["shapes"].get(entry["id"], {}).get(category, []) if category is not None else []
+        shapes_of = found["shapes"].get(entry["id"], {})
+
+        def shapes(label: int, entry: dict[str, Any] = entry, shapes_of: dict = shapes_of) -> CocoShapes:
+            category = category_of_name.get(class_names[label])
+            instances = shapes_of.get(category, []) if category is not None else []
+            return CocoShapes(class_names[label], tuple(instances), int(entry["height"]), int(entry["width"]))
+
         file_name = str(entry["file_name"])
         if not check_file(problems, place, "file_name", root / file_name, file_name, allow_missing=allow_missing):
             continue
@@ -242,13 +268,25 @@ def coco_rows(
                 id=str(entry["id"]),
                 image=file_name,
                 image_path=root / file_name,
-                label=label,
-                subject=CocoShapes(class_names[label], tuple(shapes), int(entry["height"]), int(entry["width"])),
+                label=-1 if multilabel else found_labels[0],
+                subject=NoSubject() if multilabel else shapes(found_labels[0]),
                 attributes={a: attribute_value(values.get(a)) for a in attributes},
                 where=place,
+                labels=found_labels if multilabel else None,
+                label_subjects=tuple(shapes(c) for c in found_labels) if multilabel else (),
             )
         )
     return rows, attributes, class_names
+
+
+def _known_category(
+    problems: Problems, place: str, column: str, label: int, categories: dict[int, str], class_names: Sequence[str]
+) -> bool:
+    """False after reporting a labels-file class that is not a COCO category."""
+    if class_names[label] in categories.values():
+        return True
+    problems.report(place, column, UNKNOWN_LABEL, f"class {class_names[label]!r} is not a COCO category")
+    return False
 
 
 def _label(
@@ -262,8 +300,7 @@ def _label(
     """The image's class index: from the labels file, else the category of largest area."""
     if "label" in record:
         label = check_label(problems, place, "label", record["label"], class_names)
-        if label is not None and class_names[label] not in categories.values():
-            problems.report(place, "label", UNKNOWN_LABEL, f"class {class_names[label]!r} is not a COCO category")
+        if label is not None and not _known_category(problems, place, "label", label, categories, class_names):
             return None
         return label
     if not areas:
@@ -277,3 +314,32 @@ def _label(
         problems.report(place, "category_id", UNKNOWN_LABEL, f"category {name!r} is not in the class list")
         return None
     return list(class_names).index(name)
+
+
+def _labels(
+    problems: Problems,
+    place: str,
+    record: dict[str, str],
+    column: str,
+    areas: dict[int, float],
+    categories: dict[int, str],
+    class_names: Sequence[str],
+) -> tuple[int, ...] | None:
+    """A multi-label image's class indices, in class order: from the labels file (``labels``, or
+    one ``label``), else every category with an instance in the image (none: no label)."""
+    if column in record:
+        if column == "labels":
+            labels = check_labels(problems, place, column, record[column], class_names)
+        else:
+            label = check_label(problems, place, column, record[column], class_names)
+            labels = None if label is None else (label,)
+        if labels is None or not all(
+            _known_category(problems, place, column, c, categories, class_names) for c in labels
+        ):
+            return None
+        return labels
+    unknown = sorted(categories[c] for c in areas if categories[c] not in class_names)
+    if unknown:
+        problems.report(place, "category_id", UNKNOWN_LABEL, f"category {unknown[0]!r} is not in the class list")
+        return None
+    return tuple(sorted(list(class_names).index(categories[c]) for c in areas))

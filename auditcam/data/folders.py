@@ -2,7 +2,8 @@
 ``masks/<class>/<stem>.png`` (default ``root/masks``, which is then not a class; without it the
 samples have no subjects). Class names: the given class list, else the class folders in sorted
 order (torchvision's ``ImageFolder`` convention). Files in subfolders of a class folder belong
-to that class; their masks keep the same relative path."""
+to that class; their masks keep the same relative path. A folder tree is single-label: read for a
+multi-label audit (``multilabel``), each sample has its folder's class as its one label."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from auditcam.data.problems import UNKNOWN_LABEL, Problems
-from auditcam.data.rows import Row, check_file
+from auditcam.data.rows import SINGLE_LABEL_NOTE, Row, check_file
 from auditcam.data.subjects import MaskFile, NoSubject
 from auditcam.errors import InputError
 
@@ -29,8 +30,11 @@ def folder_rows(
     masks: str | Path | None = None,
     allow_missing: bool = False,
     problems: Problems | None = None,
+    multilabel: bool = False,
+    notes: list[str] | None = None,
 ) -> tuple[list[Row], list[str], tuple[str, ...]]:
-    """Read a class-per-folder tree; return its rows, (no) attribute names and class names."""
+    """Read a class-per-folder tree; return its rows, (no) attribute names and class names
+    (``multilabel``: rows of one label each, said in ``notes``)."""
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"--data {root}: folder not found")
@@ -50,7 +54,15 @@ def folder_rows(
     if not folders:
         raise InputError(f"--data {root}: no class folders (expected {root}/<class>/<image>)")
     class_names = tuple(classes) if classes is not None else tuple(p.name for p in folders)
+    if multilabel and notes is not None:
+        notes.append(SINGLE_LABEL_NOTE.format(why="a folder tree has one class per image"))
     rows: list[Row] = []
+
+    def row(label: int, relative: str, path: Path, subject: MaskFile | NoSubject, place: str) -> Row:
+        if multilabel:
+            return Row(len(rows), relative, relative, path, -1, subject, {}, place, labels=(label,))
+        return Row(len(rows), relative, relative, path, label, subject, {}, place)
+
     for folder in folders:
         files = sorted(
             p
@@ -68,11 +80,11 @@ def folder_rows(
             relative = path.relative_to(root).as_posix()
             place = f"file {relative!r}"
             if not with_masks:
-                rows.append(Row(len(rows), relative, relative, path, label, NoSubject(), {}, place))
+                rows.append(row(label, relative, path, NoSubject(), place))
                 continue
             mask_path = mask_root / path.relative_to(root).with_suffix(".png")
             shown = mask_path.relative_to(mask_root.parent).as_posix()
             if not check_file(problems, place, "", mask_path, shown, allow_missing=allow_missing):
                 continue
-            rows.append(Row(len(rows), relative, relative, path, label, MaskFile(mask_path), {}, place))
+            rows.append(row(label, relative, path, MaskFile(mask_path), place))
     return rows, [], class_names

@@ -34,13 +34,15 @@ DEFAULT_OPTIONS = DataOptions()
 @dataclass(frozen=True)
 class Source:
     """The rows read from one dataset, with its attribute columns and class names (None when
-    labels are indices and no class list was given)."""
+    labels are indices and no class list was given); ``notes`` say what a reader assumed (e.g. one
+    label per sample of a multi-label audit)."""
 
     path: Path
     format: str
     rows: list[Row]
     attributes: tuple[str, ...]
     classes: tuple[str, ...] | None
+    notes: tuple[str, ...] = ()
 
 
 def detect_format(path: str | Path) -> str:
@@ -61,20 +63,29 @@ def read_source(
     classes: Sequence[str] | None = None,
     options: DataOptions = DEFAULT_OPTIONS,
     problems: Problems | None = None,
+    multilabel: bool = False,
 ) -> Source:
     """Read and check a dataset's index. Row problems raise ``InputError`` unless ``problems``
-    collects them (``auditcam validate``)."""
+    collects them (``auditcam validate``). ``multilabel``: read several labels per sample (a
+    manifest's ``labels`` column, every category of a COCO image)."""
     path = Path(path)
     fmt = format or detect_format(path)
     if fmt not in FORMATS:
         raise InputError(f"--format {fmt!r}: choose from {', '.join(FORMATS)}")
     problems = problems if problems is not None else Problems(str(path))
     classes = None if classes is None else tuple(classes)
+    notes: list[str] = []
     if fmt in ("csv", "parquet"):
         if path.is_dir():
             raise InputError(f"--data {path}: is a folder, not a {fmt} manifest (use --format folder)")
         rows, attributes = manifest_rows(
-            path, classes, allow_missing=options.allow_missing, problems=problems, parquet=fmt == "parquet"
+            path,
+            classes,
+            allow_missing=options.allow_missing,
+            problems=problems,
+            parquet=fmt == "parquet",
+            multilabel=multilabel,
+            notes=notes,
         )
     elif fmt == "coco":
         rows, attributes, classes = coco_rows(
@@ -84,9 +95,17 @@ def read_source(
             labels=options.labels,
             allow_missing=options.allow_missing,
             problems=problems,
+            multilabel=multilabel,
+            notes=notes,
         )
     else:
         rows, attributes, classes = folder_rows(
-            path, classes, masks=options.masks, allow_missing=options.allow_missing, problems=problems
+            path,
+            classes,
+            masks=options.masks,
+            allow_missing=options.allow_missing,
+            problems=problems,
+            multilabel=multilabel,
+            notes=notes,
         )
-    return Source(path, fmt, rows, tuple(attributes), classes)
+    return Source(path, fmt, rows, tuple(attributes), classes, tuple(notes))

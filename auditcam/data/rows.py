@@ -1,5 +1,6 @@
-"""The sample rows every format reads into, and the per-row checks they share: class labels,
-file existence, unique ids, group attribute values."""
+"""The sample rows every format reads into, and the per-row checks they share: class labels
+(one per sample, or a ``;``-separated list for a multi-label sample), file existence, unique ids,
+group attribute values."""
 
 from __future__ import annotations
 
@@ -43,13 +44,22 @@ RESERVED_COLUMNS = frozenset(
         "has_subject",
     }
 )
+# samples.parquet's extra columns of a multi-label audit, and the manifest's labels column
+MULTILABEL_COLUMNS = frozenset({"labels", "position", "true_labels", "pred_labels"})
+LABEL_SEPARATOR = ";"
+TASKS = ("single", "multilabel")  # one class per image (softmax), several labels per image (sigmoid)
+SINGLE_LABEL_NOTE = "every sample has one label ({why}): a multi-label audit of single-label data"
 ID_HINT = "ids must be unique — add or fix the id column"
 MISSING_HINT = "fix the path or pass --allow-missing to record the sample as an error and go on"
 
 
 @dataclass(frozen=True)
 class Row:
-    """One sample, resolved and checked: where it came from, its files, label and attributes."""
+    """One sample, resolved and checked: where it came from, its files, label and attributes.
+
+    A multi-label row has ``labels`` (its true classes, possibly none; ``label`` is then -1) and
+    either one subject per label (``label_subjects``, aligned with ``labels``) or ``subject`` as
+    the subject of every label explained on it."""
 
     index: int
     id: str
@@ -59,6 +69,13 @@ class Row:
     subject: Subject
     attributes: dict[str, str] = field(default_factory=dict)
     where: str = ""
+    labels: tuple[int, ...] | None = None
+    label_subjects: tuple[Subject, ...] = ()
+
+    @property
+    def classes_of(self) -> tuple[int, ...]:
+        """The sample's true classes: its one label, or its labels."""
+        return (self.label,) if self.labels is None else self.labels
 
 
 def read_classes(path: str | Path) -> tuple[str, ...]:
@@ -92,6 +109,30 @@ def parse_label(raw: str, classes: Sequence[str] | None) -> int:
     if label < 0 or (classes is not None and label >= len(classes)):
         raise ValueError(f"class index {label} is out of range")
     return label
+
+
+def parse_labels(raw: str, classes: Sequence[str] | None) -> tuple[int, ...]:
+    """A multi-label cell (``cat;dog``: class names or indices separated by ``;``) -> class
+    indices in the given order without repeats; an empty cell is a sample with no label.
+    ValueError (from :func:`parse_label`) says which part is unusable."""
+    text = raw.strip()
+    if not text:
+        return ()
+    parts = text.split(LABEL_SEPARATOR)
+    if any(not part.strip() for part in parts):
+        raise ValueError(f"an empty label between {LABEL_SEPARATOR!r} in {text!r}")
+    return tuple(dict.fromkeys(parse_label(part, classes) for part in parts))
+
+
+def check_labels(
+    problems: Problems, where: str, column: str, raw: str, classes: Sequence[str] | None
+) -> tuple[int, ...] | None:
+    """The labels' indices, or None after reporting why they are unusable."""
+    try:
+        return parse_labels(raw, classes)
+    except ValueError as exc:
+        problems.report(where, column, UNKNOWN_LABEL, str(exc))
+        return None
 
 
 def check_label(problems: Problems, where: str, column: str, raw: str, classes: Sequence[str] | None) -> int | None:

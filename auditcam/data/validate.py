@@ -13,13 +13,13 @@ from pathlib import Path
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from auditcam.data.dataset import default_workers, load_sample
+from auditcam.data.dataset import default_workers, load_sample, load_subjects
 from auditcam.data.formats import DEFAULT_OPTIONS, DataOptions, Source, read_source
 from auditcam.data.grabcut import check_subject_from_boxes
 from auditcam.data.io import SampleFault
 from auditcam.data.problems import EMPTY_MASK, FULL_MASK, NO_SAMPLES, Problem, Problems
 from auditcam.data.rows import Row
-from auditcam.data.subjects import DEFAULT_MASKS, NO_SUBJECT, MaskOptions, NoSubjectFault, rasterise
+from auditcam.data.subjects import DEFAULT_MASKS, NO_SUBJECT, Geometry, MaskOptions, NoSubjectFault, rasterise
 
 EMPTY_REASON = "empty subject mask"
 CHECK_BATCH = 16
@@ -39,11 +39,19 @@ class Validation:
 
 
 def check_row(row: Row, masks: MaskOptions) -> list[Problem]:
-    """The problems of one sample's files (none when it decodes and its subject is usable)."""
+    """The problems of one sample's files (none when it decodes and its subjects are usable)."""
     try:
-        _image, subject, _notes = load_sample(row, masks)
+        if row.labels is not None:
+            _image, subjects, _notes = load_subjects(row, masks)
+        else:
+            _image, subject, _notes = load_sample(row, masks)
+            subjects = [subject]
     except SampleFault as fault:
         return [Problem(row.where, "", fault.kind, fault.reason)]
+    return [problem for subject in subjects for problem in _subject_problems(row, subject)]
+
+
+def _subject_problems(row: Row, subject: Geometry | NoSubjectFault) -> list[Problem]:
     if isinstance(subject, NoSubjectFault):  # none given is fine; one given but unusable is a problem
         detail = subject.reason.removeprefix(NO_SUBJECT).removeprefix(": ")
         return [Problem(row.where, "", EMPTY_MASK, detail)] if detail else []
@@ -81,12 +89,15 @@ def validate(
     masks: MaskOptions = DEFAULT_MASKS,
     workers: int | None = 0,
     progress: bool = False,
+    multilabel: bool = False,
 ) -> Validation:
     """Check a dataset; whole-input faults (no manifest, a required column absent) still raise
     ``InputError``, everything row-level is collected. ``workers=None`` picks
-    :func:`~auditcam.data.default_workers`."""
+    :func:`~auditcam.data.default_workers`; ``multilabel`` reads several labels per sample."""
     problems = Problems(str(path), collect=True)
-    source = read_source(path, format=format, classes=classes, options=options, problems=problems)
+    source = read_source(
+        path, format=format, classes=classes, options=options, problems=problems, multilabel=multilabel
+    )
     check_subject_from_boxes(masks.subject_from_boxes, source.rows, path)
     found = list(problems.found)
     if workers is None:
@@ -99,7 +110,7 @@ def validate(
             found.extend(batch)
             bar.update(min(CHECK_BATCH, bar.total - bar.n))
     if source.classes is not None:
-        counts = Counter(row.label for row in source.rows)
+        counts = Counter(label for row in source.rows for label in row.classes_of)
         found += [
             Problem(f"class {name!r}", "", NO_SAMPLES, "no samples of this class")
             for label, name in enumerate(source.classes)

@@ -1,6 +1,11 @@
 """The probes an audit's settings ask for, run after the heatmaps: the counterfactual test, the
 sanity check, the strategies' location-shortcut test (each with its check) and the gallery
-exemplars' feature-map grids."""
+exemplars' feature-map grids.
+
+Under a multi-label audit the strategies' location test decides a flip on the explained label
+(its probability crossing the threshold), the sanity check explains one label per sample, and the
+counterfactual test, which asks whether the one predicted class follows the background's class,
+is not applicable (:data:`SINGLE_LABEL_PROBE`)."""
 
 from __future__ import annotations
 
@@ -11,6 +16,11 @@ from torch import nn
 
 from auditcam.config import AnalysisOptions, AuditSettings, Checks
 from auditcam.run.gallery import Gallery
+
+SINGLE_LABEL_PROBE = (
+    "not applicable (single-label probe): the background swap asks whether the one predicted class "
+    "follows the donor image's class, and a multi-label model predicts a set of labels"
+)
 
 
 def beyond_heatmaps(
@@ -46,12 +56,14 @@ def beyond_heatmaps(
     from auditcam.stats.estimates import Estimate
 
     out: dict[str, Any] = {"checks": []}
-    if settings.counterfactual and not subjects:
+    multilabel = settings.task == "multilabel"
+    if settings.counterfactual and (multilabel or not subjects):
         following = Estimate(FOLLOWING, None, None, 0, options.confidence, sufficient=False)
         gap = Estimate(BG_GAP, None, None, 0, options.confidence, sufficient=False)
+        why = SINGLE_LABEL_PROBE if multilabel else f"{NO_SUBJECTS}: swapping backgrounds needs subject masks"
         for check in (background_following_check(following, checks, options), bg_gap_check(gap, checks, options)):
             if check is not None:
-                out["checks"].append(not_applicable(check, f"{NO_SUBJECTS}: swapping backgrounds needs subject masks"))
+                out["checks"].append(not_applicable(check, why))
     elif settings.counterfactual:
         cf_options = CounterfactualOptions(
             donors=donors,
@@ -83,6 +95,7 @@ def beyond_heatmaps(
             target=settings.target,
             analysis=options,
             batch_size=batch_size,
+            multilabel=multilabel,
         )
         out["sanity"] = result
         final = result.stages[-1].name
@@ -101,6 +114,7 @@ def beyond_heatmaps(
             checks=checks,
             analysis=options,
             batch_size=batch_size,
+            threshold=settings.threshold if multilabel else None,
         )
         out["checks"] = [c for c in [*out["checks"], location] if c is not None]
     return out

@@ -14,6 +14,11 @@ none do, three label-free signs of an artefact decide (and the result says which
 looks nearly the same in every member image (a tag, a ruler, a token; subjects vary), it sits
 at a border or corner, and pasting it into images the model gives other classes carries the
 prediction with it.
+
+For a multi-label model (``threshold`` given) a flip is the explained label's decision changing
+(its sigmoid probability crossing the threshold), the probability drop is that label's, and a
+paste carries when the label becomes predicted; a strategy's members are the (sample, label)
+rows that explained the label, read back by their ``position``.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ from torch import nn
 from auditcam.cam import preserved
 from auditcam.config import DEFAULT_MAX_LOCATION_SHORTCUT, AnalysisOptions, Checks
 from auditcam.files import Parts
-from auditcam.run.records import GRID, HEATMAP_GRID, STRATEGY
+from auditcam.models import logits_of
+from auditcam.run.records import GRID, HEATMAP_GRID, POSITION, STRATEGY
 from auditcam.stats.bootstrap import mean_interval
 from auditcam.stats.checks import CheckResult, location_shortcut_check
 from auditcam.stats.strategies import Discovery, Strategy, StrategyOptions, discover
@@ -146,15 +152,22 @@ def _occlude(images: torch.Tensor, boxes: Sequence[tuple[int, int, int, int]]) -
 
 
 @torch.no_grad()
-def _predict(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Softmax probabilities (N, classes), in batches, on the model's device."""
+def _predict(model: nn.Module, images: torch.Tensor, batch_size: int, multilabel: bool = False) -> torch.Tensor:
+    """Probabilities (N, classes), in batches, on the model's device: softmax, or sigmoid for a
+    multi-label model."""
     device = next(model.parameters(), torch.empty(0)).device
-    return torch.cat(
-        [
-            model(images[i : i + batch_size].to(device)).float().softmax(1).cpu()
-            for i in range(0, len(images), batch_size)
-        ]
-    )
+    chunks = [
+        logits_of(model(images[i : i + batch_size].to(device))).float() for i in range(0, len(images), batch_size)
+    ]
+    return torch.cat([c.sigmoid() if multilabel else c.softmax(1) for c in chunks]).cpu()
+
+
+def _decisions(probabilities: torch.Tensor, explained: int, threshold: float | None) -> torch.Tensor:
+    """What a flip changes: the predicted class, or whether a multi-label model predicts the
+    explained label (``threshold`` given)."""
+    if threshold is None:
+        return probabilities.argmax(1)
+    return (probabilities[:, explained] >= threshold).long()
 
 
 def _load(dataset: Any, positions: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
@@ -186,9 +199,11 @@ def occlude_strategy(
     n_boot: int,
     level: float,
     batch_size: int,
+    multilabel_threshold: float | None = None,
 ) -> dict[str, Any]:
     """The occlusion result of one candidate strategy (``positions``: its members' dataset
-    positions; ``others``: positions the model gives another class, for the paste test)."""
+    positions; ``others``: positions the model gives another class, for the paste test;
+    ``multilabel_threshold``: a multi-label model's, see the module's docstring)."""
     rng = np.random.default_rng(options.seed + strategy.explained * 101 + int(strategy.id.rsplit("#", 1)[1]))
     if len(positions) > options.samples:
         positions = np.sort(rng.choice(positions, options.samples, replace=False))
@@ -201,12 +216,13 @@ def occlude_strategy(
     if controls is None:
         return {"measured": False, "reason": NO_CONTROL}
     c = strategy.explained
-    original = _predict(model, images, batch_size)
-    occluded = _predict(model, _occlude(images, [spot] * len(images)), batch_size)
-    control = _predict(model, _occlude(images, controls), batch_size)
-    pred = original.argmax(1)
-    spot_flip = (occluded.argmax(1) != pred).double().numpy()
-    control_flip = (control.argmax(1) != pred).double().numpy()
+    multilabel = multilabel_threshold is not None
+    original = _predict(model, images, batch_size, multilabel)
+    occluded = _predict(model, _occlude(images, [spot] * len(images)), batch_size, multilabel)
+    control = _predict(model, _occlude(images, controls), batch_size, multilabel)
+    pred = _decisions(original, c, multilabel_threshold)
+    spot_flip = (_decisions(occluded, c, multilabel_threshold) != pred).double().numpy()
+    control_flip = (_decisions(control, c, multilabel_threshold) != pred).double().numpy()
     seed = options.seed + c
     difference = spot_flip - control_flip
     out: dict[str, Any] = {
@@ -225,7 +241,7 @@ def occlude_strategy(
     }
     _y0, _y1, _x0, _x1 = spot
     out["evidence"] = _artefact_evidence(
-        model, dataset, images, masks, has_subject, spot, others, c, options, rng, batch_size
+        model, dataset, images, masks, has_subject, spot, others, c, options, rng, batch_size, multilabel_threshold
     )
     clear = out["difference"]["ci"][0] > 0 and out["difference"]["value"] > threshold
     out["clear"] = bool(clear)
@@ -244,6 +260,7 @@ def _artefact_evidence(
     options: OcclusionOptions,
     rng: np.random.Generator,
     batch_size: int,
+    multilabel_threshold: float | None = None,
 ) -> dict[str, Any]:
     """Whether the spot is an artefact rather than the subject, and which evidence decided."""
     y0, y1, x0, x1 = spot
@@ -274,8 +291,13 @@ def _artefact_evidence(
         if len(targets):
             pasted = targets.clone()
             pasted[:, :, y0:y1, x0:x1] = patches.median(dim=0).values
-            before = (_predict(model, targets, batch_size).argmax(1) == explained).double().mean()
-            after = (_predict(model, pasted, batch_size).argmax(1) == explained).double().mean()
+            multilabel = multilabel_threshold is not None
+
+            def carried(images: torch.Tensor) -> torch.Tensor:
+                decided = _decisions(_predict(model, images, batch_size, multilabel), explained, multilabel_threshold)
+                return (decided == (1 if multilabel else explained)).double().mean()
+
+            before, after = carried(targets), carried(pasted)
             carry = float(after - before)
     uniform = constant >= options.min_constant_share
     carries = carry is not None and carry >= options.min_carry
@@ -307,14 +329,19 @@ def run_strategies(
     batch_size: int,
     strategy_options: StrategyOptions | None = None,
     occlusion: OcclusionOptions | None = None,
+    threshold: float | None = None,
 ) -> tuple[StrategiesResult, CheckResult | None]:
     """Discover the strategies of ``method``'s heatmaps in ``samples.parquet``, write each row's
     ``strategy`` there, occlude every candidate spot; return the result and the
-    ``max_location_shortcut`` check."""
+    ``max_location_shortcut`` check. ``threshold``: a multi-label audit's (its strategies are
+    per label, and a flip is the label's decision changing)."""
     occlusion = OcclusionOptions(seed=analysis.seed) if occlusion is None else occlusion
-    table = pq.read_table(samples_path, columns=["method", "target", "correct", "confidence", "subject_share"])
+    names = ["method", "target", "correct", "confidence", "subject_share"]
+    table = pq.read_table(samples_path, columns=[*names, *([POSITION] if threshold is not None else [])])
     rows = np.flatnonzero(table.column("method").to_numpy(zero_copy_only=False) == method)
     first = table.take(rows)
+    # each row's sample in the dataset: the row itself, or a multi-label row's position
+    positions = np.arange(len(rows)) if threshold is None else first.column(POSITION).to_numpy()
     grids_column = pq.read_table(samples_path, columns=[HEATMAP_GRID], filters=[("method", "==", method)])
     grids_column = grids_column.column(HEATMAP_GRID)
     valid = ~grids_column.is_null().to_numpy(zero_copy_only=False)
@@ -341,7 +368,7 @@ def run_strategies(
         level=analysis.confidence,
     )
     _write_strategies(samples_path, rows, discovery.assignment)
-    threshold = (
+    shortcut = (
         DEFAULT_MAX_LOCATION_SHORTCUT if checks.max_location_shortcut is None else checks.max_location_shortcut.value
     )
     not_measured = [
@@ -353,18 +380,21 @@ def run_strategies(
             if not strategy.candidate:
                 not_measured.append(f"{strategy.id}: occlusion not measured ({NOT_A_SPOT})")
                 continue
-            others = np.flatnonzero((explained >= 0) & (explained != strategy.explained))
+            others = positions[(explained >= 0) & (explained != strategy.explained)]
+            if threshold is not None:  # images where the label is explained too are no paste targets
+                others = np.setdiff1d(others, positions[explained == strategy.explained])
             strategy.occlusion = occlude_strategy(
                 model,
                 dataset,
                 strategy,
-                strategy.rows,
-                others,
+                positions[strategy.rows],
+                np.unique(others),
                 occlusion,
-                threshold=threshold,
+                threshold=shortcut,
                 n_boot=analysis.bootstrap,
                 level=analysis.confidence,
                 batch_size=batch_size,
+                multilabel_threshold=threshold,
             )
             if not strategy.occlusion["measured"]:
                 not_measured.append(f"{strategy.id}: occlusion not measured ({strategy.occlusion['reason']})")
@@ -374,19 +404,22 @@ def run_strategies(
             if artefact:
                 measured.append(strategy.occlusion)
     ids = pq.read_table(samples_path, columns=["id"]).column("id").take(rows).to_pylist()
-    pictures = {s.id: _pictures(dataset, s.exemplars, ids) for s in discovery.strategies}
+    pictures = {s.id: _pictures(dataset, positions[s.exemplars], ids, s.exemplars) for s in discovery.strategies}
     reason = "no strategy has a compact hot spot shared by its members off the subject: nothing to occlude"
     check = location_shortcut_check(measured, checks, analysis, reason)
     return StrategiesResult(discovery, method, not_measured, pictures), check
 
 
-def _pictures(dataset: Any, positions: np.ndarray, ids: Sequence[str]) -> list[tuple[str, np.ndarray]]:
-    """The exemplars as displayable RGB uint8 pictures, with their sample ids."""
+def _pictures(
+    dataset: Any, positions: np.ndarray, ids: Sequence[str], rows: np.ndarray
+) -> list[tuple[str, np.ndarray]]:
+    """The exemplars (the method's ``rows``, samples at ``positions``) as displayable RGB uint8
+    pictures, with their sample ids."""
     images, _, _ = _load(dataset, positions)
     if not len(images):
         return []
     shown = (dataset.preprocessing.denormalise(images) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    return [(ids[int(p)], picture) for p, picture in zip(positions, shown, strict=False)]
+    return [(ids[int(r)], picture) for r, picture in zip(rows, shown, strict=False)]
 
 
 def _floats(table: pa.Table, name: str) -> np.ndarray:

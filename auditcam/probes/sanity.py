@@ -399,31 +399,36 @@ def run_sanity(
     target: str = "pred",
     analysis: AnalysisOptions | None = None,
     batch_size: int = 32,
+    multilabel: bool = False,
 ) -> SanityResult:
     """:func:`model_randomisation` on a seeded subsample of the readable samples of ``dataset``
-    (an audit's dataset), explaining the prediction or the true label as the audit does."""
+    (an audit's dataset), explaining the prediction or the true label as the audit does. A
+    ``multilabel`` audit's maps are compared for one label per sample: the most probable one, or
+    (``target="label"``) the sample's first true label, passing over samples without one."""
     options = SanityOptions() if options is None else options
     analysis = AnalysisOptions() if analysis is None else analysis
     order = np.random.default_rng([analysis.seed, 2]).permutation(len(dataset))
-    items, passed_over = [], 0
+    items, passed_over, unlabelled = [], 0, 0
     for index in order:
         item = dataset[int(index)]
-        if "image" in item:
-            items.append(item)
-        else:
+        if "image" not in item:
             passed_over += 1
+        elif target == "label" and _first_label(item) is None:
+            unlabelled += 1
+        else:
+            items.append(item)
         if len(items) == options.samples:
             break
     if not items:
         raise InputError("sanity check: no readable sample to explain")
     images = torch.stack([item["image"] for item in items])
-    labels = torch.tensor([int(item["label"]) for item in items])
+    labels = torch.tensor([_first_label(item) for item in items]) if target == "label" else None
     pre = dataset.preprocessing
     pictures = pre.to_uint8(images[:MAX_EXAMPLES])
     result = model_randomisation(
         model,
         images,
-        labels if target == "label" else None,
+        labels,
         method=method,
         layer=layer,
         ids=[str(item["id"]) for item in items],
@@ -434,4 +439,14 @@ def run_sanity(
         pictures=pictures,
     )
     extra = {"method": method, "layer": layer, "target": target, "unreadable_passed_over": passed_over}
+    if multilabel:
+        explained = "the first true label" if target == "label" else "the most probable label"
+        extra.update(explained=f"one label per sample: {explained}", unlabelled_passed_over=unlabelled)
     return dataclasses.replace(result, settings={**result.settings, **extra})
+
+
+def _first_label(item: dict[str, Any]) -> int | None:
+    """The class a label-target sanity check explains: the label, or a multi-label sample's first."""
+    if "labels" in item:
+        return int(item["labels"][0]) if item["labels"] else None
+    return int(item["label"])

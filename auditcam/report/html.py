@@ -22,6 +22,7 @@ from auditcam.report.reproduce import config_toml
 from auditcam.report.templates import environment, template_dir
 from auditcam.run.gallery import Exemplar
 from auditcam.scoring import REGISTRY, Metric, aggregates, scored_metrics
+from auditcam.stats.analysis import task_statistics
 from auditcam.stats.checks import OUTCOMES
 from auditcam.version import __version__
 
@@ -47,6 +48,14 @@ def metric_help(registry: dict[str, Metric] | None = None) -> dict[str, str]:
 
 
 STATISTIC_LABELS = statistic_labels()
+
+
+def task_labels(task: str) -> dict[str, tuple[str, str]]:
+    """The column headings of the statistics an audit of ``task`` has (a multi-label audit's
+    precision and recall beside accuracy), in report order."""
+    return {name: STATISTIC_LABELS[name] for name in task_statistics(task)}
+
+
 DECIDE_ON_HELP = {
     "point": "the estimate",
     "upper": "upper end of the CI",
@@ -224,6 +233,32 @@ def _key_numbers(agg: Mapping[str, Any], meta: Mapping[str, Any]) -> list[dict[s
     return [{**card, "not_measured": missing.get(card["statistic"], "")} for card in cards]
 
 
+def _label_cards(overall: Mapping[str, Any], meta: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A multi-label audit's accuracy, precision and recall cards (in place of the accuracy card)."""
+    c = overall["ci"]
+    skipped = overall.get("n_skipped", 0)
+    texts = {
+        "accuracy": "Samples whose predicted labels are exactly their true labels (exact match), among the samples "
+        "the model saw; per label, the share of samples whose decision on it is right.",
+        "precision": f"Predicted labels (probability ≥ {meta.get('threshold', 0.5):g}) that are true labels of their "
+        "sample, over every label: lowered by false positives, also those never explained.",
+        "recall": "True labels that the model predicts, over every label: lowered by missed labels"
+        + (f". {skipped} rows explain nothing (no label to explain)." if skipped else "."),
+    }
+    return [
+        {
+            "label": STATISTIC_LABELS[name][0],
+            "statistic": name,
+            "value": overall.get(name),
+            "ci": c.get(name),
+            "style": STATISTIC_LABELS[name][1],
+            "digits": 3,
+            "text": texts[name],
+        }
+        for name in ("accuracy", "precision", "recall")
+    ]
+
+
 def _key_cards(overall: Mapping[str, Any], meta: Mapping[str, Any]) -> list[dict[str, Any]]:
     c = overall["ci"]
     area = overall.get("subject_area_mean")
@@ -233,7 +268,7 @@ def _key_cards(overall: Mapping[str, Any], meta: Mapping[str, Any]) -> list[dict
             f" The subject covers {pct(area)} of the image on average: a heatmap spread evenly would score {fmt(area)}."
         )
     threshold = meta.get("reliance_threshold", 1.0)
-    return [
+    cards = [
         {
             "label": STATISTIC_LABELS["subject_share_mean"][0],
             "statistic": "subject_share_mean",
@@ -295,11 +330,25 @@ def _key_cards(overall: Mapping[str, Any], meta: Mapping[str, Any]) -> list[dict
             "preference, above 1 drawn to the edges (tags, rulers, scanner borders). Needs no subject.",
         },
     ]
+    if meta.get("task") == "multilabel":
+        at = next(i for i, card in enumerate(cards) if card["statistic"] == "accuracy")
+        cards[at : at + 1] = _label_cards(overall, meta)
+    return cards
 
 
 def _subjects_text(agg: Mapping[str, Any]) -> str:
-    """One sentence on how many samples have a subject label and what that leaves unmeasured."""
-    n, with_subject = agg["overall"]["n"], agg.get("n_with_subject", agg["overall"]["n"])
+    """One sentence on how many samples have a subject label and what that leaves unmeasured (of
+    a multi-label audit: how many explained labels have their own subject)."""
+    overall = agg["overall"]
+    n, with_subject = overall["n"], agg.get("n_with_subject", overall["n"])
+    if "n_skipped" in overall and not agg.get("not_measured"):  # multi-label: a skipped row explains nothing
+        explained = n - overall["n_skipped"]
+        if with_subject == explained:
+            return ""
+        return (
+            f"{with_subject} of {explained} explained labels have a subject mask: the subject statistics rest on "
+            "those alone; accuracy, precision, recall and border_share on every sample."
+        )
     if with_subject == n:
         return ""
     missing = agg.get("not_measured", {})
@@ -341,27 +390,27 @@ def _run_facts(meta: Mapping[str, Any], overall: Mapping[str, Any]) -> list[tupl
     rows.append(("dataset", str(dataset["source"]), True))
     if dataset.get("sha256"):
         rows.append(("dataset sha256", dataset["sha256"], True))
-    rows.append(
-        (
-            "samples",
-            f"{dataset['n_samples']} ({overall['n_valid']} scored, {overall['n_invalid']} invalid, "
-            f"{overall['n_error']} unreadable)",
-            False,
+    multilabel = meta.get("task") == "multilabel"
+    counted = f"{overall['n_valid']} scored, {overall['n_invalid']} invalid, {overall['n_error']} unreadable"
+    if multilabel:
+        counted = f"rows of (sample, label): {counted}, {overall.get('n_skipped', 0)} with no label to explain"
+    rows.append(("samples", f"{dataset['n_samples']} ({counted})", False))
+    if multilabel:
+        threshold = meta.get("threshold", 0.5)
+        rows.append(
+            ("task", f"multi-label: sigmoid outputs, a label is predicted at probability ≥ {threshold:g}", False)
         )
-    )
+    rows += [("note", note, False) for note in dataset.get("notes", [])]
     if classes:
         named = ", ".join(map(str, classes[:MAX_CLASSES_NAMED]))
         more = f" … and {len(classes) - MAX_CLASSES_NAMED} more" if len(classes) > MAX_CLASSES_NAMED else ""
         rows.append(("classes", f"{len(classes)}: {named}{more}", False))
     rows.append(("group attributes", ", ".join(dataset.get("attributes") or []) or "none", False))
-    rows.append(
-        (
-            "explained",
-            f"{', '.join(meta['methods'])} on layer {meta['layer']}, "
-            f"{'predicted' if meta.get('target') == 'pred' else 'true'} class",
-            False,
-        )
-    )
+    if multilabel:
+        what = "every predicted label" if meta.get("target") == "pred" else "every true label"
+    else:
+        what = f"{'predicted' if meta.get('target') == 'pred' else 'true'} class"
+    rows.append(("explained", f"{', '.join(meta['methods'])} on layer {meta['layer']}, {what}", False))
     rows.append(("reliance threshold", f"focus_lift < {meta.get('reliance_threshold', 1.0):g}", False))
     if meta.get("preprocessing"):
         rows.append(("preprocessing", _preprocessing_text(meta["preprocessing"]), False))
@@ -370,8 +419,9 @@ def _run_facts(meta: Mapping[str, Any], overall: Mapping[str, Any]) -> list[tupl
     return rows
 
 
-def _nav(extra: Mapping[str, Any], has_groups: bool) -> list[tuple[str, str]]:
-    items = [("verdict", "Verdict"), ("numbers", "Key numbers"), ("run", "How it was run"), ("classes", "Per class")]
+def _nav(extra: Mapping[str, Any], has_groups: bool, multilabel: bool = False) -> list[tuple[str, str]]:
+    classes = ("classes", "Per label" if multilabel else "Per class")
+    items = [("verdict", "Verdict"), ("numbers", "Key numbers"), ("run", "How it was run"), classes]
     if has_groups:
         items.append(("groups", "Per group"))
     items += [("disparities", "Disparities"), ("figures", "Figures"), ("gallery", "Gallery")]
@@ -434,7 +484,8 @@ def context(result: AuditResult) -> dict[str, Any]:
         "by_intersection": agg["by_intersection"],
         "by_correctness": agg["by_correctness"],
         "disparities": disparities,
-        "statistic_labels": STATISTIC_LABELS,
+        "statistic_labels": task_labels(meta.get("task", "single")),
+        "multilabel": meta.get("task") == "multilabel",
         "worst_groups": worst_groups,
         "attributes": attributes,
         "run_facts": _run_facts(meta, agg["overall"]),
@@ -449,7 +500,7 @@ def context(result: AuditResult) -> dict[str, Any]:
         "n_noted": result.count_samples(primary, where=noted),
         "metric_help": metric_help(),
         "metric_definitions": [(name, REGISTRY[name].formula, text) for name, text in metric_help().items()],
-        "nav": _nav(extra, bool(agg["by_group"] or agg["by_intersection"])),
+        "nav": _nav(extra, bool(agg["by_group"] or agg["by_intersection"]), meta.get("task") == "multilabel"),
         **extra,
     }
 

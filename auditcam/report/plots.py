@@ -348,18 +348,20 @@ def share_vs_area(frame: pd.DataFrame, reliance_threshold: float, seed: int = 0)
 
 
 def _wilson(k: np.ndarray, n: np.ndarray, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
-    """Wilson score interval of k successes in n trials."""
+    """Wilson score interval of k successes in n trials (it holds k / n; clamped there against
+    rounding, which at k = n left the upper end a hair below 1)."""
     p = k / n
     centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
     half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
-    return centre - half, centre + half
+    return np.minimum(centre - half, p), np.maximum(centre + half, p)
 
 
 def accuracy_vs_share(frame: pd.DataFrame, bins: int = 5, min_bin: int = 5) -> Chart | None:
     """Accuracy per subject_share quantile bin, for all predicted valid samples (with Wilson 95%
-    intervals) and per class (the largest classes): does the model get it right when it looks?"""
+    intervals) and per class (the largest classes): does the model get it right when it looks?
+    (A multi-label row is right when its label's decision is.)"""
     valid = _valid(frame)
-    valid = valid[valid["pred"].notna()]
+    valid = valid[valid["correct"].notna()]
     if len(valid) < min_bin:
         return None
     shares = valid["subject_share"].to_numpy(dtype=float)

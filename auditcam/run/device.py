@@ -88,7 +88,7 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     if device.type == "cpu":
         return batch
     moved = dict(batch)
-    for key in ("image", "mask"):
+    for key in ("image", "mask", "masks"):
         if key in moved:
             moved[key] = moved[key].to(device, non_blocking=True)
     return moved

@@ -22,7 +22,7 @@ from auditcam.data import collate
 from auditcam.files import ROWS, Parts, records_table, table_records
 from auditcam.models import Preprocessing
 from auditcam.run.device import to_device
-from auditcam.run.records import HEATMAP_GRID, POSITION
+from auditcam.run.records import HEATMAP_GRID, POSITION, pair_subjects
 
 ENDS = ("background_reliant", "subject_focused")
 PICTURES = ("image", "heatmap", "mask")
@@ -115,11 +115,12 @@ def pick_gallery(
     size: int,
     batch_size: int,
     device: torch.device,
-    seen: dict[int, Exemplar],
+    seen: dict[tuple[int, int], Exemplar],
 ) -> Gallery:
     """The exemplars at each end of the first method's subject_share, picked by streaming
-    samples.parquet (sample k's rows are rows k*M .. k*M+M-1). Those this process kept while it
-    explained (``seen``, by position) are used as they are; the others (explained by another
+    samples.parquet (sample k's rows are rows k*M .. k*M+M-1; a multi-label run's rows name
+    their sample's ``position``). Those this process kept while it explained (``seen``, by
+    position and explained class) are used as they are; the others (explained by another
     process or before a resume) are read and explained again for display."""
     primary, width = methods[0], len(methods)
     picks = Gallery(size=size)
@@ -127,8 +128,10 @@ def pick_gallery(
     for rows in pq.ParquetFile(path).iter_batches(batch_size=GALLERY_READ_ROWS):
         scored = pc.and_(pc.equal(rows.column("method"), primary), pc.equal(rows.column("status"), "ok"))
         shares = rows.column("subject_share").to_numpy(zero_copy_only=False)
+        positions = rows.column(POSITION).to_numpy() if POSITION in rows.schema.names else None
         for i in np.flatnonzero(scored.to_numpy(zero_copy_only=False)):
-            picks.offer(float(shares[i]), _pick(rows, int(i), (offset + int(i)) // width))
+            position = (offset + int(i)) // width if positions is None else int(positions[i])
+            picks.offer(float(shares[i]), _pick(rows, int(i), position))
         offset += rows.num_rows
     chosen = {pick[0]: pick for pick in (*picks.background_reliant, *picks.subject_focused)}
     ordered = sorted(chosen)
@@ -147,26 +150,41 @@ def pick_gallery(
     return gallery
 
 
-def _pick(rows: pa.RecordBatch, i: int, position: int) -> Callable[[], tuple[int, dict[str, Any]]]:
-    return lambda: (position, rows.slice(i, 1).to_pylist()[0])
+def _pick(rows: pa.RecordBatch, i: int, position: int) -> Callable[[], tuple[tuple[int, int], dict[str, Any]]]:
+    def make() -> tuple[tuple[int, int], dict[str, Any]]:
+        record = rows.slice(i, 1).to_pylist()[0]
+        record.pop(POSITION, None)
+        return (position, record["target"]), record
+
+    return make
 
 
 def explain_exemplars(
-    picks: Sequence[tuple[int, dict[str, Any]]], explainer: Explainer, dataset: Any, method: str, device: torch.device
-) -> dict[int, Exemplar]:
-    """Read and explain the picked samples (for the class recorded for them); skip any that
-    can no longer be read."""
-    items = [dataset[position] for position, _ in picks]
+    picks: Sequence[tuple[tuple[int, int], dict[str, Any]]],
+    explainer: Explainer,
+    dataset: Any,
+    method: str,
+    device: torch.device,
+) -> dict[tuple[int, int], Exemplar]:
+    """Read and explain the picked samples (for the class recorded for them; ``picks`` are
+    ((position, class), record)); skip any that can no longer be read."""
+    items = [dataset[position] for (position, _), _ in picks]
     batch = collate(items)
     if not batch["ok"].any():
         return {}
     readable = [pick for pick, ok in zip(picks, batch["ok"].tolist(), strict=True) if ok]
-    targets = torch.tensor([record["target"] for _, record in readable], device=device)
-    explanation = explainer(to_device(batch, device)["image"], targets)
+    targets = np.asarray([record["target"] for _, record in readable], dtype=np.int64)
+    explanation = explainer(to_device(batch, device)["image"], torch.as_tensor(targets, device=device))
     heatmaps = explanation.normalised(method)
+    if "masks" in batch:  # multi-label: the explained label's subject
+        index, _ = pair_subjects(batch, np.arange(len(readable)), targets)
+        blank = torch.zeros(batch["image"].shape[-2:], dtype=torch.bool)
+        masks = [batch["masks"][i] if i >= 0 else blank for i in index]
+    else:
+        masks = list(batch["mask"])
     return {
-        position: exemplar(record, batch["image"][j], heatmaps[j], batch["mask"][j], dataset.preprocessing)
-        for j, (position, record) in enumerate(readable)
+        key: exemplar(record, batch["image"][j], heatmaps[j], masks[j], dataset.preprocessing)
+        for j, (key, record) in enumerate(readable)
     }
 
 
@@ -186,30 +204,27 @@ def exemplar(
 def offer(
     shown: Gallery,
     records: pa.RecordBatch,
-    batch: dict[str, Any],
-    explanation: Any,
-    methods: Sequence[str],
+    pictures: Callable[[int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    width: int,
     preprocessing: Preprocessing,
 ) -> None:
-    """Offer a batch's samples scored on the first method to ``shown``; pixels are copied only
-    for the samples it keeps."""
+    """Offer a batch's rows scored on the first method to ``shown``, keyed by (position,
+    explained class); ``width`` rows (one per method) make a unit (a sample, or a multi-label
+    sample's explained label) and ``pictures(u)`` is unit ``u``'s model input, [0, 1] heatmap and
+    mask. Pixels are copied only for the units it keeps."""
     if shown.size <= 0:
         return
-    width = len(methods)
     status = records.column("status").to_pylist()[::width]
     shares = records.column("subject_share").to_numpy()[::width]
-    readable = np.cumsum(batch["ok"].numpy()) - 1
 
-    def keep(i: int) -> Callable[[], tuple[int, Exemplar]]:
-        def make() -> tuple[int, Exemplar]:
-            record = records.slice(i * width, 1).to_pylist()[0]
-            position = record.pop(POSITION)
-            j = int(readable[i])
-            heatmap = explanation.normalised(methods[0])[j]
-            return position, exemplar(record, batch["image"][j], heatmap, batch["mask"][j], preprocessing)
+    def keep(u: int) -> Callable[[], tuple[tuple[int, int], Exemplar]]:
+        def make() -> tuple[tuple[int, int], Exemplar]:
+            record = records.slice(u * width, 1).to_pylist()[0]
+            key = (record.pop(POSITION), record["target"])
+            return key, exemplar(record, *pictures(u), preprocessing)
 
         return make
 
-    for i, state in enumerate(status):
+    for u, state in enumerate(status):
         if state == "ok":
-            shown.offer(float(shares[i]), keep(i))
+            shown.offer(float(shares[u]), keep(u))

@@ -31,9 +31,11 @@ def run_meta(
     upsampling: str,
     command: str | None,
     config_sources: Sequence[str],
+    notes: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The JSON-ready ``meta`` of an audit's summary; ``settings`` as they ran (resolved layer),
-    ``run`` how (device, autocast, processes, layout, resumed samples, folder)."""
+    """The JSON-ready ``meta`` of an audit's summary; ``settings`` as they ran (resolved layer;
+    ``task``, ``target`` and ``threshold`` among them), ``run`` how (device, autocast, processes,
+    layout, resumed samples, folder); ``notes``: what was assumed about the data."""
     return {
         "name": name or _default_name(model_info),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -53,6 +55,7 @@ def run_meta(
             "sha256": _index_sha256(dataset.source) if isinstance(dataset, LabelledDataset) else None,
             "n_samples": len(dataset),
             "attributes": list(dataset.attributes),
+            **({"notes": list(notes)} if notes else {}),
         },
         "classes": None if classes is None else list(classes),
         **settings.describe(),

@@ -60,8 +60,10 @@ def prepare(
     shard_size: int | None,
     resume: bool,
     overwrite: bool,
+    multilabel: bool = False,
 ) -> Run:
-    """Open the run folder (rank 0): refuse, clear or resume it, then plan the remaining work."""
+    """Open the run folder (rank 0): refuse, clear or resume it, then plan the remaining work
+    (``multilabel``: the records of a multi-label run, a varying number of rows per sample)."""
     recorded = folder.manifest() if resume and folder.path.is_dir() else None
     then = (recorded or {}).get("layout", {})
     batch = batch_size or then.get("batch_size") or DEFAULT_BATCH_SIZE
@@ -77,7 +79,8 @@ def prepare(
         if not folder.samples.is_file():
             raise InputError(SAMPLES_MISSING.format(path=folder.path), "run_dir")
         return Run(layout, [], True, layout.n_samples, manifest)
-    progress = scan(folder.shards, layout, samples_schema(dataset.attributes, shard=True), len(methods))
+    schema = samples_schema(dataset.attributes, shard=True, multilabel=multilabel)
+    progress = scan(folder.shards, layout, schema, len(methods), fixed=not multilabel)
     for name in progress.dropped:
         warnings.warn(SHARD_DELETED.format(path=folder.shards / name), stacklevel=2)
     return Run(layout, progress.work(layout), False, progress.samples_done(layout), manifest)

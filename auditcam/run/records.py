@@ -9,6 +9,14 @@ Each row also keeps its heatmap average-pooled to a ``GRID`` x ``GRID`` grid
 
 Shards carry one more column, ``position`` (the sample's index in the dataset): it orders the
 merge and names the samples a resumed run has already done; ``samples.parquet`` drops it.
+
+A multi-label audit writes one row per (sample, explained label, method): ``label`` is that label
+(null on a row that explains nothing), ``confidence`` its sigmoid probability, ``pred`` the label
+when it is predicted (probability >= the threshold, else null) and ``correct`` whether that
+decision is right. Every row also lists the sample's ``true_labels`` and ``pred_labels`` (class
+indices), so precision and recall count labels that were never explained, and keeps
+``position``, which ties a sample's rows together. A sample with nothing to explain (no true
+label, or none predicted) gets one row per method with status :data:`SKIPPED` and the reason.
 """
 
 from __future__ import annotations
@@ -32,6 +40,8 @@ GRID = 8  # side of the pooled heatmap grid kept per row
 HEATMAP_GRID = "heatmap_grid"
 STRATEGY = "strategy"
 TEXT = ("id", "image", "method", "label_name", "pred_name", "status", "reason", "note")
+SKIPPED = "skipped"  # a multi-label sample with no label to explain
+LABEL_LISTS = ("true_labels", "pred_labels")
 RECORD_DTYPES: dict[str, str] = {
     "id": "string",
     "image": "string",
@@ -69,7 +79,15 @@ def analysis_columns(registry: dict[str, Metric] | None = None) -> tuple[str, ..
 
 
 DTYPES = dtypes()
+# a multi-label audit's columns: the explained label may be null, and each row lists the sample's labels
+MULTILABEL_DTYPES: dict[str, str] = {
+    **{name: "Int64" if name == "label" else dtype for name, dtype in RECORD_DTYPES.items()},
+    **dict.fromkeys(LABEL_LISTS, "labels"),
+    **{name: dtype for name, dtype in DTYPES.items() if name not in RECORD_DTYPES},
+}
 ANALYSIS_COLUMNS = analysis_columns()
+# what a multi-label analysis reads besides: which rows are one sample, and its true and predicted labels
+MULTILABEL_ANALYSIS_COLUMNS = (POSITION, *LABEL_LISTS)
 _ARROW = {
     "string": pa.string(),
     "int64": pa.int64(),
@@ -77,24 +95,28 @@ _ARROW = {
     "boolean": pa.bool_(),
     "float64": pa.float64(),
     "object": pa.list_(pa.float32()),
+    "labels": pa.list_(pa.int64()),
 }
 
 
-def columns(attributes: Sequence[str]) -> list[str]:
+def columns(attributes: Sequence[str], *, multilabel: bool = False) -> list[str]:
     """Column order of ``samples.parquet``."""
-    return [*DTYPES, *attributes]
+    return [POSITION, *MULTILABEL_DTYPES, *attributes] if multilabel else [*DTYPES, *attributes]
 
 
-def samples_schema(attributes: Sequence[str], *, shard: bool = False) -> pa.Schema:
-    """The Arrow schema of ``samples.parquet`` (``shard``: with the leading ``position``), with
-    pandas metadata so ``pd.read_parquet`` restores the nullable dtypes (Int64, boolean, string)."""
-    return _schema(tuple(attributes), shard)
+def samples_schema(attributes: Sequence[str], *, shard: bool = False, multilabel: bool = False) -> pa.Schema:
+    """The Arrow schema of ``samples.parquet`` (``shard``: with the leading ``position``, which a
+    multi-label audit's samples.parquet keeps), with pandas metadata so ``pd.read_parquet``
+    restores the nullable dtypes (Int64, boolean, string)."""
+    return _schema(tuple(attributes), shard or multilabel, multilabel)
 
 
 @functools.lru_cache(maxsize=16)
-def _schema(attributes: tuple[str, ...], shard: bool) -> pa.Schema:
-    dtypes = {**DTYPES, **dict.fromkeys(attributes, "string")}
-    empty = pd.DataFrame({name: pd.Series([], dtype=dtype) for name, dtype in dtypes.items()})
+def _schema(attributes: tuple[str, ...], shard: bool, multilabel: bool = False) -> pa.Schema:
+    dtypes = {**(MULTILABEL_DTYPES if multilabel else DTYPES), **dict.fromkeys(attributes, "string")}
+    empty = pd.DataFrame(
+        {name: pd.Series([], dtype="object" if dtype == "labels" else dtype) for name, dtype in dtypes.items()}
+    )
     pandas_meta = pa.Schema.from_pandas(empty, preserve_index=False).metadata
     fields = [pa.field(name, _ARROW[dtype]) for name, dtype in dtypes.items()]
     if shard:
@@ -211,10 +233,33 @@ def batch_records(
         "has_subject": pa.array(_flags(batch, "has_subject", ok)),
         **{a: pa.array([row.get(a) for row in batch["attributes"]], type=pa.string()) for a in attributes},
     }
+    status = np.asarray(batch["status"], dtype=object)
+    reason = np.asarray(batch["reason"], dtype=object)
+    return _assemble(
+        sample, status, reason, metrics, codes, grids, absent, methods, samples_schema(attributes, shard=True)
+    )
+
+
+def _assemble(
+    units: Mapping[str, pa.Array],
+    status: np.ndarray,
+    reason: np.ndarray,
+    metrics: np.ndarray,
+    codes: np.ndarray,
+    grids: np.ndarray,
+    absent: np.ndarray,
+    methods: Sequence[str],
+    schema: pa.Schema,
+) -> pa.RecordBatch:
+    """The rows of ``n`` units (a sample, or a multi-label sample's explained label), each
+    repeated once per method: ``units`` holds their per-unit columns; ``metrics`` (n, methods,
+    metrics), ``codes`` (n, methods) and ``grids`` (n, methods, GRID * GRID) their scores; a
+    nonzero code makes that row ``invalid`` with its reason; ``absent`` units have no heatmap."""
+    n, m = len(status), len(methods)
     rows = np.repeat(np.arange(n), m)
-    repeated = {name: array.take(rows) for name, array in sample.items()}
-    status = np.repeat(np.asarray(batch["status"], dtype=object), m)
-    reason = np.repeat(np.asarray(batch["reason"], dtype=object), m)
+    repeated = {name: array.take(rows) for name, array in units.items()}
+    status = np.repeat(status, m)
+    reason = np.repeat(reason, m)
     flat_codes = codes.ravel()
     invalid = flat_codes != 0
     if invalid.any():
@@ -234,5 +279,174 @@ def batch_records(
             mask=pa.array(np.repeat(absent, m)),
         ),
     }
-    schema = samples_schema(attributes, shard=True)
     return pa.record_batch([data[name] for name in schema.names], schema=schema)
+
+
+@dataclass(frozen=True)
+class ScoredLabels:
+    """What a multi-label model said about the readable samples of a batch, on the host: the
+    explained (sample, label) pairs — ``sample`` (the readable sample's index) and ``slot`` (the
+    target's column in the explanation), in sample order — with the label, its sigmoid
+    probability, its subject's index in the batch's ``masks`` (-1: none, ``reason`` says why),
+    every method's metrics (methods, pairs, ...), and ``positive`` (readable samples, classes):
+    the labels predicted at the threshold."""
+
+    sample: np.ndarray
+    slot: np.ndarray
+    target: np.ndarray
+    confidence: np.ndarray
+    mask_index: np.ndarray
+    reason: list[str]
+    metrics: np.ndarray
+    codes: np.ndarray
+    grids: np.ndarray
+    positive: np.ndarray
+
+
+def pair_subjects(batch: Mapping[str, Any], sample: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """For each explained (readable sample, label) pair: the index of its subject mask in
+    ``batch["masks"]`` (-1: none) and why it has none ('' when it has one). A label of the sample
+    has its own mask (or none); another label (a predicted one the sample lacks) has the shared
+    mask, if any."""
+    labels = [lab for lab, good in zip(batch["labels"], _flags(batch, "ok", np.array([])), strict=True) if good]
+    index, reasons = np.full(len(sample), -1, dtype=np.int64), []
+    for p, (j, c) in enumerate(zip(sample.tolist(), target.tolist(), strict=True)):
+        if c in labels[j]:
+            k = labels[j].index(c)
+            index[p], reason = batch["mask_of"][j][k], batch["subject_reasons"][j][k]
+        else:
+            index[p], reason = batch["shared_mask"][j], batch["shared_reason"][j]
+        reasons.append("" if index[p] >= 0 else reason)
+    return index, reasons
+
+
+def score_labels(
+    explanation: Any,
+    batch: Mapping[str, Any],
+    methods: Sequence[str],
+    reliance_threshold: float,
+    threshold: float,
+) -> ScoredLabels:
+    """The explained (sample, label) pairs of a multi-label batch (``explanation.targets``
+    (K, k), -1 padding) scored against each label's subject, and every readable sample's
+    predicted labels (sigmoid probability >= ``threshold``)."""
+    targets = explanation.targets.cpu().numpy()
+    sample, slot = np.nonzero(targets >= 0)
+    target = targets[sample, slot]
+    mask_index, reasons = pair_subjects(batch, sample, target)
+    probabilities = explanation.logits.float().sigmoid()
+    device = probabilities.device
+    rows = torch.as_tensor(sample, device=device)
+    has_subject = torch.as_tensor(mask_index >= 0, device=device)
+    width = len(METRICS) + 1 + GRID * GRID
+    per_method = []
+    if len(sample):
+        all_masks = batch["masks"]
+        size = explanation.maps[methods[0]].shape[-2:]
+        if len(all_masks):
+            masks = all_masks[torch.as_tensor(mask_index.clip(min=0), device=all_masks.device)].to(device)
+            masks = masks & has_subject[:, None, None]
+        else:
+            masks = torch.zeros(len(sample), *size, dtype=torch.bool, device=device)
+        columns = torch.as_tensor(slot, device=device)
+        for method in methods:
+            maps = explanation.maps[method][rows, columns]
+            scores = score(maps, masks, reliance_threshold=reliance_threshold, subjects=has_subject)
+            grid = F.adaptive_avg_pool2d(maps.float().unsqueeze(1), GRID).flatten(1)
+            metrics = torch.stack([*(scores[name] for name in METRICS), scores["invalid"].float()], dim=1)
+            per_method.append(torch.cat([metrics, grid], dim=1))
+    confidence = probabilities[rows, torch.as_tensor(target, device=device)]
+    host = torch.cat([confidence[:, None], *per_method], dim=1).cpu().numpy()  # (P, 1 + methods * width)
+    blocks = host[:, 1:].reshape(len(host), len(methods), width).transpose(1, 0, 2)
+    return ScoredLabels(
+        sample=sample,
+        slot=slot,
+        target=target.astype(np.int64),
+        confidence=host[:, 0].astype(np.float64),
+        mask_index=mask_index,
+        reason=reasons,
+        metrics=blocks[:, :, : len(METRICS)],
+        codes=blocks[:, :, len(METRICS)].astype(np.int64),
+        grids=np.ascontiguousarray(blocks[:, :, len(METRICS) + 1 :], dtype=np.float32),
+        positive=(probabilities >= threshold).cpu().numpy(),
+    )
+
+
+def _label_lists(lists: Sequence[Sequence[int] | None]) -> pa.Array:
+    return pa.array([None if v is None else [int(c) for c in v] for v in lists], type=pa.list_(pa.int64()))
+
+
+def multilabel_records(
+    batch: Mapping[str, Any],
+    positions: Sequence[int],
+    methods: Sequence[str],
+    classes: Sequence[str] | None,
+    attributes: Sequence[str],
+    scored: ScoredLabels | None,
+    skipped: str,
+) -> pa.RecordBatch:
+    """The shard rows of one multi-label batch: per sample, one row per (explained label,
+    method), in sample order; a readable sample with no pair gets one row per method with status
+    :data:`SKIPPED` and the reason ``skipped``, an unreadable one one row per method with its
+    fault. Every row lists the sample's true and predicted labels."""
+    n, m = len(positions), len(methods)
+    ok = _flags(batch, "ok", np.zeros(n, dtype=bool))
+    readable = np.cumsum(ok) - 1
+    count = np.zeros(n, dtype=np.int64)
+    if scored is not None:
+        count[ok] = np.bincount(scored.sample, minlength=int(ok.sum()))
+    units = np.maximum(count, 1)
+    unit_sample = np.repeat(np.arange(n), units)
+    within = np.arange(len(unit_sample)) - np.repeat(np.cumsum(units) - units, units)
+    pair = np.where(count[unit_sample] > 0, (np.cumsum(count) - count)[unit_sample] + within, -1)
+    paired = pair >= 0
+    u = len(unit_sample)
+    label = np.zeros(u, dtype=np.int64)
+    positive = np.zeros(u, dtype=bool)
+    truly = np.zeros(u, dtype=bool)
+    confidence = np.full(u, np.nan)
+    has_subject = np.zeros(u, dtype=bool)
+    metrics = np.full((u, m, len(METRICS)), np.nan)
+    codes = np.zeros((u, m), dtype=np.int64)
+    grids = np.zeros((u, m, GRID * GRID), dtype=np.float32)
+    status = np.asarray(batch["status"], dtype=object)[unit_sample]
+    reason = np.asarray(batch["reason"], dtype=object)[unit_sample]
+    predicted: list[list[int] | None] = [None] * n
+    if scored is not None:
+        for i in np.flatnonzero(ok):
+            predicted[i] = np.flatnonzero(scored.positive[readable[i]]).tolist()
+        p = pair[paired]
+        label[paired] = scored.target[p]
+        positive[paired] = scored.positive[scored.sample[p], scored.target[p]]
+        truly[paired] = [c in batch["labels"][i] for i, c in zip(unit_sample[paired], label[paired], strict=True)]
+        confidence[paired] = scored.confidence[p]
+        has_subject[paired] = scored.mask_index[p] >= 0
+        metrics[paired] = scored.metrics[:, p].transpose(1, 0, 2)
+        codes[paired] = scored.codes[:, p].T
+        grids[paired] = scored.grids[:, p].transpose(1, 0, 2)
+        reason[paired] = [scored.reason[k] for k in p]
+    skip = ok[unit_sample] & ~paired
+    status[skip], reason[skip] = SKIPPED, skipped
+    names = _names(label, classes, ~paired)
+    units_columns = {
+        POSITION: pa.array(np.asarray(positions, dtype=np.int64)[unit_sample]),
+        "id": pa.array(batch["id"], type=pa.string()).take(unit_sample),
+        "image": pa.array(batch["image_path"], type=pa.string()).take(unit_sample),
+        "label": pa.array(label, mask=~paired),
+        "label_name": names,
+        "pred": pa.array(label, mask=~(paired & positive)),
+        "pred_name": _names(label, classes, ~(paired & positive)),
+        "correct": pa.array(positive == truly, mask=~paired),
+        "confidence": pa.array(confidence),
+        "target": pa.array(label, mask=~paired),
+        "note": pa.array(batch["note"], type=pa.string()).take(unit_sample),
+        "has_subject": pa.array(has_subject),
+        "true_labels": _label_lists(batch["labels"]).take(unit_sample),
+        "pred_labels": _label_lists(predicted).take(unit_sample),
+        **{
+            a: pa.array([row.get(a) for row in batch["attributes"]], type=pa.string()).take(unit_sample)
+            for a in attributes
+        },
+    }
+    schema = samples_schema(attributes, shard=True, multilabel=True)
+    return _assemble(units_columns, status, reason, metrics, codes, grids, ~paired, methods, schema)

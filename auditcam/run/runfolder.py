@@ -91,7 +91,12 @@ def dataset_identity(dataset: Any) -> dict[str, Any]:
     rows = getattr(dataset, "rows", None)
     if rows is not None:
         identity["rows_sha256"] = _sha256(
-            f"{r.id}\t{r.image}\t{r.label}\t{r.subject!r}\t{sorted(r.attributes.items())}\n".encode() for r in rows
+            (
+                f"{r.id}\t{r.image}\t{r.label}\t{r.subject!r}\t{sorted(r.attributes.items())}"
+                + ("" if r.labels is None else f"\t{r.labels}\t{r.label_subjects!r}")
+                + "\n"
+            ).encode()
+            for r in rows
         )
         identity["masks"] = repr(getattr(dataset, "masks", None))
     else:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from auditcam.errors import InputError
@@ -156,10 +157,24 @@ def finish_chunk(folder: Path, c: int, schema: pa.Schema) -> Path:
     return shard
 
 
-def _readable_shard(path: Path, schema: pa.Schema, rows: int) -> bool:
+def _samples(rows: int, positions: Callable[[], pa.Array], n_methods: int, fixed: bool) -> int | None:
+    """How many whole samples ``rows`` rows hold: ``n_methods`` rows each (``fixed``), else (a
+    multi-label run: one row per explained label and method) the distinct ``positions()``; None
+    when the rows do not make whole samples."""
+    if rows % n_methods:
+        return None
+    if fixed:
+        return rows // n_methods
+    return len(pc.unique(positions())) if rows else 0
+
+
+def _readable_shard(path: Path, schema: pa.Schema, size: int, n_methods: int, fixed: bool) -> bool:
     try:
         meta = pq.read_metadata(path)
-        return meta.num_rows == rows and meta.schema.to_arrow_schema().equals(schema, check_metadata=False)
+        if not meta.schema.to_arrow_schema().equals(schema, check_metadata=False):
+            return False
+        positions = lambda: pq.read_table(path, columns=[POSITION]).column(POSITION)  # noqa: E731
+        return _samples(meta.num_rows, positions, n_methods, fixed) == size
     except (OSError, pa.ArrowException):
         return False
 
@@ -180,10 +195,11 @@ class Progress:
         return [(c, self.journals.get(c, 0)) for c in range(layout.n_shards) if c not in self.done]
 
 
-def scan(folder: Path, layout: Layout, schema: pa.Schema, n_methods: int) -> Progress:
+def scan(folder: Path, layout: Layout, schema: pa.Schema, n_methods: int, *, fixed: bool = True) -> Progress:
     """Check every shard and journal in ``folder``: a shard that cannot be read or has the wrong
     rows, a journal with no whole batch and any temporary file are deleted; a journal whose
-    chunk has its shard is stale and deleted too; a complete journal becomes its shard."""
+    chunk has its shard is stale and deleted too; a complete journal becomes its shard.
+    ``fixed``: every sample has one row per method (not so in a multi-label run)."""
     done: set[int] = set()
     journals: dict[int, int] = {}
     dropped: list[str] = []
@@ -193,19 +209,22 @@ def scan(folder: Path, layout: Layout, schema: pa.Schema, n_methods: int) -> Pro
         size = len(layout.chunk(c))
         shard, journal = shard_path(folder, c), journal_path(folder, c)
         if shard.exists():
-            if _readable_shard(shard, schema, size * n_methods):
+            if _readable_shard(shard, schema, size, n_methods, fixed):
                 done.add(c)
                 journal.unlink(missing_ok=True)
                 continue
             dropped.append(shard.name)
             shard.unlink()
         if journal.exists():
-            rows = sum(batch.num_rows for batch in salvage(journal, schema))
-            samples = rows // n_methods
-            if samples == size and rows == size * n_methods:  # complete, killed before its shard was written
+            batches = salvage(journal, schema)
+            rows = sum(batch.num_rows for batch in batches)
+            samples = _samples(
+                rows, lambda b=batches: pa.chunked_array([x.column(POSITION) for x in b]), n_methods, fixed
+            )
+            if samples == size:  # complete, killed before its shard was written
                 finish_chunk(folder, c, schema)
                 done.add(c)
-            elif samples and rows == samples * n_methods and samples % layout.batch_size == 0:
+            elif samples and samples % layout.batch_size == 0:
                 journals[c] = samples
             else:  # a journal without one whole batch held nothing: no loss worth reporting
                 dropped.extend([journal.name] if rows else [])
@@ -225,16 +244,20 @@ def merge(
     shard_schema: pa.Schema,
     out: Path,
     on_table: Callable[[pa.Table], None] | None = None,
+    *,
+    keep_position: bool = False,
 ) -> None:
-    """Stream every shard, in chunk order, into the Parquet file ``out`` (without ``position``):
-    one shard in memory at a time. ``on_table`` sees each shard's table (with ``position``)."""
-    schema = shard_schema.remove(shard_schema.get_field_index(POSITION))
+    """Stream every shard, in chunk order, into the Parquet file ``out`` (without ``position``
+    unless ``keep_position``, as a multi-label run keeps it): one shard in memory at a time.
+    ``on_table`` sees each shard's table (with ``position``)."""
+    schema = shard_schema if keep_position else shard_schema.remove(shard_schema.get_field_index(POSITION))
 
     def write(writer: pq.ParquetWriter) -> None:
         for c in range(layout.n_shards):
             table = pq.read_table(shard_path(folder, c), schema=shard_schema)
             if on_table is not None:
                 on_table(table)
-            writer.write_table(table.drop_columns([POSITION]).replace_schema_metadata(schema.metadata))
+            kept = table if keep_position else table.drop_columns([POSITION])
+            writer.write_table(kept.replace_schema_metadata(schema.metadata))
 
     write_parquet(out, write, schema)

@@ -5,10 +5,16 @@ method); nothing touches the model or the files. :class:`Analysis` follows fairl
 ``MetricFrame``: one immutable object with ``overall``, ``by_group``, ``group_min``,
 ``group_max``, ``difference`` and ``ratio``, plus a seeded percentile-bootstrap CI on every
 estimate and on every disparity.
+
+A multi-label audit's frame has one row per (sample, explained label): a label is a "class", the
+bootstrap resamples samples (all rows of a sample together), and accuracy, precision and recall
+come from each sample's true and predicted label sets (:data:`LABEL_STATISTICS`), so a label
+that was predicted but never explained still counts.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,9 +23,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from auditcam.config import AnalysisOptions
+from auditcam.config import TASKS, AnalysisOptions
 from auditcam.errors import InputError
-from auditcam.run.records import ANALYSIS_COLUMNS
+from auditcam.run.records import ANALYSIS_COLUMNS, MULTILABEL_ANALYSIS_COLUMNS, POSITION, SKIPPED
 from auditcam.scoring import SUBJECT_METRICS, Metric, aggregates
 from auditcam.stats import bootstrap
 from auditcam.stats.estimates import ALL, CLASS, MISSING_GROUP, OVERALL, Estimate, Estimates, json_number
@@ -40,31 +46,50 @@ NO_DISPARITY = "no disparity of {statistic!r} across {dimension!r} (only class, 
 @dataclass(frozen=True)
 class Statistic:
     """A slice statistic: ``kind`` (mean or median) of ``column`` over the rows in ``over``
-    (``predicted``, ``valid`` = status ok, or ``all``); ``better`` is the good direction."""
+    (``predicted``, ``valid`` = status ok, or ``all``); ``better`` is the good direction;
+    ``task``: None for every audit, ``"multilabel"`` for one only multi-label audits have."""
 
     column: str
     over: str
     kind: str
     better: str | None
     description: str
+    task: str | None = None
 
 
 def statistics(registry: dict[str, Metric] | None = None) -> dict[str, Statistic]:
-    """The slice statistics, one per aggregate of each metric of the registry."""
+    """The slice statistics, one per aggregate of each metric of the registry (of every task)."""
     return {
-        name: Statistic(m.column, m.over, a.kind, m.better, a.description)
+        name: Statistic(m.column, m.over, a.kind, m.better, a.description, m.task)
         for name, (m, a) in aggregates(registry).items()
     }
 
 
 STATISTICS: dict[str, Statistic] = statistics()
 DISPARITY_STATISTICS = tuple(name for name, s in STATISTICS.items() if s.better is not None)
+# a multi-label audit's statistics from the samples' label sets, not from the explained rows
+LABEL_STATISTICS = ("accuracy", "precision", "recall")
+MULTILABEL_ACCURACY = (
+    "share of samples whose predicted labels are exactly their true labels (per label: whose decision on it is right)"
+)
+
+
+def task_statistics(task: str = "single") -> dict[str, Statistic]:
+    """The statistics an audit of ``task`` estimates, in report order: a multi-label audit adds
+    precision and recall, and its accuracy is the exact-match accuracy (per label: the label's)."""
+    chosen = {name: s for name, s in STATISTICS.items() if s.task in (None, task)}
+    if task == "multilabel":
+        chosen["accuracy"] = dataclasses.replace(chosen["accuracy"], description=MULTILABEL_ACCURACY)
+    return chosen
+
+
 # statistics of subject metrics: measured only on the samples that have a subject
 SUBJECT_STATISTICS = tuple(name for name, s in STATISTICS.items() if s.column in SUBJECT_METRICS)
 NO_SUBJECTS = "not measured (no subject labels)"
 # columns older sample frames may lack: border_share (NaN) and has_subject (every row has one)
 OPTIONAL_COLUMNS = {"border_share": math.nan, "has_subject": True}
 REQUIRED_COLUMNS = tuple(c for c in ANALYSIS_COLUMNS if c not in OPTIONAL_COLUMNS)
+ROW_COUNTS = ("n", "n_valid", "n_invalid", "n_error", "n_predicted")  # per slice; a multi-label one adds n_skipped
 
 
 def json_label(value: Any) -> str | None:
@@ -100,7 +125,60 @@ class _Slices:
         return tuple((d, g) for d, groups in self.groups.items() for g in groups)
 
 
-def _slices(frame: pd.DataFrame, attributes: Sequence[str], intersections: Sequence[Sequence[str]]) -> _Slices:
+@dataclass(frozen=True)
+class _LabelSets:
+    """A multi-label frame's samples: each row's sample (0..S-1, by position), a row of each
+    sample, whether the model saw it, its true and predicted labels as (S, classes) indicators,
+    and the classes as (index, name): every class of ``classes`` (so two audits of one model
+    family have the same class slices), and any other one true, predicted or explained somewhere."""
+
+    cluster: np.ndarray
+    first: np.ndarray
+    seen: np.ndarray
+    true: np.ndarray
+    pred: np.ndarray
+    classes: list[tuple[int, str]]
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame, classes: Sequence[str] | None) -> _LabelSets:
+        _, first, cluster = np.unique(frame[POSITION].to_numpy(np.int64), return_index=True, return_inverse=True)
+        true = [_indices(v) for v in frame["true_labels"].to_numpy()[first]]
+        pred = [_indices(v) for v in frame["pred_labels"].to_numpy()[first]]
+        explained = frame["label"].dropna().astype(np.int64).to_numpy()
+        named = dict(zip(explained, frame["label_name"].dropna().astype(str), strict=True))
+        known = list(classes) if classes is not None else []
+        in_play = sorted({*range(len(known)), *named, *(c for v in (*true, *pred) if v is not None for c in v)})
+        width = max(in_play, default=-1) + 1
+        indicators = [np.zeros((len(first), width), dtype=bool) for _ in range(2)]
+        for matrix, lists in zip(indicators, (true, pred), strict=True):
+            for s, v in enumerate(lists):
+                matrix[s, list(v or ())] = True
+        names = [
+            (c, named.get(c) or (classes[c] if classes is not None and c < len(classes) else str(c))) for c in in_play
+        ]
+        seen = np.array([v is not None for v in pred], dtype=bool)
+        return cls(cluster.ravel(), first, seen, indicators[0] & seen[:, None], indicators[1], names)
+
+
+def _indices(value: Any) -> list[int] | None:
+    """A list cell of class indices (None where the model saw no image)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return [int(c) for c in value]
+
+
+def _predicted(frame: pd.DataFrame, multilabel: bool) -> np.ndarray:
+    """Rows with a prediction: the model saw the image (a multi-label row: it made a decision on
+    the row's label, so ``pred`` may be null for a label it does not predict)."""
+    return (frame["correct"] if multilabel else frame["pred"]).notna().to_numpy()
+
+
+def _slices(
+    frame: pd.DataFrame,
+    attributes: Sequence[str],
+    intersections: Sequence[Sequence[str]],
+    labels: _LabelSets | None = None,
+) -> _Slices:
     kinds, groups, codes = {}, {}, {}
 
     def add(dimension: str, kind: str, labels: pd.Series, order: Sequence[str]) -> None:
@@ -108,15 +186,21 @@ def _slices(frame: pd.DataFrame, attributes: Sequence[str], intersections: Seque
         codes[dimension] = pd.Categorical(labels, categories=order).codes.astype(np.int64)
 
     add(OVERALL, OVERALL, pd.Series([ALL] * len(frame), dtype=object), [ALL])
-    classes = frame[["label", "label_name"]].drop_duplicates().sort_values(["label", "label_name"])
-    add(CLASS, CLASS, frame["label_name"].astype(str), [str(c) for c in dict.fromkeys(classes["label_name"])])
+    if labels is None:
+        classes = frame[["label", "label_name"]].drop_duplicates().sort_values(["label", "label_name"])
+        add(CLASS, CLASS, frame["label_name"].astype(str), [str(c) for c in dict.fromkeys(classes["label_name"])])
+    else:  # every class in play, also one only ever predicted (its precision) or only true (its recall)
+        kinds[CLASS], groups[CLASS] = CLASS, [name for _, name in labels.classes]
+        group_of = {c: k for k, (c, _) in enumerate(labels.classes)}
+        explained = frame["label"].astype("Int64")
+        codes[CLASS] = np.array([-1 if pd.isna(c) else group_of[int(c)] for c in explained], dtype=np.int64)
     for attribute in attributes:
-        labels = _group_labels(frame, [attribute])
-        add(attribute, "attribute", labels, sorted(labels.unique()))
+        labels_ = _group_labels(frame, [attribute])
+        add(attribute, "attribute", labels_, sorted(labels_.unique()))
     for names in intersections:
-        labels = _group_labels(frame, names)
-        add(intersection_name(names), "intersection", labels, sorted(labels.unique()))
-    predicted = frame["pred"].notna().to_numpy()
+        labels_ = _group_labels(frame, names)
+        add(intersection_name(names), "intersection", labels_, sorted(labels_.unique()))
+    predicted = _predicted(frame, labels is not None)
     correct = frame["correct"].fillna(False).astype(bool).to_numpy()
     kinds[CORRECTNESS], groups[CORRECTNESS] = CORRECTNESS, [CORRECT, INCORRECT]
     codes[CORRECTNESS] = np.where(predicted, np.where(correct, 0, 1), -1)
@@ -133,17 +217,18 @@ def _group_sums(slices: _Slices, flags: np.ndarray) -> np.ndarray:
     ).astype(np.int64)
 
 
-def _row_values(frame: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _row_values(
+    frame: pd.DataFrame, stats: Mapping[str, Statistic], predicted: np.ndarray
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per statistic: the row values (0 where not counted) and the rows it counts."""
     status = frame["status"].astype(str).to_numpy()
-    predicted = frame["pred"].notna().to_numpy()
     columns = {
         "correct": frame["correct"].fillna(False).astype(float).to_numpy(),
-        "unscored": (status != "ok").astype(float),
+        "unscored": ((status != "ok") & (status != SKIPPED)).astype(float),
     }
     over = {"predicted": predicted, "valid": status == "ok", "all": np.ones(len(frame), dtype=bool)}
     out = {}
-    for name, stat in STATISTICS.items():
+    for name, stat in stats.items():
         values = columns[stat.column] if stat.column in columns else frame[stat.column].to_numpy(dtype=float)
         counted = over[stat.over] & np.isfinite(values)
         out[name] = (np.where(counted, values, 0.0), counted)
@@ -159,7 +244,9 @@ class Analysis:
     ``options.min_group_size`` samples is *insufficient*: shown, but left out of disparities
     and never passed or failed. ``n_with_subject`` counts the samples that have a subject: the
     subject statistics (:data:`SUBJECT_STATISTICS`) rest on those alone, and with none they are
-    not measured. Build it with :func:`analyse`; it is not modified afterwards.
+    not measured. ``task``: ``"single"`` or ``"multilabel"`` (rows per explained label, classes
+    are labels, and precision and recall join accuracy). Build it with :func:`analyse`; it is not
+    modified afterwards.
     """
 
     def __init__(
@@ -175,6 +262,7 @@ class Analysis:
         attributes: tuple[str, ...],
         options: AnalysisOptions,
         n_with_subject: int | None = None,
+        task: str = "single",
     ) -> None:
         replicates.flags.writeable = False
         ids.flags.writeable = False
@@ -191,6 +279,8 @@ class Analysis:
             "attributes": attributes,
             "options": options,
             "n_with_subject": len(ids) if n_with_subject is None else n_with_subject,
+            "task": task,
+            "_statistics": task_statistics(task),
         }
         for name, value in fields.items():
             object.__setattr__(self, name, value)
@@ -199,6 +289,16 @@ class Analysis:
         raise AttributeError(IMMUTABLE)
 
     # -- fairlearn-style accessors --------------------------------------------------------
+
+    @property
+    def statistics(self) -> dict[str, Statistic]:
+        """The statistics this analysis estimates, in report order (see :func:`task_statistics`)."""
+        return dict(self._statistics)
+
+    @property
+    def disparity_statistics(self) -> tuple[str, ...]:
+        """The statistics with a good direction, which have disparities and group gaps."""
+        return tuple(name for name, s in self._statistics.items() if s.better is not None)
 
     @property
     def dimensions(self) -> tuple[str, ...]:
@@ -238,12 +338,12 @@ class Analysis:
         rows = self._estimates[self._estimates["dimension"] == dimension]
         table = rows.pivot(index="group", columns="statistic", values=column)
         groups = [g for d, g in self._keys if d == dimension]
-        return table.reindex(index=groups, columns=list(STATISTICS))
+        return table.reindex(index=groups, columns=list(self._statistics))
 
     def _disparity(self, dimension: str, column: str) -> pd.Series:
         self._check_dimension(dimension)
         rows = self._disparities[self._disparities["dimension"] == dimension]
-        return rows.set_index("statistic")[column].reindex(list(DISPARITY_STATISTICS))
+        return rows.set_index("statistic")[column].reindex(list(self.disparity_statistics))
 
     def group_min(self, dimension: str) -> pd.Series:
         """Per statistic, the smallest value over the groups with enough data."""
@@ -285,7 +385,7 @@ class Analysis:
         return out
 
     def replicates(self, dimension: str, group: str) -> np.ndarray:
-        """Bootstrap replicates ``(bootstrap, len(STATISTICS))`` of one group (read-only)."""
+        """Bootstrap replicates ``(bootstrap, len(statistics))`` of one group (read-only)."""
         self._check_dimension(dimension)
         return self._replicates[:, self._index[(dimension, group)], :]
 
@@ -305,7 +405,7 @@ class Analysis:
     # -- serialisation --------------------------------------------------------------------
 
     def _slice_dict(self, dimension: str, group: str, rows: pd.DataFrame, counts: Mapping[str, Any]) -> dict:
-        out: dict[str, Any] = {k: int(counts[k]) for k in ("n", "n_valid", "n_invalid", "n_error", "n_predicted")}
+        out: dict[str, Any] = {k: int(counts[k]) for k in counts.index}
         out.update({r.statistic: json_number(r.value) for r in rows.itertuples()})
         out["ci"] = {
             r.statistic: None if math.isnan(r.ci_low) else [float(r.ci_low), float(r.ci_high)]
@@ -357,8 +457,11 @@ class Analysis:
         return out
 
 
-def _validate_frame(frame: pd.DataFrame, attributes: Sequence[str], intersections: Sequence[Sequence[str]]) -> None:
-    missing = [c for c in REQUIRED_COLUMNS if c not in frame]
+def _validate_frame(
+    frame: pd.DataFrame, attributes: Sequence[str], intersections: Sequence[Sequence[str]], multilabel: bool
+) -> None:
+    required = (*REQUIRED_COLUMNS, *(MULTILABEL_ANALYSIS_COLUMNS if multilabel else ()))
+    missing = [c for c in required if c not in frame]
     if missing:
         raise ValueError(MISSING_COLUMNS.format(columns=", ".join(missing)))
     if "method" in frame and frame["method"].nunique() > 1:
@@ -379,22 +482,37 @@ def analyse(
     frame: pd.DataFrame,
     attributes: Sequence[str] = (),
     options: AnalysisOptions | None = None,
+    *,
+    task: str = "single",
+    classes: Sequence[str] | None = None,
 ) -> Analysis:
     """Estimate every statistic of every slice of ``frame`` (one method's samples) with a
-    seeded percentile-bootstrap CI, and the disparities across the groups of each breakdown."""
+    seeded percentile-bootstrap CI, and the disparities across the groups of each breakdown.
+
+    ``task="multilabel"``: ``frame`` has one row per (sample, explained label) with the sample's
+    ``position``, ``true_labels`` and ``pred_labels``; the bootstrap resamples samples, and
+    accuracy, precision and recall come from the label sets (:func:`label_estimates`);
+    ``classes`` names a class that no row explains (default: its index)."""
     options = AnalysisOptions() if options is None else options
+    if task not in TASKS:
+        raise InputError(f"`task` {task!r}: choose from {', '.join(TASKS)}", "task")
+    multilabel = task == "multilabel"
     attributes = tuple(attributes)
-    _validate_frame(frame, attributes, options.intersections)
+    _validate_frame(frame, attributes, options.intersections, multilabel)
     frame = frame.reset_index(drop=True)
     absent = {c: v for c, v in OPTIONAL_COLUMNS.items() if c not in frame}
     if absent:
         frame = frame.assign(**absent)
-    slices = _slices(frame, attributes, options.intersections)
+    stats = task_statistics(task)
+    sets = _LabelSets.of(frame, classes) if multilabel else None
+    slices = _slices(frame, attributes, options.intersections, sets)
     keys = slices.keys
-    names = list(STATISTICS)
-    rows = _row_values(frame)
-    mean_names = [s for s in names if STATISTICS[s].kind == "mean"]
-    (median_name,) = [s for s in names if STATISTICS[s].kind == "median"]
+    names = list(stats)
+    from_rows = [s for s in names if not (multilabel and s in LABEL_STATISTICS)]
+    predicted = _predicted(frame, multilabel)
+    rows = _row_values(frame, {s: stats[s] for s in from_rows}, predicted)
+    mean_names = [s for s in from_rows if stats[s].kind == "mean"]
+    (median_name,) = [s for s in from_rows if stats[s].kind == "median"]
 
     # ratio statistics share a denominator column when they count the same rows
     counted_sets: list[np.ndarray] = []
@@ -423,21 +541,27 @@ def analyse(
 
     def combine(ratios: np.ndarray, medians: np.ndarray) -> np.ndarray:
         """(..., groups, k) ratios and (..., groups) medians -> (..., groups, statistic)."""
-        out = np.empty((*medians.shape, len(names)))
+        out = np.full((*medians.shape, len(names)), np.nan)
         for k, s in enumerate(mean_names):
             out[..., names.index(s)] = ratios[..., k]
         out[..., names.index(median_name)] = medians
         return out
 
+    clusters = {} if sets is None else {"clusters": sets.cluster, "n_clusters": len(sets.first)}
     point = combine(*bootstrap.point(table, partitions))
-    replicates = combine(*bootstrap.replicate(table, partitions, n_boot=options.bootstrap, seed=options.seed))
-    low, high = bootstrap.percentile_interval(replicates.reshape(options.bootstrap, -1), options.confidence)
+    replicates = combine(
+        *bootstrap.replicate(table, partitions, n_boot=options.bootstrap, seed=options.seed, **clusters)
+    )
     # rows each statistic counts, per group
     counted_per_group = np.stack([_group_sums(slices, c) for c in [*counted_sets, median_counted]], axis=1)
-    sizes = np.empty((len(keys), len(names)), dtype=np.int64)
+    sizes = np.zeros((len(keys), len(names)), dtype=np.int64)
     for k, s in enumerate(mean_names):
         sizes[:, names.index(s)] = counted_per_group[:, which[k]]
     sizes[:, names.index(median_name)] = counted_per_group[:, -1]
+    if sets is not None:
+        columns = [names.index(s) for s in LABEL_STATISTICS]
+        point[:, columns], replicates[:, :, columns], sizes[:, columns] = label_estimates(sets, slices, options)
+    low, high = bootstrap.percentile_interval(replicates.reshape(options.bootstrap, -1), options.confidence)
     n_slices = len(keys)
 
     estimates = pd.DataFrame(
@@ -458,7 +582,8 @@ def analyse(
         "n_valid": status == "ok",
         "n_invalid": status == "invalid",
         "n_error": status == "error",
-        "n_predicted": frame["pred"].notna().to_numpy(),
+        "n_predicted": predicted,
+        **({"n_skipped": status == SKIPPED} if multilabel else {}),
     }
     counts = pd.DataFrame(
         {
@@ -467,7 +592,7 @@ def analyse(
             **{name: _group_sums(slices, flag) for name, flag in row_flags.items()},
         }
     )
-    disparities = _disparities(slices, point, sizes, replicates, options)
+    disparities = _disparities(slices, point, sizes, replicates, options, stats)
     return Analysis(
         estimates=estimates,
         counts=counts,
@@ -479,11 +604,87 @@ def analyse(
         attributes=attributes,
         options=options,
         n_with_subject=int(frame["has_subject"].fillna(False).astype(bool).sum()),
+        task=task,
     )
 
 
+def _ratio_table(numerators: list[np.ndarray], denominators: list[np.ndarray], which: list[int]) -> bootstrap.Table:
+    return bootstrap.Table(
+        numerators=np.stack(numerators, axis=1).astype(np.float64),
+        denominators=np.stack(denominators, axis=1).astype(np.float64),
+        which=np.asarray(which),
+    )
+
+
+def label_estimates(
+    sets: _LabelSets, slices: _Slices, options: AnalysisOptions
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Accuracy, precision and recall of a multi-label audit for every slice: points (slices, 3),
+    replicates (bootstrap, slices, 3) and sizes (slices, 3), in :data:`LABEL_STATISTICS` order.
+
+    Per class c over the samples the model saw: precision = TP/(TP+FP), recall = TP/(TP+FN),
+    accuracy = (TP+TN)/samples. Overall and per group, over every label of their samples (micro
+    averages: sklearn's ``average="micro"``), and accuracy is the share of samples whose
+    predicted labels are exactly the true ones (sklearn's ``accuracy_score``). Sizes count
+    samples: those predicted c, those truly c, those seen (with any predicted / true label).
+    The correctness breakdown has none of them. The bootstrap draws the samples as the rows'
+    (same seed, same number of samples), so every statistic comes from the same resamples."""
+    keys, n_stats = slices.keys, len(LABEL_STATISTICS)
+    point = np.full((len(keys), n_stats), np.nan)
+    replicates = np.full((options.bootstrap, len(keys), n_stats), np.nan)
+    sizes = np.zeros((len(keys), n_stats), dtype=np.int64)
+    seen = sets.seen.astype(np.float64)
+    n = len(seen)
+    resampled = {"n_boot": options.bootstrap, "seed": options.seed}
+
+    # per class: one group of every sample, three columns per class
+    classes = [c for c, _ in sets.classes]
+    true, pred = sets.true[:, classes], sets.pred[:, classes] & sets.seen[:, None]
+    hit, agree = true & pred, (true == pred) & sets.seen[:, None]
+    k = len(classes)
+    table = _ratio_table(
+        [*hit.T, *hit.T, *agree.T], [*pred.T, *true.T, seen], [*range(k), *range(k, 2 * k), *[2 * k] * k]
+    )
+    everyone = [bootstrap.Partition(np.arange(n), np.array([0, n]))]
+    ratios = bootstrap.point(table, everyone)[0].reshape(3, k)  # precision, recall, accuracy per class
+    draws = bootstrap.replicate(table, everyone, **resampled)[0].reshape(options.bootstrap, 3, k)
+    rows = [i for i, (d, _) in enumerate(keys) if d == CLASS]
+    order = [LABEL_STATISTICS.index(s) for s in ("precision", "recall", "accuracy")]
+    point[np.ix_(rows, order)] = ratios.T
+    for j, column in enumerate(order):
+        replicates[:, rows, column] = draws[:, j]
+    sizes[np.ix_(rows, order)] = np.stack([pred.sum(0), true.sum(0), np.full(k, int(seen.sum()))], axis=1)
+
+    # overall and per group: micro averages over every label of the group's samples
+    hits = (sets.true & sets.pred).sum(1) * seen
+    n_pred, n_true = sets.pred.sum(1) * seen, sets.true.sum(1) * seen
+    exact = (sets.true == sets.pred).all(1) * seen
+    table = _ratio_table([exact, hits, hits], [seen, n_pred, n_true], [0, 1, 2])
+    for dimension, kind in slices.kinds.items():
+        if kind not in (OVERALL, "attribute", "intersection"):
+            continue
+        code = slices.codes[dimension][sets.first]
+        member = np.flatnonzero(code >= 0)
+        ordered = member[np.argsort(code[member], kind="stable")]
+        counts = np.bincount(code[member], minlength=len(slices.groups[dimension]))
+        partition = [bootstrap.Partition(ordered, np.concatenate([[0], np.cumsum(counts)]))]
+        rows = [i for i, (d, _) in enumerate(keys) if d == dimension]
+        point[rows] = bootstrap.point(table, partition)[0]
+        replicates[:, rows] = bootstrap.replicate(table, partition, **resampled)[0]
+        flags = np.stack([seen > 0, n_pred > 0, n_true > 0], axis=1)
+        sizes[rows] = np.stack(
+            [np.bincount(code[member], weights=f[member], minlength=len(rows)) for f in flags.T], axis=1
+        ).round()
+    return point, replicates, sizes
+
+
 def _disparities(
-    slices: _Slices, point: np.ndarray, sizes: np.ndarray, replicates: np.ndarray, options: AnalysisOptions
+    slices: _Slices,
+    point: np.ndarray,
+    sizes: np.ndarray,
+    replicates: np.ndarray,
+    options: AnalysisOptions,
+    stats: Mapping[str, Statistic],
 ) -> pd.DataFrame:
     """Per breakdown (class, attributes, intersections) and statistic: the spread across groups.
 
@@ -491,13 +692,13 @@ def _disparities(
     the two groups at the extremes (paired: both from the same resamples); it does not allow
     for those two having been picked as the extremes, so with many groups it is optimistic.
     """
-    names = list(STATISTICS)
+    names = list(stats)
     records = []
     for dimension, kind in slices.kinds.items():
         if kind not in (CLASS, "attribute", "intersection"):
             continue
         positions = [i for i, (d, _) in enumerate(slices.keys) if d == dimension]
-        for statistic in DISPARITY_STATISTICS:
+        for statistic in (name for name, s in stats.items() if s.better is not None):
             k = names.index(statistic)
             enough = [i for i in positions if sizes[i, k] >= options.min_group_size and not math.isnan(point[i, k])]
             record: dict[str, Any] = {
@@ -520,7 +721,7 @@ def _disparities(
                 lo, hi = enough[int(np.argmin(values))], enough[int(np.argmax(values))]
                 diff = (replicates[:, hi, k] - replicates[:, lo, k])[:, None]
                 ci_low, ci_high = bootstrap.percentile_interval(diff, options.confidence)
-                worst = lo if STATISTICS[statistic].better == "higher" else hi
+                worst = lo if stats[statistic].better == "higher" else hi
                 record.update(
                     group_min=point[lo, k],
                     group_max=point[hi, k],

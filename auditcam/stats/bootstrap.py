@@ -195,12 +195,24 @@ def point(table: Table, partitions: Sequence[Partition]) -> tuple[np.ndarray, np
 
 
 def replicate(
-    table: Table, partitions: Sequence[Partition], *, n_boot: int, seed: int
+    table: Table,
+    partitions: Sequence[Partition],
+    *,
+    n_boot: int,
+    seed: int,
+    clusters: np.ndarray | None = None,
+    n_clusters: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Bootstrap replicates: ratios (n_boot, groups, k) and medians (n_boot, groups), all from
-    the same resamples of the rows."""
+    the same resamples of the rows. With ``clusters`` (each row's cluster, 0..n_clusters-1: a
+    multi-label sample's rows) the clusters are resampled and a row counts as often as its
+    cluster is drawn; the resamples are then those of any table of ``n_clusters`` rows."""
     prepared = _prepare(table, partitions, np.float32)
-    parts = [_estimate(table, prepared, counts) for counts in resample_counts(len(table.numerators), n_boot, seed)]
+    n = len(table.numerators) if clusters is None else n_clusters
+    parts = [
+        _estimate(table, prepared, counts if clusters is None else counts[clusters])
+        for counts in resample_counts(n, n_boot, seed)
+    ]
     return np.concatenate([r for r, _ in parts]), np.concatenate([m for _, m in parts])
 
 

@@ -18,12 +18,13 @@ from typing import Any
 
 from auditcam.config import AnalysisOptions, Checks, GroupGap, Threshold, WorstGroupAccuracy
 from auditcam.errors import InputError
-from auditcam.stats.analysis import ALL, OVERALL, STATISTICS, UNKNOWN_ATTRIBUTE, Analysis, intersection_name
+from auditcam.stats.analysis import ALL, OVERALL, UNKNOWN_ATTRIBUTE, Analysis, intersection_name
 from auditcam.stats.estimates import Estimate
 
 PASS, FAIL, INSUFFICIENT, NOT_APPLICABLE = "pass", "fail", "insufficient data", "not applicable"
 OUTCOMES = (PASS, FAIL, INSUFFICIENT, NOT_APPLICABLE)
 MISSING_BREAKDOWN = "max_group_gap: the analysis has no breakdown {dimension!r}; add it to the intersections"
+MULTILABEL_ONLY = "not applicable: {statistic} is measured in multi-label audits only"
 
 
 def _dimension_of(attribute: str) -> str:
@@ -126,7 +127,7 @@ def _overall_check(
         decide_on=decide_on,
         outcome=outcome,
         n=n,
-        description=STATISTICS[statistic].description,
+        description=analysis.statistics[statistic].description,
         detail=detail,
         insufficient_data=checks.insufficient_data,
     )
@@ -167,6 +168,24 @@ def _gap_check(analysis: Analysis, checks: Checks, gap: GroupGap) -> CheckResult
     dimension = _dimension_of(gap.attribute)
     if dimension not in analysis.dimensions:
         raise InputError(MISSING_BREAKDOWN.format(dimension=dimension))
+    if gap.metric not in analysis.statistics:
+        return CheckResult(
+            name=f"group_gap:{dimension}:{gap.metric}",
+            metric=gap.metric,
+            scope=dimension,
+            value=None,
+            ci=None,
+            confidence=analysis.options.confidence,
+            op="<=",
+            threshold=gap.value,
+            decide_on=gap.decide_on or checks.decide_on,
+            outcome=NOT_APPLICABLE,
+            n=0,
+            description=f"difference of {gap.metric} between the best and the worst {dimension} group",
+            detail=MULTILABEL_ONLY.format(statistic=gap.metric),
+            insufficient_data=checks.insufficient_data,
+            n_of="groups",
+        )
     row = analysis.disparity(dimension, gap.metric)
     decide_on = gap.decide_on or checks.decide_on
     enough = row["n_groups"] >= 2

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from auditcam.stats.analysis import CORRECTNESS, DISPARITY_STATISTICS, STATISTICS, Analysis
+from auditcam.stats.analysis import CORRECTNESS, Analysis
 from auditcam.stats.checks import INSUFFICIENT
 from auditcam.stats.estimates import Estimate
 
@@ -36,6 +36,7 @@ def _check_paired(a: Analysis, b: Analysis) -> None:
         and a.options.bootstrap == b.options.bootstrap
         and a.options.seed == b.options.seed
         and a.options.confidence == b.options.confidence
+        and a.task == b.task
     )
     if not same:
         raise ValueError(NOT_PAIRED)
@@ -50,8 +51,9 @@ def paired_deltas(a: Analysis, b: Analysis) -> pd.DataFrame:
     for dimension in a.dimensions:
         if dimension == CORRECTNESS:  # not the same samples in A and B
             continue
-        for group in a.by_group(dimension).index:
-            for statistic in DISPARITY_STATISTICS:
+        shared = set(b.by_group(dimension).index)  # a multi-label class only one model ever predicts is in one
+        for group in (g for g in a.by_group(dimension).index if g in shared):
+            for statistic in a.disparity_statistics:
                 key = (dimension, group, statistic)
                 ea, eb = a.results[key], b.results[key]
                 delta = paired_delta(a, b, key)
@@ -59,7 +61,8 @@ def paired_deltas(a: Analysis, b: Analysis) -> pd.DataFrame:
                 if not delta.sufficient or delta.value is None:
                     change = INSUFFICIENT
                 elif low > 0 or high < 0:
-                    change = IMPROVED if (low > 0) == (STATISTICS[statistic].better == "higher") else WORSENED
+                    better = a.statistics[statistic].better == "higher"
+                    change = IMPROVED if (low > 0) == better else WORSENED
                 else:
                     change = NO_CLEAR_CHANGE
                 records.append(

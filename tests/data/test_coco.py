@@ -144,3 +144,23 @@ def test_coco_input_errors_are_one_line(coco, tmp_path):
     (tmp_path / "bad.json").write_text('{"images": []}', encoding="utf-8")
     with pytest.raises(InputError, match=r"bad.json: not a COCO instances file: no 'annotations' list$"):
         open_dataset(tmp_path / "bad.json")
+
+
+def test_multilabel_every_category_is_a_label_with_the_union_of_its_instances(coco):
+    ds = LabelledDataset.open(coco, preprocessing=SAME_SIZE, task="multilabel")
+    assert ds.multilabel and ds.classes == ("cat", "dog")
+    items = {item["image_path"]: item for item in (ds[i] for i in range(len(ds)))}
+    a = items["a.png"]
+    assert a["labels"] == [0, 1]  # both categories, in class order
+    # hand-built: the cat polygon (rows 2:5, cols 3:7) and the cat RLE (row 0, cols 10:12); the dog RLE box
+    cats = np.zeros((H, W), bool)
+    cats[2:5, 3:7] = True
+    cats[0, 10:12] = True
+    dog = np.zeros((H, W), bool)
+    dog[6:9, 0:3] = True
+    assert torch.equal(a["masks"][a["mask_of"][0]], torch.from_numpy(cats))
+    assert torch.equal(a["masks"][a["mask_of"][1]], torch.from_numpy(dog))
+    boxed = items["ü.png"]  # no segmentation: the bbox x 2..6, y 3..8 is rasterised
+    assert boxed["labels"] == [0] and torch.equal(boxed["masks"][0], torch.from_numpy(_box(slice(3, 8), slice(2, 6))))
+    empty = items["empty.png"]  # no annotation: a sample with no label, not an error
+    assert empty["labels"] == [] and "status" not in empty and empty["shared_mask"] == -1
