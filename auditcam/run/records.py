@@ -154,24 +154,44 @@ def score_explanation(
     one transfer (one synchronisation per batch on a GPU); ``subjects`` marks the samples with a
     subject (default: all)."""
     confidence, pred = explanation.logits.float().softmax(dim=1).max(dim=1)
-    per_method = []
-    for method in methods:
-        maps = explanation.maps[method]
-        scores = score(maps, masks, reliance_threshold=reliance_threshold, subjects=subjects)
-        grid = F.adaptive_avg_pool2d(maps.float().unsqueeze(1), GRID).flatten(1)
-        metrics = torch.stack([*(scores[name] for name in METRICS), scores["invalid"].float()], dim=1)
-        per_method.append(torch.cat([metrics, grid], dim=1))
     head = torch.stack([pred.float(), confidence, explanation.targets.float()], dim=1)
-    host = torch.cat([head, *per_method], dim=1).cpu().numpy()  # (K, 3 + methods * (metrics + 1 + grid))
-    width = len(METRICS) + 1 + GRID * GRID
-    blocks = host[:, 3:].reshape(len(host), len(methods), width).transpose(1, 0, 2)
+    maps = [explanation.maps[method] for method in methods]
+    host, metrics, codes, grids = _on_host(head, maps, masks, reliance_threshold, subjects)
     return Scored(
         pred=host[:, 0].astype(np.int64),
         confidence=host[:, 1],
         target=host[:, 2].astype(np.int64),
-        metrics=blocks[:, :, : len(METRICS)],
-        codes=blocks[:, :, len(METRICS)].astype(np.int64),
-        grids=np.ascontiguousarray(blocks[:, :, len(METRICS) + 1 :], dtype=np.float32),
+        metrics=metrics,
+        codes=codes,
+        grids=grids,
+    )
+
+
+def _on_host(
+    head: torch.Tensor,
+    maps: Sequence[torch.Tensor],
+    masks: torch.Tensor,
+    reliance_threshold: float,
+    subjects: torch.Tensor | None,
+) -> tuple[np.ndarray, ...]:
+    """Score each method's (K, H, W) ``maps`` against ``masks`` and pool them to the grid, then
+    copy everything with the (K, h) ``head`` columns to the host in one transfer (one
+    synchronisation per batch on a GPU): the head (K, h) and, per method, the metrics
+    (methods, K, metrics), invalid codes (methods, K) and pooled grids (methods, K, GRID * GRID)."""
+    per_method = []
+    for method_maps in maps if len(head) else ():
+        scores = score(method_maps, masks, reliance_threshold=reliance_threshold, subjects=subjects)
+        grid = F.adaptive_avg_pool2d(method_maps.float().unsqueeze(1), GRID).flatten(1)
+        metrics = torch.stack([*(scores[name] for name in METRICS), scores["invalid"].float()], dim=1)
+        per_method.append(torch.cat([metrics, grid], dim=1))
+    host = torch.cat([head, *per_method], dim=1).cpu().numpy()  # (K, h + methods * (metrics + 1 + grid))
+    width, columns = len(METRICS) + 1 + GRID * GRID, head.shape[1]
+    blocks = host[:, columns:].reshape(len(host), len(maps), width).transpose(1, 0, 2)
+    return (
+        host[:, :columns],
+        blocks[:, :, : len(METRICS)],
+        blocks[:, :, len(METRICS)].astype(np.int64),
+        np.ascontiguousarray(blocks[:, :, len(METRICS) + 1 :], dtype=np.float32),
     )
 
 
@@ -338,26 +358,17 @@ def score_labels(
     device = probabilities.device
     rows = torch.as_tensor(sample, device=device)
     has_subject = torch.as_tensor(mask_index >= 0, device=device)
-    width = len(METRICS) + 1 + GRID * GRID
-    per_method = []
-    if len(sample):
-        all_masks = batch["masks"]
+    all_masks = batch["masks"]
+    if len(all_masks):
+        masks = all_masks[torch.as_tensor(mask_index.clip(min=0), device=all_masks.device)].to(device)
+        masks = masks & has_subject[:, None, None]
+    else:
         size = explanation.maps[methods[0]].shape[-2:]
-        if len(all_masks):
-            masks = all_masks[torch.as_tensor(mask_index.clip(min=0), device=all_masks.device)].to(device)
-            masks = masks & has_subject[:, None, None]
-        else:
-            masks = torch.zeros(len(sample), *size, dtype=torch.bool, device=device)
-        columns = torch.as_tensor(slot, device=device)
-        for method in methods:
-            maps = explanation.maps[method][rows, columns]
-            scores = score(maps, masks, reliance_threshold=reliance_threshold, subjects=has_subject)
-            grid = F.adaptive_avg_pool2d(maps.float().unsqueeze(1), GRID).flatten(1)
-            metrics = torch.stack([*(scores[name] for name in METRICS), scores["invalid"].float()], dim=1)
-            per_method.append(torch.cat([metrics, grid], dim=1))
+        masks = torch.zeros(len(sample), *size, dtype=torch.bool, device=device)
+    columns = torch.as_tensor(slot, device=device)
+    maps = [explanation.maps[method][rows, columns] for method in methods]
     confidence = probabilities[rows, torch.as_tensor(target, device=device)]
-    host = torch.cat([confidence[:, None], *per_method], dim=1).cpu().numpy()  # (P, 1 + methods * width)
-    blocks = host[:, 1:].reshape(len(host), len(methods), width).transpose(1, 0, 2)
+    host, metrics, codes, grids = _on_host(confidence[:, None], maps, masks, reliance_threshold, has_subject)
     return ScoredLabels(
         sample=sample,
         slot=slot,
@@ -365,9 +376,9 @@ def score_labels(
         confidence=host[:, 0].astype(np.float64),
         mask_index=mask_index,
         reason=reasons,
-        metrics=blocks[:, :, : len(METRICS)],
-        codes=blocks[:, :, len(METRICS)].astype(np.int64),
-        grids=np.ascontiguousarray(blocks[:, :, len(METRICS) + 1 :], dtype=np.float32),
+        metrics=metrics,
+        codes=codes,
+        grids=grids,
         positive=(probabilities >= threshold).cpu().numpy(),
     )
 

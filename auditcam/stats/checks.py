@@ -168,36 +168,23 @@ def _gap_check(analysis: Analysis, checks: Checks, gap: GroupGap) -> CheckResult
     dimension = _dimension_of(gap.attribute)
     if dimension not in analysis.dimensions:
         raise InputError(MISSING_BREAKDOWN.format(dimension=dimension))
-    if gap.metric not in analysis.statistics:
-        return CheckResult(
-            name=f"group_gap:{dimension}:{gap.metric}",
-            metric=gap.metric,
-            scope=dimension,
-            value=None,
-            ci=None,
-            confidence=analysis.options.confidence,
-            op="<=",
-            threshold=gap.value,
-            decide_on=gap.decide_on or checks.decide_on,
-            outcome=NOT_APPLICABLE,
-            n=0,
-            description=f"difference of {gap.metric} between the best and the worst {dimension} group",
-            detail=MULTILABEL_ONLY.format(statistic=gap.metric),
-            insufficient_data=checks.insufficient_data,
-            n_of="groups",
-        )
-    row = analysis.disparity(dimension, gap.metric)
     decide_on = gap.decide_on or checks.decide_on
-    enough = row["n_groups"] >= 2
-    value = row["difference"] if enough else None
-    ci = (row["difference_ci_low"], row["difference_ci_high"]) if enough else None
-    if enough:
-        detail = f"{row['max_group']} {_num(row['group_max'])} vs {row['min_group']} {_num(row['group_min'])}"
+    value = ci = None
+    n_groups, left_out = 0, ""
+    if gap.metric not in analysis.statistics:  # precision/recall of a single-label audit
+        outcome, detail = NOT_APPLICABLE, MULTILABEL_ONLY.format(statistic=gap.metric)
+    elif gap.metric in analysis.not_measured():
+        outcome, detail = NOT_APPLICABLE, analysis.not_measured()[gap.metric]
+        n_groups = int(analysis.disparity(dimension, gap.metric)["n_groups"])
     else:
-        detail = f"fewer than 2 groups with at least {analysis.options.min_group_size} samples"
-    outcome = decide(value, ci, "<=", gap.value, decide_on)
-    if gap.metric in analysis.not_measured():
-        outcome, detail, row = NOT_APPLICABLE, analysis.not_measured()[gap.metric], {**row, "insufficient_groups": ()}
+        row = analysis.disparity(dimension, gap.metric)
+        n_groups, left_out = int(row["n_groups"]), _left_out(row)
+        if n_groups >= 2:
+            value, ci = row["difference"], (row["difference_ci_low"], row["difference_ci_high"])
+            detail = f"{row['max_group']} {_num(row['group_max'])} vs {row['min_group']} {_num(row['group_min'])}"
+        else:
+            detail = f"fewer than 2 groups with at least {analysis.options.min_group_size} samples"
+        outcome = decide(value, ci, "<=", gap.value, decide_on)
     return CheckResult(
         name=f"group_gap:{dimension}:{gap.metric}",
         metric=gap.metric,
@@ -209,9 +196,9 @@ def _gap_check(analysis: Analysis, checks: Checks, gap: GroupGap) -> CheckResult
         threshold=gap.value,
         decide_on=decide_on,
         outcome=outcome,
-        n=int(row["n_groups"]),
+        n=n_groups,
         description=f"difference of {gap.metric} between the best and the worst {dimension} group",
-        detail=detail + _left_out(row),
+        detail=detail + left_out,
         insufficient_data=checks.insufficient_data,
         n_of="groups",
     )
