@@ -200,14 +200,7 @@ class LabelledDataset(Dataset):
         row = self.rows[index]
         if row.labels is not None:
             return self._multilabel_item(row)
-        item: dict[str, Any] = {
-            "index": row.index,
-            "id": row.id,
-            "image_path": row.image,
-            "label": row.label,
-            "attributes": dict(row.attributes),
-            "note": "",
-        }
+        item = {**_item_head(row), "label": row.label}
         try:
             image, subject, notes = load_sample(row, self.masks)
         except SampleFault as fault:
@@ -229,14 +222,7 @@ class LabelledDataset(Dataset):
         with ``mask_of`` (per label: its mask's index, -1 for none, ``subject_reasons`` says why)
         and ``shared_mask`` (the mask of any other label explained on it, -1: none, ``shared_reason``)."""
         labels = list(row.labels or ())
-        item: dict[str, Any] = {
-            "index": row.index,
-            "id": row.id,
-            "image_path": row.image,
-            "labels": labels,
-            "attributes": dict(row.attributes),
-            "note": "",
-        }
+        item = {**_item_head(row), "labels": labels}
         try:
             image, placed, notes = load_subjects(row, self.masks)
         except SampleFault as fault:
@@ -277,6 +263,11 @@ def as_multilabel(item: dict[str, Any]) -> dict[str, Any]:
         if not has:
             out.pop("reason", None)
     return out
+
+
+def _item_head(row: Row) -> dict[str, Any]:
+    """The part of an item every row has, readable or not: where it is and its attributes."""
+    return {"index": row.index, "id": row.id, "image_path": row.image, "attributes": dict(row.attributes), "note": ""}
 
 
 def collate(items: Sequence[dict[str, Any]], *, multilabel: bool = False) -> dict[str, Any]:
