@@ -22,6 +22,8 @@ import numpy as np
 
 # rows x replicates held at once: bounds memory (~16 MB of float32 counts) for any table size
 CHUNK_ELEMENTS = 1 << 22
+# ... and for the mean of a few columns (mean_intervals): ~4 MB of counts
+MEAN_CHUNK_ELEMENTS = 1 << 20
 # a partition with at most this many groups sums through one dense (rows x groups*columns)
 # product; with more, one product per group (a dense product would multiply mostly zeros)
 DENSE_GROUPS = 32
@@ -56,14 +58,15 @@ class Table:
     median_counted: np.ndarray | None = None  # (n,) bool
 
 
-def resample_counts(n: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
-    """Yield ``(n, chunk)`` arrays of draw counts, ``n_boot`` columns in all.
+def resample_counts(n: int, n_boot: int, seed: int, *, elements: int = CHUNK_ELEMENTS) -> Iterator[np.ndarray]:
+    """Yield ``(n, chunk)`` arrays of draw counts, ``n_boot`` columns in all, about ``elements``
+    counts a chunk.
 
     Each column is one multinomial resample of the ``n`` rows (drawn as ``n`` uniform
-    indices). The stream depends only on ``(n, n_boot, seed)``.
+    indices). The stream depends only on ``(n, n_boot, seed)`` and ``elements``.
     """
     rng = np.random.default_rng(seed)
-    chunk = max(1, min(n_boot, CHUNK_ELEMENTS // max(n, 1)))
+    chunk = max(1, min(n_boot, elements // max(n, 1)))
     for start in range(0, n_boot, chunk):
         size = min(chunk, n_boot - start)
         if n == 0:
@@ -220,12 +223,22 @@ def percentile_interval(replicates: np.ndarray, confidence: float) -> tuple[np.n
     return low, high
 
 
+def mean_intervals(columns: np.ndarray, *, n_boot: int, confidence: float, seed: int) -> list[tuple[float, float]]:
+    """Percentile CI of the mean of each column of ``columns`` (n, k), all from one set of
+    :func:`resample_counts` replicates: each is the CI :func:`mean_interval` gives that column
+    alone, at the cost of one. Chunks of :data:`MEAN_CHUNK_ELEMENTS` counts: a few columns
+    need no more per product, and the probes call it beside arrays they still hold."""
+    columns = np.asarray(columns, dtype=np.float64)
+    n = len(columns)
+    chunks = resample_counts(n, n_boot, seed, elements=MEAN_CHUNK_ELEMENTS)
+    replicates = np.concatenate([counts.T @ columns / n for counts in chunks])
+    low, high = percentile_interval(replicates, confidence)
+    return [(float(a), float(b)) for a, b in zip(low, high, strict=True)]
+
+
 def mean_interval(values: np.ndarray, *, n_boot: int, confidence: float, seed: int) -> tuple[float, float]:
     """Percentile CI of the mean of ``values`` from the :func:`resample_counts` replicates: two
     arrays of the same length with the same seed get the same resamples (a paired bootstrap of
     per-sample differences is the CI of their mean)."""
-    values = np.asarray(values, dtype=np.float64)
-    n = len(values)
-    replicates = np.concatenate([counts.T @ values / n for counts in resample_counts(n, n_boot, seed)])
-    low, high = percentile_interval(replicates[:, None], confidence)
-    return float(low[0]), float(high[0])
+    column = np.asarray(values, dtype=np.float64)[:, None]
+    return mean_intervals(column, n_boot=n_boot, confidence=confidence, seed=seed)[0]

@@ -7,8 +7,17 @@ import itertools
 import numpy as np
 import pytest
 
-from auditcam.stats.bootstrap import mean_interval
-from auditcam.stats.strategies import INSUFFICIENT, StrategyOptions, discover, hot_region, normalise_grids
+from auditcam.stats.bootstrap import mean_interval, mean_intervals
+from auditcam.stats.strategies import (
+    INSUFFICIENT,
+    StrategyOptions,
+    discover,
+    hot_region,
+    kmeans,
+    normalise_grids,
+    silhouette,
+    squared_distances,
+)
 
 
 def _blob(row: int, col: int, rng: np.random.Generator, noise: float = 0.02) -> np.ndarray:
@@ -95,3 +104,47 @@ def test_a_large_class_is_fit_on_a_subsample_and_every_row_assigned():
 def test_normalised_grids_sum_to_one_and_an_empty_map_is_uniform():
     out = normalise_grids(np.array([[0.0, 2.0, -1.0, 2.0], [0.0, 0.0, 0.0, 0.0]]))
     assert out.tolist() == [[0.0, 0.5, 0.0, 0.5], [0.25, 0.25, 0.25, 0.25]]
+
+
+def test_silhouette_equals_scikit_learn_and_a_brute_force_loop():
+    from sklearn.metrics import silhouette_score
+
+    rng = np.random.default_rng(5)
+    points = rng.random((60, 5))
+    labels = rng.integers(0, 3, 60)
+    labels[0] = 3  # a cluster of one point: silhouette 0 there
+    assert silhouette(points, labels) == pytest.approx(silhouette_score(points, labels), abs=1e-12)
+    scores = []
+    for i, p in enumerate(points):
+        others = [j for j in range(len(points)) if j != i]
+        distance = {k: [np.linalg.norm(p - points[j]) for j in others if labels[j] == k] for k in range(4)}
+        if not distance[labels[i]]:
+            scores.append(0.0)
+            continue
+        a = np.mean(distance[labels[i]])
+        b = min(np.mean(d) for k, d in distance.items() if k != labels[i])
+        scores.append((b - a) / max(a, b))
+    assert silhouette(points, labels) == pytest.approx(np.mean(scores), abs=1e-12)
+
+
+def test_kmeans_finds_the_optimum_scikit_learn_finds():
+    from sklearn.cluster import KMeans
+
+    rng = np.random.default_rng(6)
+    centres = rng.random((3, 8)) * 4
+    points = np.concatenate([c + rng.normal(0, 0.3, (50, 8)) for c in centres])
+    found, inertia = kmeans(points, 3, starts=3, rng=np.random.default_rng(0))
+    reference = KMeans(n_clusters=3, n_init=3, random_state=0).fit(points)
+    assert inertia == pytest.approx(reference.inertia_, rel=1e-9)
+    ours = squared_distances(points, found).argmin(axis=1)
+    # the same partition, whatever the cluster numbers
+    assert len({(a, b) for a, b in zip(ours, reference.labels_, strict=True)}) == 3
+    assert inertia == pytest.approx(squared_distances(points, found).min(axis=1).sum())
+
+
+def test_one_set_of_replicates_gives_each_column_its_own_interval():
+    rng = np.random.default_rng(7)
+    columns = np.stack([rng.random(90), (rng.random(90) < 0.4).astype(float)], axis=1)
+    together = mean_intervals(columns, n_boot=300, confidence=0.9, seed=11)
+    alone = [mean_interval(columns[:, k], n_boot=300, confidence=0.9, seed=11) for k in range(2)]
+    assert np.asarray(together) == pytest.approx(np.asarray(alone))
