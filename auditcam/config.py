@@ -225,6 +225,8 @@ class AuditSettings:
       subject-only variant filled with ``bg_fill``.
     - ``sanity``: the model-randomisation check, on ``sanity_samples`` samples, comparing the maps after
       at most ``sanity_stages`` stages of the cascade.
+    - ``location_samples``: the location-shortcut test occludes a strategy's spot on at most this many
+      of its members (a seeded subset; the paired bootstrap CI holds on it, its ``n`` is recorded).
     """
 
     methods: tuple[Any, ...] = ("gradcam",)
@@ -245,6 +247,7 @@ class AuditSettings:
     sanity: bool = False
     sanity_samples: int = 32
     sanity_stages: int = 16
+    location_samples: int = 100
 
     def __post_init__(self) -> None:
         methods = (self.methods,) if isinstance(self.methods, str) else tuple(self.methods)
@@ -706,6 +709,14 @@ RUN_KEYS: dict[str, RunKey] = {
             _BEYOND,
             metavar="N",
             text=_count_text(2),
+        ),
+        RunKey(
+            "location_samples",
+            _integer(1),
+            "the location-shortcut test occludes each strategy's spot on a seeded subset of at most N members",
+            _BEYOND,
+            metavar="N",
+            text=_count_text(1),
         ),
     )
 }

@@ -38,7 +38,7 @@ def beyond_heatmaps(
     not applicable."""
     from auditcam.probes.counterfactual import BG_GAP, FOLLOWING, CounterfactualOptions, run_counterfactual
     from auditcam.probes.featuremaps import exemplar_grids
-    from auditcam.probes.occlusion import run_strategies
+    from auditcam.probes.occlusion import OcclusionOptions, run_strategies
     from auditcam.probes.sanity import SanityOptions, run_sanity
     from auditcam.stats.analysis import NO_SUBJECTS
     from auditcam.stats.checks import background_following_check, bg_gap_check, not_applicable, sanity_check
@@ -91,7 +91,15 @@ def beyond_heatmaps(
         shown = list({e.record["id"]: e for e in [*gallery.background_reliant, *gallery.subject_focused]}.values())
         out["featuremaps"] = exemplar_grids(model, shown, dataset.preprocessing, layer, channels)
     out["strategies"], location = run_strategies(
-        model, dataset, samples, method=method, classes=classes, checks=checks, analysis=options, batch_size=batch_size
+        model,
+        dataset,
+        samples,
+        method=method,
+        classes=classes,
+        checks=checks,
+        analysis=options,
+        batch_size=batch_size,
+        occlusion=OcclusionOptions(samples=settings.location_samples, seed=options.seed),
     )
     out["checks"] = [c for c in [*out["checks"], location] if c is not None]
     return out

@@ -13,13 +13,14 @@ also *not the subject*. Where members have subject masks, the spot must lie off 
 none do, three label-free signs of an artefact decide (and the result says which): the spot
 looks nearly the same in every member image (a tag, a ruler, a token; subjects vary), it sits
 at a border or corner, and pasting it into images the model gives other classes carries the
-prediction with it.
+prediction with it. The pixels are asked first: a spot they show to be the subject is never
+shown to the model (it cannot be a shortcut), and the paste test runs only where it decides.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,8 @@ from torch import nn
 from auditcam.cam import preserved
 from auditcam.config import DEFAULT_MAX_LOCATION_SHORTCUT, AnalysisOptions, Checks
 from auditcam.files import Parts
+from auditcam.models import logits_of, model_device
+from auditcam.run.memory import release_memory
 from auditcam.run.records import GRID, HEATMAP_GRID, STRATEGY
 from auditcam.stats.bootstrap import mean_interval
 from auditcam.stats.checks import CheckResult, location_shortcut_check
@@ -46,6 +49,7 @@ NO_IMAGES = "no member image could be read"
 CONSTANT = 0.1
 AGREEMENT = 0.75
 NOT_A_SPOT = "the hot region is not a compact spot shared by the members"
+SUBJECT_SPOT = "the spot is the subject, decided by {decided_by}: not a location shortcut, not occluded"
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,7 @@ class OcclusionOptions:
     :data:`CONSTANT` of the images' mean spread of the members' median);
     ``min_carry``: pasting must move at least this share of other-class images to the class."""
 
-    samples: int = 200
+    samples: int = 100
     paste_samples: int = 100
     max_subject_overlap: float = 0.25
     min_constant_share: float = 0.05
@@ -146,15 +150,25 @@ def _occlude(images: torch.Tensor, boxes: Sequence[tuple[int, int, int, int]]) -
 
 
 @torch.no_grad()
-def _predict(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Softmax probabilities (N, classes), in batches, on the model's device."""
-    device = next(model.parameters(), torch.empty(0)).device
-    return torch.cat(
-        [
-            model(images[i : i + batch_size].to(device)).float().softmax(1).cpu()
-            for i in range(0, len(images), batch_size)
-        ]
-    )
+def _predict_variants(
+    model: nn.Module,
+    images: torch.Tensor,
+    variants: Callable[[torch.Tensor, slice], list[torch.Tensor]],
+    count: int,
+    batch_size: int,
+) -> list[torch.Tensor]:
+    """Softmax probabilities (N, classes) of each of the ``count`` variants of ``images``, on the
+    model's device. ``variants(chunk, where)`` makes the variants of the images at ``where``; a
+    chunk's variants go through the model together, so every forward pass is a full batch
+    however many variants there are (and only one chunk's variants exist at a time)."""
+    device = model_device(model)
+    per = max(1, batch_size // count)
+    parts = []
+    for start in range(0, len(images), per):
+        where = slice(start, start + per)
+        probabilities = logits_of(model(torch.cat(variants(images[where], where)).to(device))).float().softmax(1)
+        parts.append(probabilities.cpu().view(count, -1, probabilities.shape[1]))
+    return list(torch.cat(parts, dim=1))
 
 
 def _load(dataset: Any, positions: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
@@ -188,7 +202,11 @@ def occlude_strategy(
     batch_size: int,
 ) -> dict[str, Any]:
     """The occlusion result of one candidate strategy (``positions``: its members' dataset
-    positions; ``others``: positions the model gives another class, for the paste test)."""
+    positions; ``others``: positions the model gives another class, for the paste test).
+
+    The evidence from the pixels alone (:func:`spot_evidence`) comes first: a spot it shows to
+    be the subject cannot be a location shortcut, and is not occluded (``measured`` False, with
+    the evidence and why); the model sees only the images of spots that may be an artefact."""
     rng = np.random.default_rng(options.seed + strategy.explained * 101 + int(strategy.id.rsplit("#", 1)[1]))
     if len(positions) > options.samples:
         positions = np.sort(rng.choice(positions, options.samples, replace=False))
@@ -200,15 +218,21 @@ def occlude_strategy(
     controls = control_boxes(spot, height, width, len(images), rng)
     if controls is None:
         return {"measured": False, "reason": NO_CONTROL}
+    evidence = spot_evidence(images, masks, has_subject, spot, options)
+    if evidence["artefact"] is False:
+        reason = SUBJECT_SPOT.format(decided_by=evidence["decided_by"])
+        return {"measured": False, "reason": reason, "n": len(images), "spot_box": list(spot), "evidence": evidence}
     c = strategy.explained
-    original = _predict(model, images, batch_size)
-    occluded = _predict(model, _occlude(images, [spot] * len(images)), batch_size)
-    control = _predict(model, _occlude(images, controls), batch_size)
+
+    def occluded(chunk: torch.Tensor, where: slice) -> list[torch.Tensor]:
+        return [chunk, _occlude(chunk, [spot] * len(chunk)), _occlude(chunk, controls[where])]
+
+    original, spotted, control = _predict_variants(model, images, occluded, 3, batch_size)
     pred = original.argmax(1)
-    spot_flip = (occluded.argmax(1) != pred).double().numpy()
+    spot_flip = (spotted.argmax(1) != pred).double().numpy()
     control_flip = (control.argmax(1) != pred).double().numpy()
-    seed = options.seed + c
     difference = spot_flip - control_flip
+    low, high = mean_interval(difference, n_boot=n_boot, confidence=level, seed=options.seed + c)
     out: dict[str, Any] = {
         "measured": True,
         "strategy": strategy.id,
@@ -216,36 +240,27 @@ def occlude_strategy(
         "spot_box": list(spot),
         "spot_flip_rate": float(spot_flip.mean()),
         "control_flip_rate": float(control_flip.mean()),
-        "difference": {
-            "value": float(difference.mean()),
-            "ci": list(mean_interval(difference, n_boot=n_boot, confidence=level, seed=seed)),
-        },
-        "spot_probability_drop": float((original[:, c] - occluded[:, c]).mean()),
+        "difference": {"value": float(difference.mean()), "ci": [low, high]},
+        "spot_probability_drop": float((original[:, c] - spotted[:, c]).mean()),
         "control_probability_drop": float((original[:, c] - control[:, c]).mean()),
     }
-    _y0, _y1, _x0, _x1 = spot
-    out["evidence"] = _artefact_evidence(
-        model, dataset, images, masks, has_subject, spot, others, c, options, rng, batch_size
-    )
-    clear = out["difference"]["ci"][0] > 0 and out["difference"]["value"] > threshold
-    out["clear"] = bool(clear)
+    if evidence["artefact"] is None:  # the same in every member image, off the border: pasting decides
+        evidence = _paste_evidence(model, dataset, images, spot, others, c, evidence, options, rng, batch_size)
+    out["evidence"] = evidence
+    out["clear"] = bool(low > 0 and out["difference"]["value"] > threshold)
     return out
 
 
-def _artefact_evidence(
-    model: nn.Module,
-    dataset: Any,
+def spot_evidence(
     images: torch.Tensor,
     masks: torch.Tensor,
     has_subject: np.ndarray,
     spot: tuple[int, int, int, int],
-    others: np.ndarray,
-    explained: int,
     options: OcclusionOptions,
-    rng: np.random.Generator,
-    batch_size: int,
 ) -> dict[str, Any]:
-    """Whether the spot is an artefact rather than the subject, and which evidence decided."""
+    """Whether the spot is an artefact rather than the subject, from the member images and masks
+    alone (no model): ``artefact`` True or False with ``decided_by``, or None when only the
+    paste test can tell (no subjects; the spot looks the same in every member image, off the border)."""
     y0, y1, x0, x1 = spot
     height, width = images.shape[-2:]
     patches = images[:, :, y0:y1, x0:x1]
@@ -267,32 +282,59 @@ def _artefact_evidence(
             decided_by="subject masks",
         )
         return evidence
+    uniform = constant >= options.min_constant_share
+    evidence.update(paste_carry=None, artefact=(border or None) if uniform else False)
+    paste = "paste not needed" if not uniform or border else "paste not measured"
+    evidence["decided_by"] = _no_subjects(constant, uniform, border, paste, options)
+    return evidence
+
+
+def _paste_evidence(
+    model: nn.Module,
+    dataset: Any,
+    images: torch.Tensor,
+    spot: tuple[int, int, int, int],
+    others: np.ndarray,
+    explained: int,
+    evidence: dict[str, Any],
+    options: OcclusionOptions,
+    rng: np.random.Generator,
+    batch_size: int,
+) -> dict[str, Any]:
+    """``evidence`` decided by pasting the members' median spot into images the model gives
+    other classes: an artefact when that moves at least ``min_carry`` of them to the class."""
+    y0, y1, x0, x1 = spot
     carry = None
     if len(others):
         picked = others if len(others) <= options.paste_samples else rng.choice(others, options.paste_samples, False)
         targets, _, _ = _load(dataset, np.sort(picked))
         if len(targets):
-            pasted = targets.clone()
-            pasted[:, :, y0:y1, x0:x1] = patches.median(dim=0).values
-            before = (_predict(model, targets, batch_size).argmax(1) == explained).double().mean()
-            after = (_predict(model, pasted, batch_size).argmax(1) == explained).double().mean()
-            carry = float(after - before)
-    uniform = constant >= options.min_constant_share
+            patch = images[:, :, y0:y1, x0:x1].median(dim=0).values
+
+            def pasted(chunk: torch.Tensor, where: slice) -> list[torch.Tensor]:
+                out = chunk.clone()
+                out[:, :, y0:y1, x0:x1] = patch
+                return [chunk, out]
+
+            before, after = _predict_variants(model, targets, pasted, 2, batch_size)
+            moved = (after.argmax(1) == explained).double().mean() - (before.argmax(1) == explained).double().mean()
+            carry = float(moved)
     carries = carry is not None and carry >= options.min_carry
-    evidence.update(
-        paste_carry=carry,
-        artefact=bool(uniform and (carries or border)),
-        decided_by="no subjects: "
-        + ", ".join(
-            [
-                f"{constant:.0%} of the spot is the same in every member image "
-                f"({'at least' if uniform else 'under'} {options.min_constant_share:.0%})",
-                f"{'at' if border else 'off'} the border",
-                "paste not measured" if carry is None else f"pasting it carries {carry:.0%} of other-class images",
-            ]
-        ),
+    paste = "paste not measured" if carry is None else f"pasting it carries {carry:.0%} of other-class images"
+    decided_by = _no_subjects(evidence["constant_share"], True, evidence["border"], paste, options)
+    return {**evidence, "paste_carry": carry, "artefact": carries, "decided_by": decided_by}
+
+
+def _no_subjects(constant: float, uniform: bool, border: bool, paste: str, options: OcclusionOptions) -> str:
+    """The ``decided_by`` line of a spot judged without subject masks."""
+    return "no subjects: " + ", ".join(
+        [
+            f"{constant:.0%} of the spot is the same in every member image "
+            f"({'at least' if uniform else 'under'} {options.min_constant_share:.0%})",
+            f"{'at' if border else 'off'} the border",
+            paste,
+        ]
     )
-    return evidence
 
 
 def run_strategies(
@@ -312,35 +354,27 @@ def run_strategies(
     ``strategy`` there, occlude every candidate spot; return the result and the
     ``max_location_shortcut`` check."""
     occlusion = OcclusionOptions(seed=analysis.seed) if occlusion is None else occlusion
-    table = pq.read_table(samples_path, columns=["method", "target", "correct", "confidence", "subject_share"])
-    rows = np.flatnonzero(table.column("method").to_numpy(zero_copy_only=False) == method)
-    first = table.take(rows)
-    grids_column = pq.read_table(samples_path, columns=[HEATMAP_GRID], filters=[("method", "==", method)])
-    grids_column = grids_column.column(HEATMAP_GRID)
-    valid = ~grids_column.is_null().to_numpy(zero_copy_only=False)
-    grids = np.zeros((len(rows), GRID * GRID), dtype=np.float32)
-    if valid.any():
-        grids[valid] = grids_column.drop_null().combine_chunks().flatten().to_numpy().reshape(-1, GRID * GRID)
-    explained = np.where(valid, np.nan_to_num(_floats(first, "target"), nan=-1), -1).astype(np.int64)
-    names = list(classes) if classes is not None else [str(c) for c in range(int(explained.max(initial=-1)) + 1)]
     attributes = list(getattr(dataset, "attributes", ()))
-    groups = {}
-    if attributes:
-        frame = pq.read_table(samples_path, columns=attributes).take(rows)
-        groups = {a: frame.column(a).to_numpy(zero_copy_only=False) for a in attributes}
+    numbers = ["target", "correct", "confidence", "subject_share"]
+    rows, values, grids, valid = _method_rows(samples_path, method, numbers, attributes)
+    release_memory()  # the Arrow batches read: their pages go back before the bootstrap's peak
+    explained = np.where(valid & np.isfinite(values["target"]), values["target"], -1).astype(np.int64)
+    names = list(classes) if classes is not None else [str(c) for c in range(int(explained.max(initial=-1)) + 1)]
     discovery = discover(
         grids,
         explained,
-        _floats(first, "correct"),
-        _floats(first, "confidence"),
+        values["correct"],
+        values["confidence"],
         class_names=names,
-        groups=groups,
-        subject_share=_floats(first, "subject_share"),
+        groups={a: values[a] for a in attributes},
+        subject_share=values["subject_share"],
         options=strategy_options,
         n_boot=analysis.bootstrap,
         level=analysis.confidence,
     )
+    del grids, values  # clustered: only the assignment is written, beside the rows read in batches
     _write_strategies(samples_path, rows, discovery.assignment)
+    release_memory()
     threshold = (
         DEFAULT_MAX_LOCATION_SHORTCUT if checks.max_location_shortcut is None else checks.max_location_shortcut.value
     )
@@ -373,40 +407,75 @@ def run_strategies(
             strategy.flagged = bool(strategy.occlusion["clear"] and artefact)
             if artefact:
                 measured.append(strategy.occlusion)
-    ids = pq.read_table(samples_path, columns=["id"]).column("id").take(rows).to_pylist()
+    ids = pq.read_table(samples_path, columns=["id"], filters=[("method", "==", method)]).column("id")
     pictures = {s.id: _pictures(dataset, s.exemplars, ids) for s in discovery.strategies}
     reason = "no strategy has a compact hot spot shared by its members off the subject: nothing to occlude"
     check = location_shortcut_check(measured, checks, analysis, reason)
     return StrategiesResult(discovery, method, not_measured, pictures), check
 
 
-def _pictures(dataset: Any, positions: np.ndarray, ids: Sequence[str]) -> list[tuple[str, np.ndarray]]:
+def _pictures(dataset: Any, positions: np.ndarray, ids: pa.ChunkedArray) -> list[tuple[str, np.ndarray]]:
     """The exemplars as displayable RGB uint8 pictures, with their sample ids."""
     images, _, _ = _load(dataset, positions)
     if not len(images):
         return []
     shown = (dataset.preprocessing.denormalise(images) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    return [(ids[int(p)], picture) for p, picture in zip(positions, shown, strict=False)]
+    return [(ids[int(p)].as_py(), picture) for p, picture in zip(positions, shown, strict=False)]
 
 
-def _floats(table: pa.Table, name: str) -> np.ndarray:
-    """A column as float64, NaN where null."""
-    return pc.cast(table.column(name), pa.float64()).to_numpy(zero_copy_only=False)
+def _method_rows(
+    path: Any, method: str, numbers: Sequence[str], texts: Sequence[str]
+) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """``method``'s rows of samples.parquet, read one row group at a time into arrays of their
+    final size (memory: the arrays, not an Arrow copy of the columns besides): their row numbers
+    in the file; the ``numbers`` columns as float64 (NaN where null) and the ``texts`` columns
+    as object arrays; the heatmap grids as (n, GRID * GRID) float32 (zeros where there is no
+    heatmap) and where there is one."""
+    source = pq.ParquetFile(path)
+    methods = source.read(columns=["method"], use_threads=False).column("method")
+    rows = np.flatnonzero(pc.fill_null(pc.equal(methods, method), False).to_numpy(zero_copy_only=False))
+    values = {name: np.full(len(rows), np.nan) for name in numbers}
+    values.update({name: np.empty(len(rows), dtype=object) for name in texts})
+    grids = np.zeros((len(rows), GRID * GRID), dtype=np.float32)
+    valid = np.zeros(len(rows), dtype=bool)
+    start = 0
+    for group in _row_groups(source, ["method", *numbers, *texts, HEATMAP_GRID]):
+        mine = group.filter(pc.equal(group.column("method"), method))
+        end = start + mine.num_rows
+        for name in numbers:
+            values[name][start:end] = pc.cast(mine.column(name), pa.float64()).to_numpy(zero_copy_only=False)
+        for name in texts:
+            values[name][start:end] = mine.column(name).to_numpy(zero_copy_only=False)
+        column = mine.column(HEATMAP_GRID)
+        kept = ~column.is_null().to_numpy(zero_copy_only=False)
+        valid[start:end] = kept
+        if kept.any():
+            block = grids[start:end]  # a view: assigning into it fills grids
+            block[kept] = column.drop_null().combine_chunks().flatten().to_numpy().reshape(-1, GRID * GRID)
+        start = end
+    return rows, values, grids, valid
+
+
+def _row_groups(source: pq.ParquetFile, columns: Sequence[str] | None = None) -> Iterator[pa.Table]:
+    """The file's row groups one at a time (each one shard of the run), decoded on this thread:
+    Arrow's reader threads each kept pages of their own, and memory grew with the file (~60 MB
+    at 100,000 rows against ~25 MB)."""
+    for i in range(source.num_row_groups):
+        yield source.read_row_group(i, columns=columns, use_threads=False)
 
 
 def _write_strategies(path: Any, rows: np.ndarray, assignment: np.ndarray) -> None:
     """Set ``samples.parquet``'s ``strategy`` column to ``assignment`` at ``rows`` (null elsewhere),
-    streamed batch by batch into a new file that then replaces it: memory stays flat."""
+    streamed row group by row group into a new file that then replaces it: memory stays flat."""
     source = pq.ParquetFile(path)
-    total = source.metadata.num_rows
-    values = np.full(total, None, dtype=object)
+    values = np.full(source.metadata.num_rows, None, dtype=object)
     values[rows] = assignment
     tmp = f"{path}.tmp"
     start = 0
     with pq.ParquetWriter(tmp, source.schema_arrow) as writer:
-        for batch in source.iter_batches(batch_size=65536):
-            index = batch.schema.get_field_index(STRATEGY)
-            column = pa.array(values[start : start + batch.num_rows].tolist(), type=pa.string())
-            writer.write_batch(batch.set_column(index, batch.schema.field(index), column))
-            start += batch.num_rows
+        for group in _row_groups(source):
+            index = group.schema.get_field_index(STRATEGY)
+            column = pa.array(values[start : start + group.num_rows].tolist(), type=pa.string())
+            writer.write_table(group.set_column(index, group.schema.field(index), column))
+            start += group.num_rows
     os.replace(tmp, path)
