@@ -1,8 +1,9 @@
 """Folder layout: ``root/<class>/<file>`` with masks in a parallel tree
 ``masks/<class>/<stem>.png`` (default ``root/masks``, which is then not a class; without it the
-samples have no subjects). Class names: the given class list, else the class folders in sorted
-order (torchvision's ``ImageFolder`` convention). Files in subfolders of a class folder belong
-to that class; their masks keep the same relative path."""
+samples have no subjects). The tree may be partial: an image without a mask file there is a
+sample without a subject, kept and predicted like the others. Class names: the given class
+list, else the class folders in sorted order (torchvision's ``ImageFolder`` convention). Files
+in subfolders of a class folder belong to that class; their masks keep the same relative path."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from auditcam.data.problems import UNKNOWN_LABEL, Problems
-from auditcam.data.rows import Row, check_file
+from auditcam.data.rows import Row
 from auditcam.data.subjects import MaskFile, NoSubject
 from auditcam.errors import InputError
 
@@ -27,7 +28,6 @@ def folder_rows(
     classes: Sequence[str] | None = None,
     *,
     masks: str | Path | None = None,
-    allow_missing: bool = False,
     problems: Problems | None = None,
 ) -> tuple[list[Row], list[str], tuple[str, ...]]:
     """Read a class-per-folder tree; return its rows, (no) attribute names and class names."""
@@ -67,12 +67,7 @@ def folder_rows(
         for path in files:
             relative = path.relative_to(root).as_posix()
             place = f"file {relative!r}"
-            if not with_masks:
-                rows.append(Row(len(rows), relative, relative, path, label, NoSubject(), {}, place))
-                continue
             mask_path = mask_root / path.relative_to(root).with_suffix(".png")
-            shown = mask_path.relative_to(mask_root.parent).as_posix()
-            if not check_file(problems, place, "", mask_path, shown, allow_missing=allow_missing):
-                continue
-            rows.append(Row(len(rows), relative, relative, path, label, MaskFile(mask_path), {}, place))
+            subject = MaskFile(mask_path) if with_masks and mask_path.is_file() else NoSubject()
+            rows.append(Row(len(rows), relative, relative, path, label, subject, {}, place))
     return rows, [], class_names

@@ -86,7 +86,6 @@ def read_source(
             problems=problems,
         )
     else:
-        rows, attributes, classes = folder_rows(
-            path, classes, masks=options.masks, allow_missing=options.allow_missing, problems=problems
-        )
+        # every image of a tree exists, and an image without a mask file has no subject
+        rows, attributes, classes = folder_rows(path, classes, masks=options.masks, problems=problems)
     return Source(path, fmt, rows, tuple(attributes), classes)
