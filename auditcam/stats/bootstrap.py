@@ -58,14 +58,15 @@ class Table:
     median_counted: np.ndarray | None = None  # (n,) bool
 
 
-def resample_counts(n: int, n_boot: int, seed: int, *, elements: int = CHUNK_ELEMENTS) -> Iterator[np.ndarray]:
+def resample_counts(n: int, n_boot: int, seed: int, *, elements: int | None = None) -> Iterator[np.ndarray]:
     """Yield ``(n, chunk)`` arrays of draw counts, ``n_boot`` columns in all, about ``elements``
-    counts a chunk.
+    counts a chunk (None: :data:`CHUNK_ELEMENTS`).
 
     Each column is one multinomial resample of the ``n`` rows (drawn as ``n`` uniform
-    indices). The stream depends only on ``(n, n_boot, seed)`` and ``elements``.
+    indices). The stream depends only on ``(n, n_boot, seed)``, not on how it is chunked.
     """
     rng = np.random.default_rng(seed)
+    elements = CHUNK_ELEMENTS if elements is None else elements
     chunk = max(1, min(n_boot, elements // max(n, 1)))
     for start in range(0, n_boot, chunk):
         size = min(chunk, n_boot - start)
