@@ -22,7 +22,7 @@ import numpy as np
 
 # rows x replicates held at once: bounds memory (~16 MB of float32 counts) for any table size
 CHUNK_ELEMENTS = 1 << 22
-# ... and for the mean of a few columns (mean_intervals): ~4 MB of counts
+# ... and for the means of a few columns (mean_intervals): ~8 MB of draws, ~8 MB gathered
 MEAN_CHUNK_ELEMENTS = 1 << 20
 # a partition with at most this many groups sums through one dense (rows x groups*columns)
 # product; with more, one product per group (a dense product would multiply mostly zeros)
@@ -58,22 +58,27 @@ class Table:
     median_counted: np.ndarray | None = None  # (n,) bool
 
 
-def resample_counts(n: int, n_boot: int, seed: int, *, elements: int | None = None) -> Iterator[np.ndarray]:
-    """Yield ``(n, chunk)`` arrays of draw counts, ``n_boot`` columns in all, about ``elements``
-    counts a chunk (None: :data:`CHUNK_ELEMENTS`).
-
-    Each column is one multinomial resample of the ``n`` rows (drawn as ``n`` uniform
-    indices). The stream depends only on ``(n, n_boot, seed)``, not on how it is chunked.
-    """
+def resample_indices(n: int, n_boot: int, seed: int, *, elements: int | None = None) -> Iterator[np.ndarray]:
+    """Yield ``(chunk, n)`` arrays of drawn row numbers, ``n_boot`` rows in all, about
+    ``elements`` (None: :data:`CHUNK_ELEMENTS`) a chunk: each row is one resample of the ``n``
+    rows with replacement. The stream depends only on ``(n, n_boot, seed)``, not on how it is
+    chunked."""
     rng = np.random.default_rng(seed)
     elements = CHUNK_ELEMENTS if elements is None else elements
     chunk = max(1, min(n_boot, elements // max(n, 1)))
     for start in range(0, n_boot, chunk):
         size = min(chunk, n_boot - start)
+        yield rng.integers(0, n, size=(size, n)) if n else np.zeros((size, 0), dtype=np.int64)
+
+
+def resample_counts(n: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
+    """Yield ``(n, chunk)`` arrays of draw counts, ``n_boot`` columns in all: column r counts how
+    often each row was drawn in resample r of :func:`resample_indices` (a multinomial resample)."""
+    for cells in resample_indices(n, n_boot, seed):
+        size = len(cells)
         if n == 0:
             yield np.zeros((0, size), dtype=np.float32)
             continue
-        cells = rng.integers(0, n, size=(size, n))
         cells *= size  # in place: (row, replicate) -> row * size + replicate, one array alive, not two
         cells += np.arange(size, dtype=np.int64)[:, None]
         counts = np.bincount(cells.ravel(), minlength=n * size).reshape(n, size)
@@ -226,13 +231,17 @@ def percentile_interval(replicates: np.ndarray, confidence: float) -> tuple[np.n
 
 def mean_intervals(columns: np.ndarray, *, n_boot: int, confidence: float, seed: int) -> list[tuple[float, float]]:
     """Percentile CI of the mean of each column of ``columns`` (n, k), all from one set of
-    :func:`resample_counts` replicates: each is the CI :func:`mean_interval` gives that column
-    alone, at the cost of one. Chunks of :data:`MEAN_CHUNK_ELEMENTS` counts: a few columns
-    need no more per product, and the probes call it beside arrays they still hold."""
-    columns = np.asarray(columns, dtype=np.float64)
-    n = len(columns)
-    chunks = resample_counts(n, n_boot, seed, elements=MEAN_CHUNK_ELEMENTS)
-    replicates = np.concatenate([counts.T @ columns / n for counts in chunks])
+    resamples (:func:`resample_indices`, the draws behind :func:`resample_counts`): each is the
+    CI :func:`mean_interval` gives that column alone, at the cost of one. A resample's mean is
+    the sum of the drawn values (a gather per column, ~4x faster than counts times values), in
+    chunks of :data:`MEAN_CHUNK_ELEMENTS` draws."""
+    by_column = np.ascontiguousarray(np.asarray(columns, dtype=np.float64).T)
+    n = by_column.shape[1]
+    chunks = resample_indices(n, n_boot, seed, elements=MEAN_CHUNK_ELEMENTS)
+    with np.errstate(invalid="ignore"):  # no rows: every mean is NaN, and so the interval
+        replicates = np.concatenate(
+            [np.stack([np.take(c, cells).sum(axis=1) for c in by_column], 1) / n for cells in chunks]
+        )
     low, high = percentile_interval(replicates, confidence)
     return [(float(a), float(b)) for a, b in zip(low, high, strict=True)]
 
