@@ -247,7 +247,7 @@ class AuditSettings:
     sanity: bool = False
     sanity_samples: int = 32
     sanity_stages: int = 16
-    location_samples: int = 100
+    location_samples: int = 50
 
     def __post_init__(self) -> None:
         methods = (self.methods,) if isinstance(self.methods, str) else tuple(self.methods)

@@ -63,8 +63,8 @@ class OcclusionOptions:
     :data:`CONSTANT` of the images' mean spread of the members' median);
     ``min_carry``: pasting must move at least this share of other-class images to the class."""
 
-    samples: int = 100
-    paste_samples: int = 100
+    samples: int = 50
+    paste_samples: int = 50
     max_subject_overlap: float = 0.25
     min_constant_share: float = 0.05
     min_carry: float = 0.5
@@ -142,31 +142,33 @@ def control_boxes(
     return [(int(t), int(t) + h, int(s), int(s) + w) for t, s in zip(top, left, strict=True)]
 
 
-def _occlude(images: torch.Tensor, boxes: Sequence[tuple[int, int, int, int]]) -> torch.Tensor:
-    out = images.clone()
+def _occlude(images: torch.Tensor, boxes: Sequence[tuple[int, int, int, int]]) -> None:
+    """Set box ``i`` of image ``i`` to 0 (the normalisation mean), in place."""
     for i, (y0, y1, x0, x1) in enumerate(boxes):
-        out[i, :, y0:y1, x0:x1] = 0.0
-    return out
+        images[i, :, y0:y1, x0:x1] = 0.0
 
 
 @torch.no_grad()
 def _predict_variants(
     model: nn.Module,
     images: torch.Tensor,
-    variants: Callable[[torch.Tensor, slice], list[torch.Tensor]],
+    edit: Callable[[list[torch.Tensor], slice], None],
     count: int,
     batch_size: int,
 ) -> list[torch.Tensor]:
-    """Softmax probabilities (N, classes) of each of the ``count`` variants of ``images``, on the
-    model's device. ``variants(chunk, where)`` makes the variants of the images at ``where``; a
-    chunk's variants go through the model together, so every forward pass is a full batch
-    however many variants there are (and only one chunk's variants exist at a time)."""
+    """Softmax probabilities (N, classes) of each of ``count`` variants of ``images``, on the
+    model's device. A chunk of images is copied ``count`` times into one batch and ``edit(copies,
+    where)`` changes the copies in place (``where``: the chunk's positions in ``images``); the
+    variants of a chunk go through the model together, so every forward pass is a full batch
+    however many variants there are, and only one chunk's copies exist at a time."""
     device = model_device(model)
     per = max(1, batch_size // count)
     parts = []
     for start in range(0, len(images), per):
         where = slice(start, start + per)
-        probabilities = logits_of(model(torch.cat(variants(images[where], where)).to(device))).float().softmax(1)
+        batch = images[where].repeat(count, 1, 1, 1)
+        edit(list(batch.chunk(count)), where)
+        probabilities = logits_of(model(batch.to(device))).float().softmax(1)
         parts.append(probabilities.cpu().view(count, -1, probabilities.shape[1]))
     return list(torch.cat(parts, dim=1))
 
@@ -224,10 +226,12 @@ def occlude_strategy(
         return {"measured": False, "reason": reason, "n": len(images), "spot_box": list(spot), "evidence": evidence}
     c = strategy.explained
 
-    def occluded(chunk: torch.Tensor, where: slice) -> list[torch.Tensor]:
-        return [chunk, _occlude(chunk, [spot] * len(chunk)), _occlude(chunk, controls[where])]
+    def occlude(copies: list[torch.Tensor], where: slice) -> None:
+        _, spotted, control = copies  # the first stays as it is
+        _occlude(spotted, [spot] * len(spotted))
+        _occlude(control, controls[where])
 
-    original, spotted, control = _predict_variants(model, images, occluded, 3, batch_size)
+    original, spotted, control = _predict_variants(model, images, occlude, 3, batch_size)
     pred = original.argmax(1)
     spot_flip = (spotted.argmax(1) != pred).double().numpy()
     control_flip = (control.argmax(1) != pred).double().numpy()
@@ -311,12 +315,10 @@ def _paste_evidence(
         if len(targets):
             patch = images[:, :, y0:y1, x0:x1].median(dim=0).values
 
-            def pasted(chunk: torch.Tensor, where: slice) -> list[torch.Tensor]:
-                out = chunk.clone()
-                out[:, :, y0:y1, x0:x1] = patch
-                return [chunk, out]
+            def paste(copies: list[torch.Tensor], where: slice) -> None:
+                copies[1][:, :, y0:y1, x0:x1] = patch  # the first stays as it is
 
-            before, after = _predict_variants(model, targets, pasted, 2, batch_size)
+            before, after = _predict_variants(model, targets, paste, 2, batch_size)
             moved = (after.argmax(1) == explained).double().mean() - (before.argmax(1) == explained).double().mean()
             carry = float(moved)
     carries = carry is not None and carry >= options.min_carry
