@@ -28,7 +28,7 @@ from auditcam.stats.bootstrap import mean_intervals
 INSUFFICIENT = "insufficient data"
 EXEMPLARS = 3  # members shown per strategy
 KMEANS_STARTS = 3  # k-means++ seedings per k; the one with the least inertia is kept
-SILHOUETTE_SAMPLES = 1000  # the silhouette (quadratic in its points) is scored on a seeded subset
+SILHOUETTE_SAMPLES = 500  # the silhouette (quadratic in its points) is scored on a seeded subset
 
 
 @dataclass(frozen=True)
