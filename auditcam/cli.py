@@ -554,6 +554,10 @@ def _run_validate(args: argparse.Namespace, argv: Sequence[str]) -> int:
         print(f"note: {note}")
     classes = "class indices" if source.classes is None else f"{len(source.classes)} classes"
     print(f"{source.path} ({source.format}): {len(source.rows)} samples checked, {classes}")
+    print(
+        f"subjects: {result.with_subject} samples with a subject, {result.without_subject} without "
+        "(audited on everything mask-free; their subject metrics are not measured)"
+    )
     if result.ok:
         print("OK: no problems found")
         return EXIT_PASS

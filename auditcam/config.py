@@ -232,6 +232,8 @@ class AuditSettings:
       at most ``sanity_stages`` stages of the cascade.
     - ``strategies``: the strategy discovery and its location-shortcut test (on by default; off, the
       ``max_location_shortcut`` check is not run).
+    - ``location_samples``: the location-shortcut test occludes a strategy's spot on at most this many
+      of its members (a seeded subset; the paired bootstrap CI holds on it, its ``n`` is recorded).
     """
 
     methods: tuple[Any, ...] = ("gradcam",)
@@ -255,6 +257,7 @@ class AuditSettings:
     sanity_samples: int = 32
     sanity_stages: int = 16
     strategies: bool = True
+    location_samples: int = 50
 
     def __post_init__(self) -> None:
         methods = (self.methods,) if isinstance(self.methods, str) else tuple(self.methods)
@@ -745,6 +748,14 @@ RUN_KEYS: dict[str, RunKey] = {
             _BEYOND,
             flag="--no-strategies",
             action="store_false",
+        ),
+        RunKey(
+            "location_samples",
+            _integer(1),
+            "the location-shortcut test occludes each strategy's spot on a seeded subset of at most N members",
+            _BEYOND,
+            metavar="N",
+            text=_count_text(1),
         ),
     )
 }

@@ -2,7 +2,10 @@
 
 Audits N synthetic samples (bench/scale_bench.py's in-memory dataset and tiny CNN), each N in its
 own fresh subprocess, timing the strategies step (:func:`auditcam.probes.occlusion.run_strategies`)
-against the rest of the same audit, and the peak resident memory. Prints two ratios measured in
+against the rest of the same audit, and the peak resident memory. Every class-0 image carries a
+bright tag in its top-left corner and the CNN is first trained on such images (in this process,
+untimed), so it learns the tag: the location test then has a spot to occlude, as on a model with
+a shortcut, instead of finding nothing on a random model's maps. Prints two ratios measured in
 this run: strategies time / rest of the audit at the first N (limit 1.10, i.e. at most +10 %),
 and peak RSS at the last N / the first N (limit 1.10). Exit code 1 when either is over.
 
@@ -24,9 +27,40 @@ from pathlib import Path
 import torch
 from scale_bench import Synthetic, Tiny
 
+TAG = (slice(1, 7), slice(1, 7))  # rows, columns of the class-0 tag
 
-def child(n: int, batch_size: int) -> dict:
-    """One audit of ``n`` samples in this process: total and strategies seconds, peak RSS."""
+
+class Tagged(Synthetic):
+    """bench/scale_bench.py's items, with a bright 6 px tag near the top-left corner of every
+    class-0 image (a fixed-position shortcut, like the source tag of the PASCAL VOC horses)."""
+
+    def __getitem__(self, i: int) -> dict:
+        item = super().__getitem__(i)
+        if item["label"] == 0:
+            item["image"][(0, *TAG)] = 3.0
+            item["image"][(1, *TAG)] = -3.0
+        return item
+
+
+def train(path: Path, n: int = 3000, epochs: int = 4) -> None:
+    """Train the tiny CNN on ``n`` tagged images (seeded) and save its weights at ``path``."""
+    torch.manual_seed(0)
+    model = Tiny()
+    data = Tagged(n)
+    images = torch.stack([data[i]["image"] for i in range(n)])
+    labels = torch.tensor([data[i]["label"] for i in range(n)])
+    optimiser = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(epochs):
+        for batch in torch.randperm(n).split(64):
+            optimiser.zero_grad()
+            torch.nn.functional.cross_entropy(model(images[batch]), labels[batch]).backward()
+            optimiser.step()
+    torch.save(model.state_dict(), path)
+
+
+def child(n: int, batch_size: int, weights: str) -> dict:
+    """One audit of ``n`` samples in this process: total and strategies seconds, peak RSS, and
+    how many strategies were occluded and flagged."""
     from auditcam import AnalysisOptions, AuditSettings, audit
     from auditcam.probes import occlusion as module  # beyond_heatmaps looks run_strategies up here
 
@@ -41,12 +75,13 @@ def child(n: int, batch_size: int) -> dict:
             spent.append(time.perf_counter() - start)
 
     module.run_strategies = timed
-    torch.manual_seed(0)
+    model = Tiny()
+    model.load_state_dict(torch.load(weights, weights_only=True))
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        audit(
-            Tiny().eval(),
-            Synthetic(n),
+        result = audit(
+            model.eval(),
+            Tagged(n),
             AuditSettings(batch_size=batch_size),
             num_workers=0,
             analysis=AnalysisOptions(min_group_size=30, bootstrap=1000),
@@ -54,11 +89,15 @@ def child(n: int, batch_size: int) -> dict:
             progress=False,
         )
     total = time.perf_counter() - start
+    strategies = result.strategies.discovery.strategies
     return {
         "n": n,
         "seconds": total,
         "strategies_seconds": sum(spent),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "strategies": len(strategies),
+        "occluded": sum(bool(s.occlusion and s.occlusion["measured"]) for s in strategies),
+        "flagged": sum(bool(s.flagged) for s in strategies),
     }
 
 
@@ -69,20 +108,26 @@ def main() -> int:
     parser.add_argument("--time-limit", type=float, default=0.10)
     parser.add_argument("--memory-limit", type=float, default=0.10)
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--weights", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
-        print(json.dumps(child(args.child, args.batch_size)))
+        print(json.dumps(child(args.child, args.batch_size, args.weights)))
         return 0
     results = []
-    for n in args.sizes:
-        command = [sys.executable, __file__, "--child", str(n), "--batch-size", str(args.batch_size)]
-        results.append(json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout))
-        r = results[-1]
-        print(
-            f"{r['n']:>9,} samples  audit {r['seconds']:7.1f} s  strategies {r['strategies_seconds']:6.2f} s  "
-            f"peak RSS {r['peak_rss_mb']:7.1f} MB",
-            flush=True,
-        )
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = Path(tmp) / "tiny.pt"
+        train(weights)
+        for n in args.sizes:
+            command = [sys.executable, __file__, "--child", str(n), "--batch-size", str(args.batch_size)]
+            command += ["--weights", str(weights)]
+            results.append(json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout))
+            r = results[-1]
+            print(
+                f"{r['n']:>9,} samples  audit {r['seconds']:7.1f} s  strategies {r['strategies_seconds']:6.2f} s  "
+                f"peak RSS {r['peak_rss_mb']:7.1f} MB  ({r['strategies']} strategies, {r['occluded']} occluded, "
+                f"{r['flagged']} flagged)",
+                flush=True,
+            )
     first, last = results[0], results[-1]
     cost = first["strategies_seconds"] / (first["seconds"] - first["strategies_seconds"])
     memory = last["peak_rss_mb"] / first["peak_rss_mb"]

@@ -153,3 +153,33 @@ def test_the_counterfactual_test_without_subjects_is_not_applicable(three_manife
         assert checks[name].outcome == NOT_APPLICABLE and checks[name].value is None, checks[name]
         assert checks[name].detail.startswith(NO_SUBJECTS) and not checks[name].blocking
     assert result.counterfactual is None
+
+
+def test_a_partial_masks_tree_keeps_every_sample_and_the_mask_free_numbers(small_dataset, tmp_path, demo_model):
+    """A folder tree whose masks/ holds a mask for only some images: those are subjects, the rest
+    'no subject' (kept, predicted, never an error), and the mask-free numbers are those of the
+    same tree without masks/."""
+    manifest, classes = small_dataset
+    frame = pd.read_csv(manifest, dtype=str)
+    trees = {"partial": tmp_path / "partial", "none": tmp_path / "none"}
+    for i, row in enumerate(frame.itertuples()):
+        for tree in trees.values():
+            (tree / row.label).mkdir(parents=True, exist_ok=True)
+            (tree / row.label / f"{row.id}.png").write_bytes((manifest.parent / row.image).read_bytes())
+        if i % 3 == 0:  # a mask for every third image only
+            (trees["partial"] / "masks" / row.label).mkdir(parents=True, exist_ok=True)
+            mask = trees["partial"] / "masks" / row.label / f"{row.id}.png"
+            mask.write_bytes((manifest.parent / row.mask).read_bytes())
+    model, info = demo_model
+    samples = {}
+    for kind, tree in trees.items():
+        dataset = LabelledDataset.open(tree, classes=classes)
+        samples[kind] = audit(model, dataset, analysis=FEW, model_info=info, progress=False).samples
+    partial, none = samples["partial"], samples["none"]
+    assert len(partial) == len(none) == 12 and list(partial["id"]) == list(none["id"])
+    pd.testing.assert_frame_equal(partial[MASK_FREE], none[MASK_FREE])
+    masked = partial["id"].isin({f"{row.label}/{row.id}.png" for row in frame.iloc[::3].itertuples()})
+    assert masked.sum() == 4 and list(partial["has_subject"]) == list(masked)
+    assert (partial["status"] == "ok").all() and (partial.loc[~masked, "reason"] == "no subject").all()
+    assert partial.loc[masked, "subject_share"].notna().all() and partial.loc[~masked, "subject_share"].isna().all()
+    assert not none["has_subject"].any()

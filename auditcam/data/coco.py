@@ -4,8 +4,11 @@ Each image is one sample. Its label is a category: from an explicit labels file 
 = the COCO ``file_name``, ``label`` = class name or index; other columns are group attributes;
 the samples are exactly that file's rows), or else the category whose instances cover the
 largest total area (the annotations' ``area``; ties go to the lower category id). The subject is
-the union of the instance masks of that category (polygons, RLE, or the bbox when an annotation
-has no segmentation), rasterised by pycocotools at the image size the JSON declares.
+the union of the instance masks of that category (polygons or RLE), rasterised by pycocotools at
+the image size the JSON declares. Where none of those instances has a segmentation, only a
+``bbox``, the subject is their boxes (which ``subject_from_boxes="grabcut"`` refines into a
+mask, as it does a manifest's); where some have one, a bbox-only instance joins the mask as its
+filled box.
 
 Class names: the given class list, else the categories ordered by id. Extra scalar keys of an
 image entry (beyond the standard COCO ones) are group attributes.
@@ -18,6 +21,7 @@ of that category's instances; a labels file gives them in a ``labels`` column (`
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from collections import defaultdict
 from collections.abc import Sequence
@@ -30,7 +34,7 @@ import pandas as pd
 import torch
 from torchvision import tv_tensors
 
-from auditcam.data.io import SampleFault, fit_mask
+from auditcam.data.io import SampleFault, fit_mask, fits
 from auditcam.data.problems import BAD_VALUE, SIZE_MISMATCH, UNKNOWN_LABEL, Problems
 from auditcam.data.rows import (
     MULTILABEL_COLUMNS,
@@ -44,7 +48,7 @@ from auditcam.data.rows import (
     check_labels,
     check_unique,
 )
-from auditcam.data.subjects import NO_SUBJECT, Geometry, MaskOptions, NoSubject, NoSubjectFault
+from auditcam.data.subjects import NO_SUBJECT, Box, Geometry, MaskOptions, NoSubject, NoSubjectFault
 from auditcam.errors import InputError
 
 STANDARD_IMAGE_KEYS = frozenset(
@@ -54,19 +58,56 @@ STANDARD_IMAGE_KEYS = frozenset(
 
 @dataclass(frozen=True)
 class CocoShapes:
-    """The instances of the labelled category in one image, as COCO segmentations."""
+    """The instances of the labelled category in one image: COCO segmentations, and a
+    :class:`Box` (pixels, XYXY) for each instance that has only a ``bbox``; ``height`` and
+    ``width`` are the image entry's."""
 
     category: str
-    segmentations: tuple[Any, ...]
+    shapes: tuple[Any, ...]
     height: int
     width: int
 
+    @property
+    def gives_boxes(self) -> bool:
+        """Every instance is a box: the subject is placed as boxes, not as a mask."""
+        return bool(self.shapes) and all(isinstance(shape, Box) for shape in self.shapes)
+
     def place(self, image_hw: tuple[int, int], orientation: int, options: MaskOptions) -> tuple[Geometry, list[str]]:
-        if not self.segmentations:
+        if not self.shapes:
             raise NoSubjectFault(f"{NO_SUBJECT}: no {self.category!r} annotation for this image")
-        mask = torch.from_numpy(coco_mask(self.segmentations, self.height, self.width))
+        if self.gives_boxes:
+            return self._boxes(image_hw, orientation, options)
+        segmentations = [shape.polygon() if isinstance(shape, Box) else shape for shape in self.shapes]
+        mask = torch.from_numpy(coco_mask(segmentations, self.height, self.width))
         mask, note = fit_mask(mask, image_hw, resize=options.resize, what="annotation", orientation=orientation)
         return tv_tensors.Mask(mask.to(torch.uint8)), [note] if note else []
+
+    def _boxes(self, image_hw: tuple[int, int], orientation: int, options: MaskOptions) -> tuple[Geometry, list[str]]:
+        """The boxes on the image (scaled with ``resize`` when the entry declares another size of
+        the same aspect ratio); one off the image or of zero area is left out, and when that
+        leaves none the sample has no subject, with the first box's reason."""
+        notes, placed, faults = [], [], []
+        h, w = image_hw
+        boxes = list(self.shapes)
+        if not fits(
+            (self.height, self.width), image_hw, resize=options.resize, what="annotation", orientation=orientation
+        ):
+            sx, sy = w / self.width, h / self.height
+            boxes = [Box(b.x_min * sx, b.y_min * sy, b.x_max * sx, b.y_max * sy) for b in boxes]
+            notes.append(f"annotation boxes scaled from {self.width}x{self.height} to {w}x{h} (WxH)")
+        for box in boxes:
+            try:
+                placed.append(box.place(image_hw, orientation, options)[0])
+            except NoSubjectFault as fault:
+                faults.append(fault)
+        if not placed:
+            raise faults[0]
+        if faults:
+            notes.append(
+                f"{len(faults)} of {len(boxes)} boxes left out ({faults[0].reason.removeprefix(NO_SUBJECT + ': ')})"
+            )
+        corners = torch.cat([b.as_subclass(torch.Tensor) for b in placed])
+        return tv_tensors.BoundingBoxes(corners, format="XYXY", canvas_size=(h, w)), notes
 
 
 def coco_mask(segmentations: Sequence[Any], height: int, width: int) -> np.ndarray:
@@ -97,13 +138,16 @@ def coco_mask(segmentations: Sequence[Any], height: int, width: int) -> np.ndarr
     return union
 
 
-def _segmentation(annotation: dict[str, Any]) -> Any:
-    """An annotation's segmentation, or its bbox as a polygon when it has none."""
+def _shape(annotation: dict[str, Any]) -> Any:
+    """An annotation's segmentation, or its ``bbox`` ``[x, y, width, height]`` as a :class:`Box`
+    when it has none; ValueError when that bbox is not four finite numbers with no negative side."""
     segmentation = annotation.get("segmentation")
     if segmentation:
         return segmentation
-    x, y, w, h = annotation["bbox"]
-    return [[x, y, x + w, y, x + w, y + h, x, y + h]]
+    x, y, w, h = (float(v) for v in annotation["bbox"])
+    if not all(math.isfinite(v) for v in (x, y, w, h)) or w < 0 or h < 0:
+        raise ValueError("a bbox is [x, y, width, height]: four finite numbers, width and height not negative")
+    return Box(x, y, x + w, y + h)
 
 
 def _load_json(path: Path) -> dict[str, Any]:
@@ -152,15 +196,16 @@ def _shapes_by_image(problems: Problems, data: dict[str, Any], images: dict, cat
         place = f"annotations[{i}]"
         try:
             image_id, category = ann["image_id"], int(ann["category_id"])
-            segmentation = _segmentation(ann)
-        except (KeyError, TypeError, ValueError):
-            problems.report(place, "", BAD_VALUE, "an annotation needs 'image_id', 'category_id' and a segmentation")
+            shape = _shape(ann)
+        except (KeyError, TypeError, ValueError) as exc:
+            detail = str(exc) if str(exc).startswith("a bbox is") else "a segmentation or a bbox"
+            problems.report(place, "", BAD_VALUE, f"an annotation needs 'image_id', 'category_id' and {detail}")
             continue
         if image_id not in images or category not in categories:
             missing = f"image_id {image_id!r}" if image_id not in images else f"category_id {category}"
             problems.report(place, "", BAD_VALUE, f"{missing} is not in the file")
             continue
-        shapes[image_id][category].append(segmentation)
+        shapes[image_id][category].append(shape)
         bbox = ann.get("bbox") or (0, 0, 0, 0)
         areas[image_id][category] += float(ann.get("area", bbox[2] * bbox[3]))
     return {"shapes": shapes, "areas": areas}

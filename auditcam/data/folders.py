@@ -1,9 +1,11 @@
 """Folder layout: ``root/<class>/<file>`` with masks in a parallel tree
 ``masks/<class>/<stem>.png`` (default ``root/masks``, which is then not a class; without it the
-samples have no subjects). Class names: the given class list, else the class folders in sorted
-order (torchvision's ``ImageFolder`` convention). Files in subfolders of a class folder belong
-to that class; their masks keep the same relative path. A folder tree is single-label: read for a
-multi-label audit (``multilabel``), each sample has its folder's class as its one label."""
+samples have no subjects). The tree may be partial: an image without a mask file there is a
+sample without a subject, kept and predicted like the others. Class names: the given class
+list, else the class folders in sorted order (torchvision's ``ImageFolder`` convention). Files
+in subfolders of a class folder belong to that class; their masks keep the same relative path.
+A folder tree is single-label: read for a multi-label audit (``multilabel``), each sample has its
+folder's class as its one label."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from auditcam.data.problems import UNKNOWN_LABEL, Problems
-from auditcam.data.rows import SINGLE_LABEL_NOTE, Row, check_file
+from auditcam.data.rows import SINGLE_LABEL_NOTE, Row
 from auditcam.data.subjects import MaskFile, NoSubject
 from auditcam.errors import InputError
 
@@ -28,7 +30,6 @@ def folder_rows(
     classes: Sequence[str] | None = None,
     *,
     masks: str | Path | None = None,
-    allow_missing: bool = False,
     problems: Problems | None = None,
     multilabel: bool = False,
     notes: list[str] | None = None,
@@ -79,12 +80,7 @@ def folder_rows(
         for path in files:
             relative = path.relative_to(root).as_posix()
             place = f"file {relative!r}"
-            if not with_masks:
-                rows.append(row(label, relative, path, NoSubject(), place))
-                continue
             mask_path = mask_root / path.relative_to(root).with_suffix(".png")
-            shown = mask_path.relative_to(mask_root.parent).as_posix()
-            if not check_file(problems, place, "", mask_path, shown, allow_missing=allow_missing):
-                continue
-            rows.append(row(label, relative, path, MaskFile(mask_path), place))
+            subject = MaskFile(mask_path) if with_masks and mask_path.is_file() else NoSubject()
+            rows.append(row(label, relative, path, subject, place))
     return rows, [], class_names

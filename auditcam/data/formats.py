@@ -99,13 +99,8 @@ def read_source(
             notes=notes,
         )
     else:
+        # every image of a tree exists, and an image without a mask file has no subject
         rows, attributes, classes = folder_rows(
-            path,
-            classes,
-            masks=options.masks,
-            allow_missing=options.allow_missing,
-            problems=problems,
-            multilabel=multilabel,
-            notes=notes,
+            path, classes, masks=options.masks, problems=problems, multilabel=multilabel, notes=notes
         )
     return Source(path, fmt, rows, tuple(attributes), classes, tuple(notes))

@@ -12,7 +12,7 @@ import torch
 from torchvision import tv_tensors
 
 from auditcam.data.rows import Row
-from auditcam.data.subjects import BOX_COLUMNS, NO_SUBJECT, Box, NoSubjectFault, rasterise
+from auditcam.data.subjects import BOX_COLUMNS, NO_SUBJECT, NoSubjectFault, rasterise
 from auditcam.errors import InputError
 
 SUBJECT_FROM_BOXES = ("grabcut",)
@@ -44,13 +44,17 @@ def grabcut_mask(
 
 
 def refine_boxes(image: torch.Tensor, boxes: tv_tensors.BoundingBoxes) -> tv_tensors.Mask:
-    """The subject mask GrabCut finds in the boxes of one image (uint8, 3 x H x W); raises
-    :class:`NoSubjectFault` when it finds no foreground in them."""
-    box = rasterise(boxes)
-    mask = grabcut_mask(image, box)
+    """The subject mask GrabCut finds in the boxes of one image (uint8, 3 x H x W): the union of
+    one GrabCut per box (each instance modelled from its own box); raises :class:`NoSubjectFault`
+    when it finds no foreground in any of them."""
+    corners = boxes.as_subclass(torch.Tensor)
+    mask = np.zeros(boxes.canvas_size, dtype=bool)
+    for k in range(len(corners)):
+        mask |= grabcut_mask(image, rasterise(tv_tensors.wrap(corners[k : k + 1], like=boxes)))
     if not mask.any():
-        corners = ", ".join(f"{v:g}" for v in boxes.as_subclass(torch.Tensor)[0].tolist())
-        raise NoSubjectFault(f"{NO_SUBJECT}: GrabCut found no foreground in the box ({corners})")
+        shown = ", ".join("(" + ", ".join(f"{v:g}" for v in box) + ")" for box in corners.tolist())
+        plural = "es" if len(corners) > 1 else ""
+        raise NoSubjectFault(f"{NO_SUBJECT}: GrabCut found no foreground in the box{plural} {shown}", given=True)
     return tv_tensors.Mask(torch.from_numpy(mask).to(torch.uint8))
 
 
@@ -60,8 +64,8 @@ def check_subject_from_boxes(method: str | None, rows: Sequence[Row], source: st
         return
     if method not in SUBJECT_FROM_BOXES:
         raise InputError(f"--subject-from-boxes {method!r}: choose from {', '.join(SUBJECT_FROM_BOXES)}")
-    if not any(isinstance(row.subject, Box) for row in rows):
+    if not any(row.subject.gives_boxes for row in rows):
         raise InputError(
-            f"--subject-from-boxes {method}: {source} has no boxes (manifest columns {', '.join(BOX_COLUMNS)}); "
-            "leave the flag out"
+            f"--subject-from-boxes {method}: {source} has no boxes (manifest columns {', '.join(BOX_COLUMNS)}, "
+            "or COCO annotations with a bbox and no segmentation); leave the flag out"
         )

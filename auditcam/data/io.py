@@ -136,16 +136,26 @@ def fit_mask(
     neighbour) when its aspect ratio matches the image's, and the note says so.
     """
     mask_hw = (int(mask.shape[0]), int(mask.shape[1]))
-    if mask_hw == tuple(image_hw):
+    if fits(mask_hw, image_hw, resize=resize, what=what, orientation=orientation):
         return mask, ""
-    sizes = f"{what} is {mask_hw[1]}x{mask_hw[0]} but image is {image_hw[1]}x{image_hw[0]} (WxH)"
-    if same_aspect(mask_hw, image_hw):
+    resized = torch.nn.functional.interpolate(mask[None, None].float(), size=tuple(image_hw), mode="nearest")
+    note = f"{what} resized from {mask_hw[1]}x{mask_hw[0]} to {image_hw[1]}x{image_hw[0]} (WxH, nearest)"
+    return resized[0, 0] > 0.5, note
+
+
+def fits(size_hw: tuple[int, int], image_hw: tuple[int, int], *, resize: bool, what: str, orientation: int = 1) -> bool:
+    """Whether a ``what`` (a mask, an annotation) drawn at ``size_hw`` sits on the image as it is
+    (True), or is to be scaled to it (False: ``resize`` and the same aspect ratio); any other
+    size raises an ``invalid`` :class:`SampleFault` with both sizes (and the EXIF orientation
+    when that is what swapped them)."""
+    if tuple(size_hw) == tuple(image_hw):
+        return True
+    sizes = f"{what} is {size_hw[1]}x{size_hw[0]} but image is {image_hw[1]}x{image_hw[0]} (WxH)"
+    if same_aspect(size_hw, image_hw):
         if resize:
-            resized = torch.nn.functional.interpolate(mask[None, None].float(), size=tuple(image_hw), mode="nearest")
-            note = f"{what} resized from {mask_hw[1]}x{mask_hw[0]} to {image_hw[1]}x{image_hw[0]} (WxH, nearest)"
-            return resized[0, 0] > 0.5, note
+            return False
         raise SampleFault("invalid", f"{sizes}; same aspect ratio, --resize-masks would resize it", SIZE_MISMATCH)
-    if mask_hw == tuple(image_hw)[::-1] and orientation in TRANSPOSING_ORIENTATIONS:
+    if tuple(size_hw) == tuple(image_hw)[::-1] and orientation in TRANSPOSING_ORIENTATIONS:
         raise SampleFault(
             "invalid",
             f"{sizes}; the image's EXIF orientation ({orientation}) rotates it: "

@@ -34,15 +34,19 @@ NO_SUBJECT = "no subject"
 
 class NoSubjectFault(Exception):
     """A sample that has no usable subject (none given, a box off the image): it is still
-    predicted and scored on everything mask-free; ``reason`` says why it has no subject."""
+    predicted and scored on everything mask-free; ``reason`` says why it has no subject;
+    ``given``: a subject was given but is unusable (``validate`` lists it as a problem)."""
 
-    def __init__(self, reason: str = NO_SUBJECT) -> None:
+    def __init__(self, reason: str = NO_SUBJECT, *, given: bool = False) -> None:
         super().__init__(reason)
-        self.reason = reason
+        self.reason, self.given = reason, given
 
 
 class Subject(Protocol):
-    """The subject of one sample, placed on its image."""
+    """The subject of one sample, placed on its image; ``gives_boxes``: it is placed as
+    ``BoundingBoxes`` (what ``subject_from_boxes`` refines), not as a mask."""
+
+    gives_boxes: bool
 
     def place(self, image_hw: tuple[int, int], orientation: int, options: MaskOptions) -> tuple[Geometry, list[str]]:
         """A Mask (H, W) or BoundingBoxes in the image's frame, and notes on what was done."""
@@ -54,6 +58,7 @@ class NoSubject:
     """A sample without subject labels (no mask or box given)."""
 
     reason: str = NO_SUBJECT
+    gives_boxes = False
 
     def place(self, image_hw: tuple[int, int], orientation: int, options: MaskOptions) -> tuple[Geometry, list[str]]:
         raise NoSubjectFault(self.reason)
@@ -64,6 +69,7 @@ class MaskFile:
     """A mask image: binary (0/1, 0/255), palette, or an instance-id map."""
 
     path: Path
+    gives_boxes = False
 
     def place(self, image_hw: tuple[int, int], orientation: int, options: MaskOptions) -> tuple[Geometry, list[str]]:
         decoded = decode(self.path, "mask")
@@ -82,13 +88,14 @@ class Box:
     y_min: float
     x_max: float
     y_max: float
+    gives_boxes = True
 
     def place(self, image_hw: tuple[int, int], orientation: int, options: MaskOptions) -> tuple[Geometry, list[str]]:
         h, w = image_hw
         if self.x_max <= 0 or self.y_max <= 0 or self.x_min >= w or self.y_min >= h:
-            raise NoSubjectFault(f"{NO_SUBJECT}: box {self.text()} lies outside the {w}x{h} image (WxH)")
+            raise NoSubjectFault(f"{NO_SUBJECT}: box {self.text()} lies outside the {w}x{h} image (WxH)", given=True)
         if self.x_min >= self.x_max or self.y_min >= self.y_max:
-            raise NoSubjectFault(f"{NO_SUBJECT}: box {self.text()} has zero area")
+            raise NoSubjectFault(f"{NO_SUBJECT}: box {self.text()} has zero area", given=True)
         boxes = tv_tensors.BoundingBoxes(
             [[self.x_min, self.y_min, self.x_max, self.y_max]], format="XYXY", canvas_size=(h, w), dtype=torch.float32
         )
@@ -96,6 +103,11 @@ class Box:
 
     def text(self) -> str:
         return "(" + ", ".join(f"{v:g}" for v in (self.x_min, self.y_min, self.x_max, self.y_max)) + ")"
+
+    def polygon(self) -> list[list[float]]:
+        """The box as a COCO polygon segmentation (its four corners)."""
+        x0, y0, x1, y1 = self.x_min, self.y_min, self.x_max, self.y_max
+        return [[x0, y0, x1, y0, x1, y1, x0, y1]]
 
 
 class BoxError(ValueError):

@@ -1,6 +1,7 @@
 """Check a dataset before a long audit: every row's index entry (files, labels, ids) and every
 sample's files (decodable, mask the image's size, subject neither empty nor the whole image),
-plus classes without samples; all problems are collected into one table."""
+plus classes without samples; all problems are collected into one table. It also counts the
+readable samples with a subject and without one (those an audit measures mask-free only)."""
 
 from __future__ import annotations
 
@@ -28,18 +29,31 @@ FULL_REASON = "subject mask covers the whole image, so there is no background to
 
 @dataclass(frozen=True)
 class Validation:
-    """What ``validate`` found: the rows it could read and every problem, in source order."""
+    """What ``validate`` found: the rows it could read, every problem in source order, and how
+    many of the decodable samples have a subject (``with_subject``) and how many do not
+    (``without_subject``: none given, or a box off the image, of zero area, or empty after GrabCut)."""
 
     source: Source
     problems: tuple[Problem, ...]
+    with_subject: int = 0
+    without_subject: int = 0
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
 
-def check_row(row: Row, masks: MaskOptions) -> list[Problem]:
-    """The problems of one sample's files (none when it decodes and its subjects are usable)."""
+@dataclass(frozen=True)
+class RowCheck:
+    """One sample's problems, and whether it has a subject (None: it could not be read)."""
+
+    problems: list[Problem]
+    has_subject: bool | None
+
+
+def check_row(row: Row, masks: MaskOptions) -> RowCheck:
+    """The problems of one sample's files (none when it decodes and its subjects are usable); a
+    multi-label sample has a subject when one of its labels has."""
     try:
         if row.labels is not None:
             _image, subjects, _notes = load_subjects(row, masks)
@@ -47,20 +61,21 @@ def check_row(row: Row, masks: MaskOptions) -> list[Problem]:
             _image, subject, _notes = load_sample(row, masks)
             subjects = [subject]
     except SampleFault as fault:
-        return [Problem(row.where, "", fault.kind, fault.reason)]
-    return [problem for subject in subjects for problem in _subject_problems(row, subject)]
+        return RowCheck([Problem(row.where, "", fault.kind, fault.reason)], None)
+    checks = [_subject_check(row, subject) for subject in subjects]
+    return RowCheck([p for check in checks for p in check.problems], any(check.has_subject for check in checks))
 
 
-def _subject_problems(row: Row, subject: Geometry | NoSubjectFault) -> list[Problem]:
+def _subject_check(row: Row, subject: Geometry | NoSubjectFault) -> RowCheck:
     if isinstance(subject, NoSubjectFault):  # none given is fine; one given but unusable is a problem
         detail = subject.reason.removeprefix(NO_SUBJECT).removeprefix(": ")
-        return [Problem(row.where, "", EMPTY_MASK, detail)] if detail else []
+        return RowCheck([Problem(row.where, "", EMPTY_MASK, detail)] if subject.given else [], False)
     mask = rasterise(subject)
     if not mask.any():
-        return [Problem(row.where, "", EMPTY_MASK, EMPTY_REASON)]
+        return RowCheck([Problem(row.where, "", EMPTY_MASK, EMPTY_REASON)], True)
     if mask.all():
-        return [Problem(row.where, "", FULL_MASK, FULL_REASON)]
-    return []
+        return RowCheck([Problem(row.where, "", FULL_MASK, FULL_REASON)], True)
+    return RowCheck([], True)
 
 
 class _RowChecks(Dataset):
@@ -72,12 +87,12 @@ class _RowChecks(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, index: int) -> list[Problem]:
+    def __getitem__(self, index: int) -> RowCheck:
         return check_row(self.rows[index], self.masks)
 
 
-def _concat(batches: Sequence[list[Problem]]) -> list[Problem]:
-    return [problem for batch in batches for problem in batch]
+def _as_list(checks: Sequence[RowCheck]) -> list[RowCheck]:
+    return list(checks)
 
 
 def validate(
@@ -103,11 +118,14 @@ def validate(
     if workers is None:
         workers = default_workers(len(source.rows), CHECK_BATCH)
     checks = DataLoader(
-        _RowChecks(source.rows, masks), batch_size=CHECK_BATCH, num_workers=workers, collate_fn=_concat, shuffle=False
+        _RowChecks(source.rows, masks), batch_size=CHECK_BATCH, num_workers=workers, collate_fn=_as_list, shuffle=False
     )
+    subjects: Counter[bool | None] = Counter()
     with tqdm(total=len(source.rows), unit="img", desc="checking", disable=not progress, file=sys.stderr) as bar:
         for batch in checks:
-            found.extend(batch)
+            for check in batch:
+                found.extend(check.problems)
+                subjects[check.has_subject] += 1
             bar.update(min(CHECK_BATCH, bar.total - bar.n))
     if source.classes is not None:
         counts = Counter(label for row in source.rows for label in row.classes_of)
@@ -116,7 +134,7 @@ def validate(
             for label, name in enumerate(source.classes)
             if not counts[label]
         ]
-    return Validation(source, tuple(found))
+    return Validation(source, tuple(found), with_subject=subjects[True], without_subject=subjects[False])
 
 
 def format_table(found: Sequence[Problem]) -> str:

@@ -49,7 +49,7 @@ def beyond_heatmaps(
     not applicable."""
     from auditcam.probes.counterfactual import BG_GAP, FOLLOWING, CounterfactualOptions, run_counterfactual
     from auditcam.probes.featuremaps import exemplar_grids
-    from auditcam.probes.occlusion import run_strategies
+    from auditcam.probes.occlusion import OcclusionOptions, run_strategies
     from auditcam.probes.sanity import SanityOptions, run_sanity
     from auditcam.stats.analysis import NO_SUBJECTS
     from auditcam.stats.checks import background_following_check, bg_gap_check, not_applicable, sanity_check
@@ -115,6 +115,7 @@ def beyond_heatmaps(
             analysis=options,
             batch_size=batch_size,
             threshold=settings.threshold if multilabel else None,
+            occlusion=OcclusionOptions(samples=settings.location_samples, seed=options.seed),
         )
         out["checks"] = [c for c in [*out["checks"], location] if c is not None]
     return out

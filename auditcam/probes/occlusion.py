@@ -13,7 +13,8 @@ also *not the subject*. Where members have subject masks, the spot must lie off 
 none do, three label-free signs of an artefact decide (and the result says which): the spot
 looks nearly the same in every member image (a tag, a ruler, a token; subjects vary), it sits
 at a border or corner, and pasting it into images the model gives other classes carries the
-prediction with it.
+prediction with it. The pixels are asked first: a spot they show to be the subject is never
+shown to the model (it cannot be a shortcut), and the paste test runs only where it decides.
 
 For a multi-label model (``threshold`` given) a flip is the explained label's decision changing
 (its sigmoid probability crossing the threshold), the probability drop is that label's, and a
@@ -24,7 +25,7 @@ rows that explained the label, read back by their ``position``.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +39,8 @@ from torch import nn
 from auditcam.cam import preserved
 from auditcam.config import DEFAULT_MAX_LOCATION_SHORTCUT, AnalysisOptions, Checks
 from auditcam.files import Parts
-from auditcam.models import logits_of
+from auditcam.models import logits_of, model_device
+from auditcam.run.memory import release_memory
 from auditcam.run.records import GRID, HEATMAP_GRID, POSITION, STRATEGY
 from auditcam.stats.bootstrap import mean_interval
 from auditcam.stats.checks import CheckResult, location_shortcut_check
@@ -52,6 +54,8 @@ NO_IMAGES = "no member image could be read"
 CONSTANT = 0.1
 AGREEMENT = 0.75
 NOT_A_SPOT = "the hot region is not a compact spot shared by the members"
+RUN_ROWS = 4096  # rows of samples.parquet decoded at a time (~2 MB) while it is read or rewritten
+SUBJECT_SPOT = "the spot is the subject, decided by {decided_by}: not a location shortcut, not occluded"
 
 
 @dataclass(frozen=True)
@@ -65,8 +69,8 @@ class OcclusionOptions:
     :data:`CONSTANT` of the images' mean spread of the members' median);
     ``min_carry``: pasting must move at least this share of other-class images to the class."""
 
-    samples: int = 200
-    paste_samples: int = 100
+    samples: int = 50
+    paste_samples: int = 50
     max_subject_overlap: float = 0.25
     min_constant_share: float = 0.05
     min_carry: float = 0.5
@@ -144,22 +148,38 @@ def control_boxes(
     return [(int(t), int(t) + h, int(s), int(s) + w) for t, s in zip(top, left, strict=True)]
 
 
-def _occlude(images: torch.Tensor, boxes: Sequence[tuple[int, int, int, int]]) -> torch.Tensor:
-    out = images.clone()
+def _occlude(images: torch.Tensor, boxes: Sequence[tuple[int, int, int, int]]) -> None:
+    """Set box ``i`` of image ``i`` to 0 (the normalisation mean), in place."""
     for i, (y0, y1, x0, x1) in enumerate(boxes):
-        out[i, :, y0:y1, x0:x1] = 0.0
-    return out
+        images[i, :, y0:y1, x0:x1] = 0.0
 
 
 @torch.no_grad()
-def _predict(model: nn.Module, images: torch.Tensor, batch_size: int, multilabel: bool = False) -> torch.Tensor:
-    """Probabilities (N, classes), in batches, on the model's device: softmax, or sigmoid for a
-    multi-label model."""
-    device = next(model.parameters(), torch.empty(0)).device
-    chunks = [
-        logits_of(model(images[i : i + batch_size].to(device))).float() for i in range(0, len(images), batch_size)
-    ]
-    return torch.cat([c.sigmoid() if multilabel else c.softmax(1) for c in chunks]).cpu()
+def _predict_variants(
+    model: nn.Module,
+    images: torch.Tensor,
+    edit: Callable[[list[torch.Tensor], slice], None],
+    count: int,
+    batch_size: int,
+    multilabel: bool = False,
+) -> list[torch.Tensor]:
+    """Probabilities (N, classes) of each of ``count`` variants of ``images``, on the model's
+    device: softmax, or sigmoid for a multi-label model. A chunk of images is copied ``count``
+    times into one batch and ``edit(copies, where)`` changes the copies in place (``where``: the
+    chunk's positions in ``images``); the variants of a chunk go through the model together, so
+    every forward pass is a full batch however many variants there are, and only one chunk's
+    copies exist at a time."""
+    device = model_device(model)
+    per = max(1, batch_size // count)
+    parts = []
+    for start in range(0, len(images), per):
+        where = slice(start, start + per)
+        batch = images[where].repeat(count, 1, 1, 1)
+        edit(list(batch.chunk(count)), where)
+        logits = logits_of(model(batch.to(device))).float()
+        probabilities = logits.sigmoid() if multilabel else logits.softmax(1)
+        parts.append(probabilities.cpu().view(count, -1, probabilities.shape[1]))
+    return list(torch.cat(parts, dim=1))
 
 
 def _decisions(probabilities: torch.Tensor, explained: int, threshold: float | None) -> torch.Tensor:
@@ -203,7 +223,11 @@ def occlude_strategy(
 ) -> dict[str, Any]:
     """The occlusion result of one candidate strategy (``positions``: its members' dataset
     positions; ``others``: positions the model gives another class, for the paste test;
-    ``multilabel_threshold``: a multi-label model's, see the module's docstring)."""
+    ``multilabel_threshold``: a multi-label model's, see the module's docstring).
+
+    The evidence from the pixels alone (:func:`spot_evidence`) comes first: a spot it shows to
+    be the subject cannot be a location shortcut, and is not occluded (``measured`` False, with
+    the evidence and why); the model sees only the images of spots that may be an artefact."""
     rng = np.random.default_rng(options.seed + strategy.explained * 101 + int(strategy.id.rsplit("#", 1)[1]))
     if len(positions) > options.samples:
         positions = np.sort(rng.choice(positions, options.samples, replace=False))
@@ -215,16 +239,24 @@ def occlude_strategy(
     controls = control_boxes(spot, height, width, len(images), rng)
     if controls is None:
         return {"measured": False, "reason": NO_CONTROL}
+    evidence = spot_evidence(images, masks, has_subject, spot, options)
+    if evidence["artefact"] is False:
+        reason = SUBJECT_SPOT.format(decided_by=evidence["decided_by"])
+        return {"measured": False, "reason": reason, "n": len(images), "spot_box": list(spot), "evidence": evidence}
     c = strategy.explained
+
+    def occlude(copies: list[torch.Tensor], where: slice) -> None:
+        _, spotted, control = copies  # the first stays as it is
+        _occlude(spotted, [spot] * len(spotted))
+        _occlude(control, controls[where])
+
     multilabel = multilabel_threshold is not None
-    original = _predict(model, images, batch_size, multilabel)
-    occluded = _predict(model, _occlude(images, [spot] * len(images)), batch_size, multilabel)
-    control = _predict(model, _occlude(images, controls), batch_size, multilabel)
+    original, spotted, control = _predict_variants(model, images, occlude, 3, batch_size, multilabel)
     pred = _decisions(original, c, multilabel_threshold)
-    spot_flip = (_decisions(occluded, c, multilabel_threshold) != pred).double().numpy()
+    spot_flip = (_decisions(spotted, c, multilabel_threshold) != pred).double().numpy()
     control_flip = (_decisions(control, c, multilabel_threshold) != pred).double().numpy()
-    seed = options.seed + c
     difference = spot_flip - control_flip
+    low, high = mean_interval(difference, n_boot=n_boot, confidence=level, seed=options.seed + c)
     out: dict[str, Any] = {
         "measured": True,
         "strategy": strategy.id,
@@ -232,37 +264,29 @@ def occlude_strategy(
         "spot_box": list(spot),
         "spot_flip_rate": float(spot_flip.mean()),
         "control_flip_rate": float(control_flip.mean()),
-        "difference": {
-            "value": float(difference.mean()),
-            "ci": list(mean_interval(difference, n_boot=n_boot, confidence=level, seed=seed)),
-        },
-        "spot_probability_drop": float((original[:, c] - occluded[:, c]).mean()),
+        "difference": {"value": float(difference.mean()), "ci": [low, high]},
+        "spot_probability_drop": float((original[:, c] - spotted[:, c]).mean()),
         "control_probability_drop": float((original[:, c] - control[:, c]).mean()),
     }
-    _y0, _y1, _x0, _x1 = spot
-    out["evidence"] = _artefact_evidence(
-        model, dataset, images, masks, has_subject, spot, others, c, options, rng, batch_size, multilabel_threshold
-    )
-    clear = out["difference"]["ci"][0] > 0 and out["difference"]["value"] > threshold
-    out["clear"] = bool(clear)
+    if evidence["artefact"] is None:  # the same in every member image, off the border: pasting decides
+        evidence = _paste_evidence(
+            model, dataset, images, spot, others, c, evidence, options, rng, batch_size, multilabel_threshold
+        )
+    out["evidence"] = evidence
+    out["clear"] = bool(low > 0 and out["difference"]["value"] > threshold)
     return out
 
 
-def _artefact_evidence(
-    model: nn.Module,
-    dataset: Any,
+def spot_evidence(
     images: torch.Tensor,
     masks: torch.Tensor,
     has_subject: np.ndarray,
     spot: tuple[int, int, int, int],
-    others: np.ndarray,
-    explained: int,
     options: OcclusionOptions,
-    rng: np.random.Generator,
-    batch_size: int,
-    multilabel_threshold: float | None = None,
 ) -> dict[str, Any]:
-    """Whether the spot is an artefact rather than the subject, and which evidence decided."""
+    """Whether the spot is an artefact rather than the subject, from the member images and masks
+    alone (no model): ``artefact`` True or False with ``decided_by``, or None when only the
+    paste test can tell (no subjects; the spot looks the same in every member image, off the border)."""
     y0, y1, x0, x1 = spot
     height, width = images.shape[-2:]
     patches = images[:, :, y0:y1, x0:x1]
@@ -284,37 +308,63 @@ def _artefact_evidence(
             decided_by="subject masks",
         )
         return evidence
+    uniform = constant >= options.min_constant_share
+    evidence.update(paste_carry=None, artefact=(border or None) if uniform else False)
+    paste = "paste not needed" if not uniform or border else "paste not measured"
+    evidence["decided_by"] = _no_subjects(constant, uniform, border, paste, options)
+    return evidence
+
+
+def _paste_evidence(
+    model: nn.Module,
+    dataset: Any,
+    images: torch.Tensor,
+    spot: tuple[int, int, int, int],
+    others: np.ndarray,
+    explained: int,
+    evidence: dict[str, Any],
+    options: OcclusionOptions,
+    rng: np.random.Generator,
+    batch_size: int,
+    multilabel_threshold: float | None = None,
+) -> dict[str, Any]:
+    """``evidence`` decided by pasting the members' median spot into images the model gives
+    other classes: an artefact when that moves at least ``min_carry`` of them to the class."""
+    y0, y1, x0, x1 = spot
     carry = None
     if len(others):
         picked = others if len(others) <= options.paste_samples else rng.choice(others, options.paste_samples, False)
         targets, _, _ = _load(dataset, np.sort(picked))
         if len(targets):
-            pasted = targets.clone()
-            pasted[:, :, y0:y1, x0:x1] = patches.median(dim=0).values
+            patch = images[:, :, y0:y1, x0:x1].median(dim=0).values
+
+            def paste(copies: list[torch.Tensor], where: slice) -> None:
+                copies[1][:, :, y0:y1, x0:x1] = patch  # the first stays as it is
+
             multilabel = multilabel_threshold is not None
+            before, after = _predict_variants(model, targets, paste, 2, batch_size, multilabel)
+            chosen = 1 if multilabel else explained  # the label predicted, or the class
 
-            def carried(images: torch.Tensor) -> torch.Tensor:
-                decided = _decisions(_predict(model, images, batch_size, multilabel), explained, multilabel_threshold)
-                return (decided == (1 if multilabel else explained)).double().mean()
+            def carried(probabilities: torch.Tensor) -> torch.Tensor:
+                return (_decisions(probabilities, explained, multilabel_threshold) == chosen).double().mean()
 
-            before, after = carried(targets), carried(pasted)
-            carry = float(after - before)
-    uniform = constant >= options.min_constant_share
+            carry = float(carried(after) - carried(before))
     carries = carry is not None and carry >= options.min_carry
-    evidence.update(
-        paste_carry=carry,
-        artefact=bool(uniform and (carries or border)),
-        decided_by="no subjects: "
-        + ", ".join(
-            [
-                f"{constant:.0%} of the spot is the same in every member image "
-                f"({'at least' if uniform else 'under'} {options.min_constant_share:.0%})",
-                f"{'at' if border else 'off'} the border",
-                "paste not measured" if carry is None else f"pasting it carries {carry:.0%} of other-class images",
-            ]
-        ),
+    paste = "paste not measured" if carry is None else f"pasting it carries {carry:.0%} of other-class images"
+    decided_by = _no_subjects(evidence["constant_share"], True, evidence["border"], paste, options)
+    return {**evidence, "paste_carry": carry, "artefact": carries, "decided_by": decided_by}
+
+
+def _no_subjects(constant: float, uniform: bool, border: bool, paste: str, options: OcclusionOptions) -> str:
+    """The ``decided_by`` line of a spot judged without subject masks."""
+    return "no subjects: " + ", ".join(
+        [
+            f"{constant:.0%} of the spot is the same in every member image "
+            f"({'at least' if uniform else 'under'} {options.min_constant_share:.0%})",
+            f"{'at' if border else 'off'} the border",
+            paste,
+        ]
     )
-    return evidence
 
 
 def run_strategies(
@@ -336,38 +386,29 @@ def run_strategies(
     ``max_location_shortcut`` check. ``threshold``: a multi-label audit's (its strategies are
     per label, and a flip is the label's decision changing)."""
     occlusion = OcclusionOptions(seed=analysis.seed) if occlusion is None else occlusion
-    names = ["method", "target", "correct", "confidence", "subject_share"]
-    table = pq.read_table(samples_path, columns=[*names, *([POSITION] if threshold is not None else [])])
-    rows = np.flatnonzero(table.column("method").to_numpy(zero_copy_only=False) == method)
-    first = table.take(rows)
-    # each row's sample in the dataset: the row itself, or a multi-label row's position
-    positions = np.arange(len(rows)) if threshold is None else first.column(POSITION).to_numpy()
-    grids_column = pq.read_table(samples_path, columns=[HEATMAP_GRID], filters=[("method", "==", method)])
-    grids_column = grids_column.column(HEATMAP_GRID)
-    valid = ~grids_column.is_null().to_numpy(zero_copy_only=False)
-    grids = np.zeros((len(rows), GRID * GRID), dtype=np.float32)
-    if valid.any():
-        grids[valid] = grids_column.drop_null().combine_chunks().flatten().to_numpy().reshape(-1, GRID * GRID)
-    explained = np.where(valid, np.nan_to_num(_floats(first, "target"), nan=-1), -1).astype(np.int64)
-    names = list(classes) if classes is not None else [str(c) for c in range(int(explained.max(initial=-1)) + 1)]
     attributes = list(getattr(dataset, "attributes", ()))
-    groups = {}
-    if attributes:
-        frame = pq.read_table(samples_path, columns=attributes).take(rows)
-        groups = {a: frame.column(a).to_numpy(zero_copy_only=False) for a in attributes}
+    numbers = ["target", "correct", "confidence", "subject_share", *([POSITION] if threshold is not None else [])]
+    rows, values, grids, valid = _method_rows(samples_path, method, numbers, attributes)
+    release_memory()  # the Arrow batches read: their pages go back before the bootstrap's peak
+    # each row's sample in the dataset: the row itself, or a multi-label row's position
+    positions = np.arange(len(rows)) if threshold is None else values[POSITION].astype(np.int64)
+    explained = np.where(valid & np.isfinite(values["target"]), values["target"], -1).astype(np.int64)
+    names = list(classes) if classes is not None else [str(c) for c in range(int(explained.max(initial=-1)) + 1)]
     discovery = discover(
         grids,
         explained,
-        _floats(first, "correct"),
-        _floats(first, "confidence"),
+        values["correct"],
+        values["confidence"],
         class_names=names,
-        groups=groups,
-        subject_share=_floats(first, "subject_share"),
+        groups={a: values[a] for a in attributes},
+        subject_share=values["subject_share"],
         options=strategy_options,
         n_boot=analysis.bootstrap,
         level=analysis.confidence,
     )
+    del grids, values  # clustered: only the assignment is written, beside the rows read in batches
     _write_strategies(samples_path, rows, discovery.assignment)
+    release_memory()
     shortcut = (
         DEFAULT_MAX_LOCATION_SHORTCUT if checks.max_location_shortcut is None else checks.max_location_shortcut.value
     )
@@ -403,7 +444,7 @@ def run_strategies(
             strategy.flagged = bool(strategy.occlusion["clear"] and artefact)
             if artefact:
                 measured.append(strategy.occlusion)
-    ids = pq.read_table(samples_path, columns=["id"]).column("id").take(rows).to_pylist()
+    ids = pq.read_table(samples_path, columns=["id"], filters=[("method", "==", method)]).column("id")
     pictures = {s.id: _pictures(dataset, positions[s.exemplars], ids, s.exemplars) for s in discovery.strategies}
     reason = "no strategy has a compact hot spot shared by its members off the subject: nothing to occlude"
     check = location_shortcut_check(measured, checks, analysis, reason)
@@ -411,7 +452,7 @@ def run_strategies(
 
 
 def _pictures(
-    dataset: Any, positions: np.ndarray, ids: Sequence[str], rows: np.ndarray
+    dataset: Any, positions: np.ndarray, ids: pa.ChunkedArray, rows: np.ndarray
 ) -> list[tuple[str, np.ndarray]]:
     """The exemplars (the method's ``rows``, samples at ``positions``) as displayable RGB uint8
     pictures, with their sample ids."""
@@ -419,27 +460,75 @@ def _pictures(
     if not len(images):
         return []
     shown = (dataset.preprocessing.denormalise(images) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    return [(ids[int(r)], picture) for r, picture in zip(rows, shown, strict=False)]
+    return [(ids[int(r)].as_py(), picture) for r, picture in zip(rows, shown, strict=False)]
 
 
-def _floats(table: pa.Table, name: str) -> np.ndarray:
-    """A column as float64, NaN where null."""
-    return pc.cast(table.column(name), pa.float64()).to_numpy(zero_copy_only=False)
+def _method_rows(
+    path: Any, method: str, numbers: Sequence[str], texts: Sequence[str]
+) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """``method``'s rows of samples.parquet, read one row group at a time into arrays of their
+    final size (memory: the arrays, not an Arrow copy of the columns besides): their row numbers
+    in the file; the ``numbers`` columns as float64 (NaN where null) and the ``texts`` columns
+    as object arrays; the heatmap grids as (n, GRID * GRID) float32 (zeros where there is no
+    heatmap) and where there is one."""
+    source = pq.ParquetFile(path)
+    methods = source.read(columns=["method"], use_threads=False).column("method")
+    rows = np.flatnonzero(pc.fill_null(pc.equal(methods, method), False).to_numpy(zero_copy_only=False))
+    values = {name: np.full(len(rows), np.nan) for name in numbers}
+    values.update({name: np.empty(len(rows), dtype=object) for name in texts})
+    grids = np.zeros((len(rows), GRID * GRID), dtype=np.float32)
+    valid = np.zeros(len(rows), dtype=bool)
+    start = 0
+    for group in _row_groups(source, ["method", *numbers, *texts, HEATMAP_GRID]):
+        mine = group.filter(pc.equal(group.column("method"), method))
+        end = start + mine.num_rows
+        for name in numbers:
+            values[name][start:end] = pc.cast(mine.column(name), pa.float64()).to_numpy(zero_copy_only=False)
+        for name in texts:
+            values[name][start:end] = mine.column(name).to_numpy(zero_copy_only=False)
+        column = mine.column(HEATMAP_GRID)
+        kept = ~column.is_null().to_numpy(zero_copy_only=False)
+        valid[start:end] = kept
+        if kept.any():
+            block = grids[start:end]  # a view: assigning into it fills grids
+            block[kept] = column.drop_null().combine_chunks().flatten().to_numpy().reshape(-1, GRID * GRID)
+        start = end
+    return rows, values, grids, valid
+
+
+def _row_groups(source: pq.ParquetFile, columns: Sequence[str] | None = None) -> Iterator[pa.Table]:
+    """The file's rows in runs of whole row groups of about :data:`RUN_ROWS` rows (a row group is
+    one shard of the run; one larger than that comes alone), decoded on this thread: Arrow's
+    reader threads each kept pages of their own, and memory grew with the file (~60 MB at
+    100,000 rows against ~25 MB), while one call per small shard cost more than the decoding."""
+    run: list[int] = []
+    rows = 0
+    for i in range(source.num_row_groups):
+        if run and rows + source.metadata.row_group(i).num_rows > RUN_ROWS:
+            yield source.read_row_groups(run, columns=columns, use_threads=False)
+            run, rows = [], 0
+        run.append(i)
+        rows += source.metadata.row_group(i).num_rows
+    if run:
+        yield source.read_row_groups(run, columns=columns, use_threads=False)
 
 
 def _write_strategies(path: Any, rows: np.ndarray, assignment: np.ndarray) -> None:
     """Set ``samples.parquet``'s ``strategy`` column to ``assignment`` at ``rows`` (null elsewhere),
-    streamed batch by batch into a new file that then replaces it: memory stays flat."""
+    streamed row group by row group into a new file that then replaces it: memory stays flat."""
     source = pq.ParquetFile(path)
-    total = source.metadata.num_rows
-    values = np.full(total, None, dtype=object)
+    values = np.full(source.metadata.num_rows, None, dtype=object)
     values[rows] = assignment
     tmp = f"{path}.tmp"
     start = 0
-    with pq.ParquetWriter(tmp, source.schema_arrow) as writer:
-        for batch in source.iter_batches(batch_size=65536):
-            index = batch.schema.get_field_index(STRATEGY)
-            column = pa.array(values[start : start + batch.num_rows].tolist(), type=pa.string())
-            writer.write_batch(batch.set_column(index, batch.schema.field(index), column))
-            start += batch.num_rows
+    # dictionary pages for the text columns only: on the heatmap grids' floats a dictionary is
+    # built per row group and then dropped, which made most of the rewrite's time (and the file
+    # a fifth larger)
+    texts = [f.name for f in source.schema_arrow if pa.types.is_string(f.type)]
+    with pq.ParquetWriter(tmp, source.schema_arrow, use_dictionary=texts) as writer:
+        for group in _row_groups(source):
+            index = group.schema.get_field_index(STRATEGY)
+            column = pa.array(values[start : start + group.num_rows].tolist(), type=pa.string())
+            writer.write_table(group.set_column(index, group.schema.field(index), column))
+            start += group.num_rows
     os.replace(tmp, path)

@@ -22,6 +22,8 @@ import numpy as np
 
 # rows x replicates held at once: bounds memory (~16 MB of float32 counts) for any table size
 CHUNK_ELEMENTS = 1 << 22
+# ... and for the means of a few columns (mean_intervals): ~8 MB of draws, ~8 MB gathered
+MEAN_CHUNK_ELEMENTS = 1 << 20
 # a partition with at most this many groups sums through one dense (rows x groups*columns)
 # product; with more, one product per group (a dense product would multiply mostly zeros)
 DENSE_GROUPS = 32
@@ -56,20 +58,27 @@ class Table:
     median_counted: np.ndarray | None = None  # (n,) bool
 
 
-def resample_counts(n: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
-    """Yield ``(n, chunk)`` arrays of draw counts, ``n_boot`` columns in all.
-
-    Each column is one multinomial resample of the ``n`` rows (drawn as ``n`` uniform
-    indices). The stream depends only on ``(n, n_boot, seed)``.
-    """
+def resample_indices(n: int, n_boot: int, seed: int, *, elements: int | None = None) -> Iterator[np.ndarray]:
+    """Yield ``(chunk, n)`` arrays of drawn row numbers, ``n_boot`` rows in all, about
+    ``elements`` (None: :data:`CHUNK_ELEMENTS`) a chunk: each row is one resample of the ``n``
+    rows with replacement. The stream depends only on ``(n, n_boot, seed)``, not on how it is
+    chunked."""
     rng = np.random.default_rng(seed)
-    chunk = max(1, min(n_boot, CHUNK_ELEMENTS // max(n, 1)))
+    elements = CHUNK_ELEMENTS if elements is None else elements
+    chunk = max(1, min(n_boot, elements // max(n, 1)))
     for start in range(0, n_boot, chunk):
         size = min(chunk, n_boot - start)
+        yield rng.integers(0, n, size=(size, n)) if n else np.zeros((size, 0), dtype=np.int64)
+
+
+def resample_counts(n: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
+    """Yield ``(n, chunk)`` arrays of draw counts, ``n_boot`` columns in all: column r counts how
+    often each row was drawn in resample r of :func:`resample_indices` (a multinomial resample)."""
+    for cells in resample_indices(n, n_boot, seed):
+        size = len(cells)
         if n == 0:
             yield np.zeros((0, size), dtype=np.float32)
             continue
-        cells = rng.integers(0, n, size=(size, n))
         cells *= size  # in place: (row, replicate) -> row * size + replicate, one array alive, not two
         cells += np.arange(size, dtype=np.int64)[:, None]
         counts = np.bincount(cells.ravel(), minlength=n * size).reshape(n, size)
@@ -232,12 +241,26 @@ def percentile_interval(replicates: np.ndarray, confidence: float) -> tuple[np.n
     return low, high
 
 
+def mean_intervals(columns: np.ndarray, *, n_boot: int, confidence: float, seed: int) -> list[tuple[float, float]]:
+    """Percentile CI of the mean of each column of ``columns`` (n, k), all from one set of
+    resamples (:func:`resample_indices`, the draws behind :func:`resample_counts`): each is the
+    CI :func:`mean_interval` gives that column alone, at the cost of one. A resample's mean is
+    the sum of the drawn values (a gather per column, ~4x faster than counts times values), in
+    chunks of :data:`MEAN_CHUNK_ELEMENTS` draws."""
+    by_column = np.ascontiguousarray(np.asarray(columns, dtype=np.float64).T)
+    n = by_column.shape[1]
+    chunks = resample_indices(n, n_boot, seed, elements=MEAN_CHUNK_ELEMENTS)
+    with np.errstate(invalid="ignore"):  # no rows: every mean is NaN, and so the interval
+        replicates = np.concatenate(
+            [np.stack([np.take(c, cells).sum(axis=1) for c in by_column], 1) / n for cells in chunks]
+        )
+    low, high = percentile_interval(replicates, confidence)
+    return [(float(a), float(b)) for a, b in zip(low, high, strict=True)]
+
+
 def mean_interval(values: np.ndarray, *, n_boot: int, confidence: float, seed: int) -> tuple[float, float]:
     """Percentile CI of the mean of ``values`` from the :func:`resample_counts` replicates: two
     arrays of the same length with the same seed get the same resamples (a paired bootstrap of
     per-sample differences is the CI of their mean)."""
-    values = np.asarray(values, dtype=np.float64)
-    n = len(values)
-    replicates = np.concatenate([counts.T @ values / n for counts in resample_counts(n, n_boot, seed)])
-    low, high = percentile_interval(replicates[:, None], confidence)
-    return float(low[0]), float(high[0])
+    column = np.asarray(values, dtype=np.float64)[:, None]
+    return mean_intervals(column, n_boot=n_boot, confidence=confidence, seed=seed)[0]

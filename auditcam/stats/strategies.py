@@ -12,7 +12,7 @@ Each strategy gets its size and share of the class, accuracy and confidence with
 its mean heatmap, its *hot region* (the smallest grid-aligned box holding ``energy`` of the mean
 map's mass, as a normalised ``[x0, y0, x1, y1]``), how much of each member's own map falls in
 that box, the group composition against the class's, and the mean subject_share where
-subjects exist. Pure numpy/scikit-learn: no model, no images.
+subjects exist. Pure numpy and scikit-learn: no model, no images.
 """
 
 from __future__ import annotations
@@ -24,10 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from auditcam.stats.bootstrap import mean_interval
+from auditcam.stats.bootstrap import mean_intervals
 
 INSUFFICIENT = "insufficient data"
 EXEMPLARS = 3  # members shown per strategy
+KMEANS_STARTS = 3  # k-means++ seedings per k; the one with the least inertia is kept
+SILHOUETTE_SAMPLES = 500  # the silhouette (quadratic in its points) is scored on a seeded subset
+ASSIGN_ROWS = 16384  # maps assigned to their nearest centre at a time
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,7 @@ class StrategyOptions:
 
     max_strategies: int = 4
     min_class_samples: int = 20
-    fit_samples: int = 4000
+    fit_samples: int = 2000
     min_silhouette: float = 0.2
     energy: float = 0.5
     max_region_area: float = 0.25
@@ -139,11 +142,21 @@ class Discovery:
 
 
 def normalise_grids(grids: np.ndarray) -> np.ndarray:
-    """Clip at 0 and scale each row to sum 1; an all-zero map becomes uniform (it looks nowhere)."""
-    clipped = np.clip(np.nan_to_num(np.asarray(grids, dtype=np.float64)), 0, None)
-    total = clipped.sum(axis=1, keepdims=True)
-    uniform = np.full_like(clipped, 1.0 / clipped.shape[1])
-    return np.where(total > 0, clipped / np.where(total > 0, total, 1), uniform)
+    """Clip at 0 and scale each row to sum 1 (float32: a grid's cells need no more, and a large
+    class's maps stay small); an all-zero or non-finite cell counts 0, an all-zero map becomes
+    uniform (it looks nowhere). A new array; ``grids`` is left as it is."""
+    return _normalise(np.array(grids, dtype=np.float32))
+
+
+def _normalise(maps: np.ndarray) -> np.ndarray:
+    """:func:`normalise_grids` in place on a float32 array of our own (no second copy of a class)."""
+    np.nan_to_num(maps, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    np.clip(maps, 0, None, out=maps)
+    total = maps.sum(axis=1, keepdims=True)
+    empty = total[:, 0] <= 0
+    maps /= np.where(empty[:, None], 1, total)
+    maps[empty] = 1.0 / maps.shape[1]
+    return maps
 
 
 def hot_region(mean_map: np.ndarray, energy: float) -> tuple[int, int, int, int]:
@@ -168,39 +181,56 @@ def hot_region(mean_map: np.ndarray, energy: float) -> tuple[int, int, int, int]
 
 def cluster(features: np.ndarray, options: StrategyOptions) -> np.ndarray:
     """Cluster labels (0 = largest cluster) of normalised maps: k-means on a seeded subsample for
-    each k in 2..max_strategies, k by the best silhouette (1 cluster below ``min_silhouette``),
-    then every row assigned to its nearest centre."""
+    each k in 2..max_strategies, k by the best silhouette (on at most :data:`SILHOUETTE_SAMPLES`
+    of the fitted maps; 1 cluster below ``min_silhouette``), then every row assigned to its
+    nearest centre in fixed-size chunks. One thread: these fits are small, and on a busy machine
+    a second OpenMP or BLAS thread waits for a core longer than it saves (5x slower measured)."""
     from sklearn.cluster import KMeans
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.metrics import silhouette_score
+    from threadpoolctl import threadpool_limits
 
     n = len(features)
     rng = np.random.default_rng(options.seed)
     fit = features if n <= options.fit_samples else features[np.sort(rng.choice(n, options.fit_samples, replace=False))]
+    scored = np.sort(rng.choice(len(fit), min(len(fit), SILHOUETTE_SAMPLES), replace=False))
     best, best_score = None, options.min_silhouette
-    for k in range(2, min(options.max_strategies, len(fit) - 1) + 1):
-        with warnings.catch_warnings():  # identical maps give fewer distinct points than k
-            warnings.simplefilter("ignore")
-            model = KMeans(n_clusters=k, n_init=3, random_state=options.seed).fit(fit)
-        if len(np.unique(model.labels_)) < 2:
-            continue
-        score = silhouette_score(fit, model.labels_, sample_size=min(len(fit), 2000), random_state=options.seed)
-        if score > best_score:
-            best, best_score = model, score
-    if best is None:
-        return np.zeros(n, dtype=np.int64)
-    labels = best.predict(features)
+    with threadpool_limits(limits=1):
+        for k in range(2, min(options.max_strategies, len(fit) - 1) + 1):
+            with warnings.catch_warnings():  # identical maps give fewer distinct points than k
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                model = KMeans(n_clusters=k, n_init=KMEANS_STARTS, random_state=options.seed).fit(fit)
+            labels = model.labels_[scored]
+            if not 2 <= len(np.unique(labels)) < len(scored):  # the silhouette needs 2..n-1 clusters
+                continue
+            score = silhouette_score(fit[scored], labels)
+            if score > best_score:
+                best, best_score = model, score
+        if best is None:
+            return np.zeros(n, dtype=np.int64)
+        labels = np.concatenate([best.predict(features[i : i + ASSIGN_ROWS]) for i in range(0, n, ASSIGN_ROWS)])
     order = np.argsort(-np.bincount(labels, minlength=best.n_clusters), kind="stable")
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
     return rank[labels]
 
 
-def _estimate(values: np.ndarray, n_boot: int, confidence: float, seed: int) -> dict[str, Any]:
-    values = values[np.isfinite(values)]
-    if not len(values):
-        return {"value": None, "ci": None, "n": 0}
-    low, high = mean_interval(values, n_boot=n_boot, confidence=confidence, seed=seed)
-    return {"value": float(values.mean()), "ci": [low, high], "n": len(values)}
+def _estimates(columns: Sequence[np.ndarray], n_boot: int, confidence: float, seed: int) -> list[dict[str, Any]]:
+    """The mean of each column's finite values with its bootstrap CI (``value`` and ``ci`` None,
+    ``n`` 0 where none is finite). Columns finite on the same rows share one set of replicates,
+    which is what bootstrapping each alone with the same seed draws, at the cost of one."""
+    out: list[dict[str, Any]] = [{"value": None, "ci": None, "n": 0} for _ in columns]
+    finite = [np.isfinite(column) for column in columns]
+    pending = [i for i, kept in enumerate(finite) if kept.any()]
+    while pending:
+        same = [i for i in pending if np.array_equal(finite[i], finite[pending[0]])]
+        kept = finite[pending[0]]
+        values = np.stack([columns[i][kept] for i in same], axis=1)
+        intervals = mean_intervals(values, n_boot=n_boot, confidence=confidence, seed=seed)
+        for i, mean, (low, high) in zip(same, values.mean(axis=0), intervals, strict=True):
+            out[i] = {"value": float(mean), "ci": [low, high], "n": int(kept.sum())}
+        pending = [i for i in pending if i not in same]
+    return out
 
 
 def _composition(groups: Mapping[str, np.ndarray], members: np.ndarray, of_class: np.ndarray) -> dict[str, list]:
@@ -246,6 +276,8 @@ def discover(
     groups = {} if groups is None else groups
     side = round(np.sqrt(grids.shape[1]))
     assignment = np.full(len(grids), None, dtype=object)
+    # accuracy, confidence and (where given) subject_share of each row: estimated per strategy
+    outcomes = [np.asarray(v, dtype=np.float64) for v in (correct, confidence, subject_share) if v is not None]
     strategies: list[Strategy] = []
     classes: list[dict[str, Any]] = []
     for c in np.unique(explained[explained >= 0]):
@@ -261,28 +293,33 @@ def discover(
                 }
             )
             continue
-        features = normalise_grids(grids[of_class])
+        features = _normalise(grids[of_class].astype(np.float32, copy=False))  # the indexing made the copy
         labels = cluster(features, options)
+        norms = np.einsum("nd,nd->n", features, features)
         classes.append({"class": name, "n": len(of_class), "status": "ok", "n_strategies": int(labels.max() + 1)})
         for k in range(int(labels.max()) + 1):
+            # each strategy's numbers from the class's maps through its mask: no copy of its maps
             inside = labels == k
             members = of_class[inside]
-            mean_map = features[inside].mean(axis=0).reshape(side, side)
+            total = features.sum(axis=0, where=inside[:, None], dtype=np.float64)
+            mean_map = (total / len(members)).reshape(side, side)
             r0, r1, c0, c1 = hot_region(mean_map, options.energy)
-            own_mass = features[inside].reshape(-1, side, side)[:, r0:r1, c0:c1].sum(axis=(1, 2))
+            own_mass = features.reshape(-1, side, side)[:, r0:r1, c0:c1].sum(axis=(1, 2), dtype=np.float64)[inside]
+            centre = mean_map.reshape(-1).astype(np.float32)
+            # each member's squared distance to the mean map, |f|^2 - 2 f.m + |m|^2, with no copy of the maps
+            nearest = (norms - 2 * (features @ centre) + centre @ centre)[inside]
             area = (r1 - r0) * (c1 - c0) / side**2
             seed = options.seed + int(c) * 101 + k
+            accuracy, confident, *subject = _estimates([column[members] for column in outcomes], n_boot, level, seed)
             strategy = Strategy(
                 explained=int(c),
                 class_name=name,
                 id=f"{name}#{k + 1}",
                 n=len(members),
                 share=float(len(members) / len(of_class)),
-                accuracy=_estimate(np.asarray(correct, dtype=np.float64)[members], n_boot, level, seed),
-                confidence=_estimate(np.asarray(confidence, dtype=np.float64)[members], n_boot, level, seed),
-                subject_share=None
-                if subject_share is None or not np.isfinite(subject_share[members]).any()
-                else _estimate(np.asarray(subject_share, dtype=np.float64)[members], n_boot, level, seed),
+                accuracy=accuracy,
+                confidence=confident,
+                subject_share=subject[0] if subject and subject[0]["n"] else None,
                 mean_map=mean_map.astype(np.float32),
                 region=(c0 / side, r0 / side, c1 / side, r1 / side),
                 region_mass=float(mean_map[r0:r1, c0:c1].sum()),
@@ -291,7 +328,7 @@ def discover(
                 candidate=bool(area <= options.max_region_area and np.median(own_mass) >= options.min_shared),
                 groups=_composition(groups, members, of_class),
                 rows=members,
-                exemplars=members[np.argsort(((features[inside] - mean_map.ravel()) ** 2).sum(1))[:EXEMPLARS]],
+                exemplars=members[np.argsort(nearest, kind="stable")[:EXEMPLARS]],
             )
             strategies.append(strategy)
             assignment[members] = strategy.id

@@ -164,3 +164,53 @@ def test_multilabel_every_category_is_a_label_with_the_union_of_its_instances(co
     assert boxed["labels"] == [0] and torch.equal(boxed["masks"][0], torch.from_numpy(_box(slice(3, 8), slice(2, 6))))
     empty = items["empty.png"]  # no annotation: a sample with no label, not an error
     assert empty["labels"] == [] and "status" not in empty and empty["shared_mask"] == -1
+
+
+def _instances(tmp_path, annotations, width=W, height=H):
+    Image.new("RGB", (W, H), (90, 90, 90)).save(tmp_path / "one.png")
+    images = [{"id": 1, "file_name": "one.png", "width": width, "height": height}]
+    path = tmp_path / "boxes.json"
+    data = {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "cat"}]}
+    path.write_text(json.dumps(data), "utf-8")
+    return path
+
+
+def test_bbox_only_instances_are_boxes_and_join_a_mask_when_mixed_with_segmentations(tmp_path):
+    boxes = [
+        {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 3, 2], "area": 6},
+        {"id": 2, "image_id": 1, "category_id": 1, "bbox": [6, 5, 4, 3], "area": 12},
+    ]
+    ds = open_dataset(_instances(tmp_path, boxes), preprocessing=SAME_SIZE)
+    assert ds.rows[0].subject.gives_boxes  # every instance a box: a box subject (GrabCut may refine it)
+    assert torch.equal(
+        ds[0]["mask"], torch.from_numpy(_box(slice(1, 3), slice(1, 4)) | _box(slice(5, 8), slice(6, 10)))
+    )
+    polygon = {"id": 3, "image_id": 1, "category_id": 1, "segmentation": [[3, 2, 7, 2, 7, 5, 3, 5]], "area": 12}
+    mixed = open_dataset(_instances(tmp_path, [boxes[0], polygon]), preprocessing=SAME_SIZE)
+    assert not mixed.rows[0].subject.gives_boxes  # a mask: the polygon with the filled box
+    assert torch.equal(
+        mixed[0]["mask"], torch.from_numpy(_box(slice(1, 3), slice(1, 4)) | _box(slice(2, 5), slice(3, 7)))
+    )
+
+
+def test_coco_boxes_of_another_declared_size_are_invalid_or_scaled_with_resize_masks(tmp_path):
+    box = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 2, 4, 6], "area": 24}]
+    path = _instances(tmp_path, box, width=2 * W, height=2 * H)  # the entry says twice the image's size
+    item = open_dataset(path, preprocessing=SAME_SIZE)[0]
+    assert (item["status"], item["reason"]) == (
+        "invalid",
+        f"annotation is {2 * W}x{2 * H} but image is {W}x{H} (WxH); same aspect ratio, --resize-masks would resize it",
+    )
+    item = open_dataset(path, preprocessing=SAME_SIZE, resize_masks=True)[0]
+    assert torch.equal(item["mask"], torch.from_numpy(_box(slice(1, 4), slice(1, 3))))
+    assert item["note"] == f"annotation boxes scaled from {2 * W}x{2 * H} to {W}x{H} (WxH)"
+
+
+def test_a_bbox_with_a_negative_side_is_a_one_line_error(tmp_path):
+    box = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 2, -4, 6], "area": 24}]
+    with pytest.raises(InputError) as info:
+        open_dataset(_instances(tmp_path, box))
+    assert str(info.value) == (
+        f"{tmp_path / 'boxes.json'} annotations[0]: an annotation needs 'image_id', 'category_id' and "
+        "a bbox is [x, y, width, height]: four finite numbers, width and height not negative"
+    )

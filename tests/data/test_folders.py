@@ -56,15 +56,16 @@ def test_folder_errors_name_the_file_or_folder(tree):
     with pytest.raises(InputError) as info:
         open_dataset(root, classes=("cat",))
     assert str(info.value) == f"{root} folder 'dog': 1 images of unknown class; known: cat"
-    (root / "masks" / "cat" / "1.png").unlink()
-    with pytest.raises(InputError) as info:
-        open_dataset(root)
-    assert str(info.value) == (
-        f"{root} file 'cat/1.jpg': file not found: masks/cat/1.png (looked in {root / 'masks' / 'cat'}); "
-        "fix the path or pass --allow-missing to record the sample as an error and go on"
-    )
-    item = open_dataset(root, allow_missing=True, preprocessing=SAME_SIZE)[0]
-    assert (item["status"], item["reason"]) == ("error", f"mask file not found: {root / 'masks' / 'cat' / '1.png'}")
+
+
+def test_a_partial_masks_tree_gives_subjects_where_a_mask_exists_and_no_subject_elsewhere(tree):
+    root, masks = tree
+    (root / "masks" / "cat" / "1.png").unlink()  # only the dog keeps its mask
+    ds = open_dataset(root, preprocessing=SAME_SIZE)
+    cat, dog = ds[0], ds[1]
+    assert len(ds) == 2 and "status" not in cat and cat["image"].shape == (3, 8, 8)  # kept and read
+    assert not cat["has_subject"] and cat["reason"] == "no subject" and not cat["mask"].any()
+    assert dog["has_subject"] and torch.equal(dog["mask"], torch.from_numpy(masks["dog/a b/é.png"]))
 
 
 def test_a_tree_without_masks_has_samples_without_subjects(tree):

@@ -99,3 +99,13 @@ def test_percentile_interval_ignores_missing_replicates():
     assert (low[0], high[0]) == tuple(np.quantile(replicates[:, 0], [0.05, 0.95]))
     assert (low[1], high[1]) == tuple(np.quantile(replicates[100:, 1], [0.05, 0.95]))
     assert np.isnan(low[2]) and np.isnan(high[2])
+
+
+def test_mean_intervals_gather_the_resamples_that_the_counts_hold():
+    rng = np.random.default_rng(8)
+    values = rng.random((70, 2))
+    counts = np.concatenate(list(bootstrap.resample_counts(70, 50, seed=9)), axis=1)  # (rows, replicates)
+    low, high = bootstrap.percentile_interval(counts.T @ values / 70, 0.9)
+    got = bootstrap.mean_intervals(values, n_boot=50, confidence=0.9, seed=9)
+    assert np.asarray(got) == pytest.approx(np.stack([low, high], axis=1))
+    assert all(np.isnan(v) for v in bootstrap.mean_intervals(np.zeros((0, 1)), n_boot=5, confidence=0.9, seed=0)[0])

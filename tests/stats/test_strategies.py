@@ -7,8 +7,14 @@ import itertools
 import numpy as np
 import pytest
 
-from auditcam.stats.bootstrap import mean_interval
-from auditcam.stats.strategies import INSUFFICIENT, StrategyOptions, discover, hot_region, normalise_grids
+from auditcam.stats.bootstrap import mean_interval, mean_intervals
+from auditcam.stats.strategies import (
+    INSUFFICIENT,
+    StrategyOptions,
+    discover,
+    hot_region,
+    normalise_grids,
+)
 
 
 def _blob(row: int, col: int, rng: np.random.Generator, noise: float = 0.02) -> np.ndarray:
@@ -59,6 +65,19 @@ def test_two_ways_of_looking_are_two_strategies_with_their_regions_and_numbers()
     assert (found.assignment[corner] == small.id).all() and (found.assignment[~corner] == large.id).all()
 
 
+def test_exemplars_are_the_members_nearest_the_mean_map_brute_force():
+    rng = np.random.default_rng(3)
+    n = 90
+    corner = np.arange(n) < 30
+    grids = np.stack([_blob(0, 0, rng, noise=0.3) if c else _blob(4, 4, rng, noise=0.3) for c in corner])
+    found = discover(grids, np.zeros(n, dtype=int), np.ones(n), np.ones(n), class_names=["a"], n_boot=20)
+    maps = normalise_grids(grids.reshape(n, -1)).astype(np.float64)
+    for strategy in found.strategies:
+        distance = {int(r): float(((maps[r] - strategy.mean_map.reshape(-1)) ** 2).sum()) for r in strategy.rows}
+        nearest = sorted(distance, key=lambda r: (distance[r], r))[:3]
+        assert list(strategy.exemplars) == nearest
+
+
 @pytest.mark.parametrize("kind", ["uniform", "random"])
 def test_uniform_or_random_maps_give_no_spot_to_occlude(kind):
     rng = np.random.default_rng(2)
@@ -95,3 +114,11 @@ def test_a_large_class_is_fit_on_a_subsample_and_every_row_assigned():
 def test_normalised_grids_sum_to_one_and_an_empty_map_is_uniform():
     out = normalise_grids(np.array([[0.0, 2.0, -1.0, 2.0], [0.0, 0.0, 0.0, 0.0]]))
     assert out.tolist() == [[0.0, 0.5, 0.0, 0.5], [0.25, 0.25, 0.25, 0.25]]
+
+
+def test_one_set_of_replicates_gives_each_column_its_own_interval():
+    rng = np.random.default_rng(7)
+    columns = np.stack([rng.random(90), (rng.random(90) < 0.4).astype(float)], axis=1)
+    together = mean_intervals(columns, n_boot=300, confidence=0.9, seed=11)
+    alone = [mean_interval(columns[:, k], n_boot=300, confidence=0.9, seed=11) for k in range(2)]
+    assert np.asarray(together) == pytest.approx(np.asarray(alone))
