@@ -33,6 +33,11 @@ from auditcam.integrations.targets import TENSORBOARD, Logged, LogTarget, as_tar
 from auditcam.run.device import model_device, to_device
 from auditcam.stats.checks import CheckResult
 
+MULTILABEL_MONITOR = (
+    "Monitor audits single-label classifiers; for a multi-label dataset run "
+    "auditcam.audit(model, dataset, AuditSettings(task='multilabel')) at the steps you choose"
+)
+
 
 class _Items(Dataset):
     """Items read once and kept: the audit subset never touches the disk again."""
@@ -117,6 +122,8 @@ class Monitor:
         if location_every < 0:
             raise InputError(f"location_every must be 0 (never) or a number of steps, got {location_every}")
         source = as_audit_dataset(dataset)
+        if getattr(source, "multilabel", False):
+            raise InputError(MULTILABEL_MONITOR)
         picked = sorted(random.Random(seed).sample(range(len(source)), min(samples, len(source))))
         self.subset = WrappedDataset(
             _Items([source[i] for i in picked]),

@@ -3,9 +3,11 @@ import torch
 from torch import nn
 
 from auditcam.config import AnalysisOptions, Checks
+from auditcam.data import open_dataset
 from auditcam.demo.models import PREPROCESSING, TinyCNN
 from auditcam.demo.synthetic import CLASSES, make_split
-from auditcam.integrations.monitor import Monitor
+from auditcam.errors import InputError
+from auditcam.integrations.monitor import MULTILABEL_MONITOR, Monitor
 
 pytestmark = pytest.mark.slow  # each step is a whole audit of the subset
 
@@ -139,3 +141,13 @@ def test_the_location_test_runs_only_every_location_every_steps(split, monkeypat
     checks = [set(every_two.step(model, step=s).values) for s in range(3)]
     assert len(probed) == 2  # steps 0 and 2
     assert ["location_shortcut" in names for names in checks] == [True, False, True]
+
+
+def test_a_multilabel_dataset_is_refused_with_one_line(tmp_path):
+    from tests import multilabel as shapes
+
+    manifest = shapes.write_shapes(tmp_path, 6)
+    data = open_dataset(manifest, classes=shapes.CLASSES, preprocessing=shapes.PREPROCESSING, task="multilabel")
+    with pytest.raises(InputError) as info:
+        Monitor(data, samples=4)
+    assert str(info.value) == MULTILABEL_MONITOR
