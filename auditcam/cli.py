@@ -742,8 +742,10 @@ def _run_compare(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from auditcam.data import read_classes
     from auditcam.models import load_model_info
     from auditcam.result import compare
+    from auditcam.stats.comparison import check_pairable
 
     config = load_config_from_args(args)
+    check_pairable(config.settings.task, config.settings.target)
     specs, weights = _pair(args.model, "--model"), _pair(args.weights, "--weights")
     names, num_classes = _pair(args.name, "--name"), _pair(args.num_classes, "--num-classes")
     if names == [None, None]:

@@ -44,6 +44,7 @@ from auditcam.stats.checks import (
 from auditcam.stats.comparison import (
     OTHER_METHOD,
     TRANSITIONS,
+    check_pairable,
     focus_transitions,
     paired_deltas,
 )
@@ -527,6 +528,8 @@ def compare(a: AuditResult, b: AuditResult) -> Comparison:
     method_a, method_b = a.meta["methods"][0], b.meta["methods"][0]
     if method_a != method_b:
         raise ValueError(OTHER_METHOD.format(a=method_a, b=method_b))
+    for result in (a, b):
+        check_pairable(result.meta.get("task", "single"), result.meta.get("target", "pred"))
     frame_a = a.samples[a.samples["method"] == method_a].reset_index(drop=True)
     frame_b = b.samples[b.samples["method"] == method_b].reset_index(drop=True)
     return Comparison(

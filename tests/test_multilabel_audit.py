@@ -191,3 +191,25 @@ def test_two_multilabel_audits_of_the_true_labels_compare_paired(trained):
         row = deltas.loc[key]
         assert np.isfinite(row["a"]) and row["delta"] == pytest.approx(row["b"] - row["a"]), key
     assert deltas.loc[("overall", "all", "recall"), "delta"] <= 0  # a stricter threshold predicts fewer labels
+
+
+def test_comparing_multilabel_audits_of_predicted_labels_is_refused_before_any_audit(trained, tmp_path, capsys):
+    weights, manifest = trained
+    argv = ["compare", "--model", SPEC, "--weights", str(weights), "--weights", str(weights), "--data", str(manifest)]
+    out = tmp_path / "compare"
+    assert cli.main([*argv, "--out", str(out), "--task", "multilabel", "--target", "pred", *FAST]) == cli.EXIT_INPUT
+    error = capsys.readouterr().err.strip()
+    assert error.endswith("and two models predict different labels: explain the true labels (--target label)")
+    assert len(error.splitlines()) == 1 and not out.exists()  # refused before the first audit
+
+
+def test_the_api_refuses_to_pair_multilabel_audits_of_predicted_labels(trained):
+    weights, manifest = trained
+    model, info = auditcam.models.load_model_info(SPEC, weights)
+    dataset = auditcam.open_dataset(manifest, classes=CLASSES, preprocessing=info.preprocessing, task="multilabel")
+    settings = auditcam.AuditSettings(task="multilabel", target="pred", gallery_size=0, strategies=False)
+    options = auditcam.AnalysisOptions(bootstrap=20, min_group_size=5)
+    result = auditcam.audit(model, dataset, settings, analysis=options, progress=False)
+    with pytest.raises(auditcam.InputError) as info:
+        auditcam.compare(result, result)
+    assert info.value.parameter == "target"

@@ -13,6 +13,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from auditcam.errors import InputError
 from auditcam.stats.analysis import CORRECTNESS, Analysis
 from auditcam.stats.checks import INSUFFICIENT
 from auditcam.stats.estimates import Estimate
@@ -23,6 +24,10 @@ NOT_PAIRED = (
     "audit both models on one dataset with equal analysis options"
 )
 OTHER_METHOD = "the two audits were decided on different methods ({a} and {b}); use the same --method"
+PREDICTED_LABELS = (
+    "a multi-label comparison pairs each (sample, label) row of the two audits, and two models predict "
+    "different labels: explain the true labels (`target` label)"
+)
 IMPROVED, WORSENED, NO_CLEAR_CHANGE = "improved", "worsened", "no clear change"
 SUBJECT, BACKGROUND = "subject", "background"
 # focus transitions A -> B
@@ -92,6 +97,13 @@ def _sides(prefix: str, estimate: Estimate) -> dict[str, float]:
     low, high = estimate.ci or (math.nan, math.nan)
     value = math.nan if estimate.value is None else estimate.value
     return {prefix: value, f"{prefix}_ci_low": low, f"{prefix}_ci_high": high}
+
+
+def check_pairable(task: str, target: str) -> None:
+    """Refuse, before any work, a comparison whose audits cannot have the same rows: multi-label
+    audits of the predicted labels (each model explains its own)."""
+    if task == "multilabel" and target == "pred":
+        raise InputError(PREDICTED_LABELS, "target")
 
 
 def focus_transitions(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
