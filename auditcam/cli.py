@@ -829,20 +829,15 @@ def _add_trend(sub) -> None:
 
 
 def _run_trend(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from auditcam.data import LabelledDataset, read_classes
+    from auditcam.data import read_classes
     from auditcam.models import load_model_info
     from auditcam.trend import find_checkpoints, trend
 
     config = load_config_from_args(args)
     found = find_checkpoints(args.weights, args.step)
     model, info = load_model_info(args.model, None, args.num_classes, **model_options(args))
-    dataset = LabelledDataset.open(
-        args.data,
-        classes=read_classes(args.classes) if args.classes else info.classes,
-        preprocessing=info.preprocessing,
-        allow_missing=args.allow_missing,
-        **_data_options(args),
-    )
+    classes = read_classes(args.classes) if args.classes else info.classes
+    dataset = _open_data(args, classes, info.preprocessing, config.settings.task)
     result = trend(
         model,
         dataset,

@@ -213,3 +213,19 @@ def test_the_api_refuses_to_pair_multilabel_audits_of_predicted_labels(trained):
     with pytest.raises(auditcam.InputError) as info:
         auditcam.compare(result, result)
     assert info.value.parameter == "target"
+
+
+def test_a_trend_of_multilabel_checkpoints_reads_several_labels_per_sample(trained, tmp_path):
+    weights, manifest = trained
+    for name in ("epoch1", "epoch2"):
+        (tmp_path / f"{name}.pt").write_bytes(weights.read_bytes())
+    out = tmp_path / "trend"
+    argv = ["trend", "--model", SPEC, "--weights", str(tmp_path / "epoch*.pt"), "--data", str(manifest)]
+    code = cli.main([*argv, "--out", str(out), "--task", "multilabel", "--target", "label", "--no-strategies", *FAST])
+    assert code in (cli.EXIT_PASS, cli.EXIT_FAIL)
+    summary = json.loads((out / "summary.json").read_text())
+    assert [e["name"] for e in summary["checkpoints"]] == ["epoch1", "epoch2"]
+    inner = json.loads((out / summary["checkpoints"][-1]["folder"] / "summary.json").read_text())
+    assert inner["meta"]["task"] == "multilabel"
+    precision = [c["statistics"]["overall"]["all"]["precision"]["value"] for c in summary["checkpoints"]]
+    assert precision[0] == pytest.approx(precision[1])  # the same weights twice
