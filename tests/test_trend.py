@@ -196,3 +196,21 @@ def test_resume_after_a_checkpoint_failed_midway_reuses_the_finished_ones(shortc
     assert 'failures="0"' in (tmp_path / "out" / "junit.xml").read_text()
     with pytest.raises(InputError, match="already holds results"):
         trend(model, dataset, backwards, settings, **options)
+
+
+def test_the_trend_page_escapes_names_and_groups(tmp_path):
+    from auditcam.result import Checkpoint
+    from tests.htmlcheck import assert_self_contained, parse_page
+    from tests.records import audit_result, samples
+
+    frame = samples({"<script>alert(1)</script>": 40, "light": 40})
+    options = AnalysisOptions(bootstrap=100)
+    results = [audit_result(frame, Checks(), options, name=f"<b>step{i}</b>") for i in range(2)]
+    names = ["<i>first</i>", "<i>second</i>"]
+    found = [Checkpoint(name, i, f"{name}.pt", "0" * 64, f"checkpoints/c{i}") for i, name in enumerate(names)]
+    html = Trend.of(found, results, "<b>model</b>").write(tmp_path)["trend.html"].read_text(encoding="utf-8")
+    parse_page(html)
+    assert_self_contained(html)  # the one script is ours, allowed by its hash
+    assert html.lower().count("<script") == 1 and "<b>" not in html and "<i>" not in html
+    assert "&lt;i&gt;second&lt;/i&gt;" in html and "&lt;b&gt;model&lt;/b&gt;" in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
