@@ -8,6 +8,7 @@ import math
 
 import pandas as pd
 import pytest
+import torch
 
 from auditcam import AuditSettings, Checks, LabelledDataset, audit
 from auditcam.config import AnalysisOptions, GroupGap, Threshold
@@ -126,7 +127,9 @@ def test_a_folder_tree_without_masks_is_audited_end_to_end(small_dataset, tmp_pa
     out = tmp_path / "out"
     argv = ["audit", "--model", MODEL_SPEC, "--data", str(tree), "--out", str(out), "--no-progress"]
     argv += ["--classes", str(manifest.parent / "classes.txt"), "--min-group-size", "3"]
-    code = cli.main(argv)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # the untrained model's weights: a heatmap can be all zero, then it is invalid
+        code = cli.main(argv)
     capsys.readouterr()
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     outcomes = {c["name"]: c["outcome"] for c in summary["checks"]}
@@ -135,7 +138,10 @@ def test_a_folder_tree_without_masks_is_audited_end_to_end(small_dataset, tmp_pa
     assert code == (cli.EXIT_FAIL if blocking else cli.EXIT_PASS)  # decided by the mask-free checks alone
     assert summary["aggregates"]["gradcam"]["not_measured"]["subject_share_mean"] == NO_SUBJECTS
     samples = pd.read_parquet(out / "samples.parquet")
-    assert len(samples) == 12 and not samples["has_subject"].any() and samples["border_share"].notna().all()
+    assert len(samples) == 12 and not samples["has_subject"].any()
+    scored = samples["status"] == "ok"  # the others are invalid heatmaps (all zero), not subject faults
+    assert scored.any() and set(samples.loc[~scored, "status"]) <= {"invalid"}
+    assert samples.loc[scored, "border_share"].notna().all()
     report = (out / "report.html").read_text(encoding="utf-8")
     assert f'<div class="value not-measured">{NO_SUBJECTS}</div>' in report  # a key number, not a 0
     assert "No sample has a subject label" in report
